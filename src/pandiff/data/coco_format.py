@@ -1,0 +1,107 @@
+"""COCO panoptic format: RGB-encoded segment-id PNGs plus ``segments_info`` (id, category_id,
+iscrowd, area, bbox), converted to and from per-pixel category/instance arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pandiff.data.categories import CategoryTable
+from pandiff.errors import DataError
+
+
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """Segment ids from a COCO panoptic PNG: id = R + 256 G + 256^2 B. ``H W 3`` -> ``H W``."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise DataError(f"a COCO panoptic PNG must be RGB (H x W x 3), got shape {rgb.shape}")
+    rgb = rgb[..., :3].astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+def id_to_rgb(ids: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rgb_to_id`: ``H W`` ids -> ``H W 3`` uint8."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
+
+
+def coco_to_segments(
+    png_rgb: np.ndarray, segments_info: list[dict], table: CategoryTable
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode a COCO panoptic annotation.
+
+    Returns ``category`` (contiguous indices), ``instance`` (the COCO segment id for things, to be
+    relabelled canonically; 0 for stuff) and a ``crowd`` mask, all ``H W``.
+
+    Raises DataError for a segment id in the PNG that ``segments_info`` does not list, or an
+    unknown category id.
+    """
+    ids = rgb_to_id(png_rgb)
+    category = np.zeros(ids.shape, dtype=np.int64)
+    instance = np.zeros(ids.shape, dtype=np.int64)
+    crowd = np.zeros(ids.shape, dtype=bool)
+    info = {}
+    for seg in segments_info:
+        try:
+            info[int(seg["id"])] = seg
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"malformed segments_info entry {seg!r}: it needs an integer 'id'") from None
+    present = np.unique(ids)
+    missing = [int(i) for i in present if i != 0 and int(i) not in info]
+    if missing:
+        raise DataError(
+            f"the panoptic PNG holds segment id(s) {missing[:5]} that segments_info does not list; "
+            "the PNG and the JSON do not belong together"
+        )
+    lut = table.isthing_lut()
+    for seg_id in present:
+        if seg_id == 0:
+            continue
+        seg = info[int(seg_id)]
+        if "category_id" not in seg:
+            raise DataError(f"segment {seg_id} in segments_info has no 'category_id'")
+        cat = table.index_of_coco_id(seg["category_id"])
+        mask = ids == seg_id
+        category[mask] = cat
+        if lut[cat]:
+            instance[mask] = int(seg_id)
+            if seg.get("iscrowd", 0):
+                crowd[mask] = True
+    return category, instance, crowd
+
+
+def segments_to_coco(
+    category: np.ndarray, instance: np.ndarray, table: CategoryTable
+) -> tuple[np.ndarray, list[dict]]:
+    """Encode category/instance arrays as a COCO panoptic PNG array and ``segments_info``.
+
+    Every distinct non-void (category, instance) pair becomes one segment with ids 1..n in sorted
+    order; instance 0 of a thing category (a crowd region) gets ``iscrowd=1``.
+    """
+    category = np.asarray(category, dtype=np.int64)
+    instance = np.asarray(instance, dtype=np.int64)
+    lut = table.isthing_lut()
+    key = category * 65536 + instance
+    uniq, inverse = np.unique(key, return_inverse=True)
+    inverse = inverse.reshape(key.shape)
+    ids = np.zeros(key.shape, dtype=np.int64)
+    segments = []
+    next_id = 1
+    for u_index, k in enumerate(uniq):
+        cat, inst = int(k // 65536), int(k % 65536)
+        if cat == 0:
+            continue
+        mask = inverse == u_index
+        ids[mask] = next_id
+        ys, xs = np.nonzero(mask)
+        x0, y0 = int(xs.min()), int(ys.min())
+        segments.append(
+            {
+                "id": next_id,
+                "category_id": table[cat].coco_id,
+                "iscrowd": int(lut[cat] and inst == 0),
+                "area": int(mask.sum()),
+                "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+            }
+        )
+        next_id += 1
+    return id_to_rgb(ids), segments

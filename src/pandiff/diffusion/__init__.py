@@ -1,0 +1,1 @@
+"""pandiff.diffusion"""
