@@ -14,6 +14,10 @@ import sys
 # name -> (module, one-line help). Order is the data flow of the paper's pipeline.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "make-world": ("pandiff.data.world_cli", "write a built-in synthetic world in COCO panoptic format"),
+    "train-codec": ("pandiff.encoders.train_codec", "train the small image autoencoder for the built-in world"),
+    "prepare": ("pandiff.data.prepare_cli", "encode a dataset once into feature shards for training"),
+    "generate": ("pandiff.generate_cli", "generate image + panoptic map pairs from a prompt (or an image for a map)"),
+    "segment": ("pandiff.segment_cli", "draw the panoptic map of a given image with the same model"),
 }
 
 

@@ -33,8 +33,10 @@ def colorize(pmap: PanopticMap) -> np.ndarray:
     and a dark outline along every segment boundary so touching instances stay apart."""
     colors = category_colors(pmap.table).astype(np.float32)
     rgb = colors[pmap.category]
-    # Instances 1..n alternate brighter/darker shades of the category colour.
-    shade = np.where(pmap.instance > 0, ((pmap.instance % 4) - 1.5) * 0.12, 0.0)[..., None]
+    # Instances 1..7 get seven distinct shades, alternating darker/brighter so neighbours in the
+    # canonical order contrast; instance 0 (stuff, crowd) keeps the plain category colour.
+    shades = np.array([0.0, -0.3, 0.3, -0.1, 0.2, -0.2, 0.1, 0.4])
+    shade = shades[np.where(pmap.instance > 0, 1 + (pmap.instance - 1) % 7, 0)][..., None]
     rgb = np.clip(rgb + shade * np.where(shade > 0, 255 - rgb, rgb), 0, 255)
     edges = segment_boundaries(pmap)
     rgb[edges] *= 0.35

@@ -131,7 +131,8 @@ def canonicalize(
         table: category table.
         max_instances: instance budget per thing category (``2**instance_bits - 1``).
         crowd: optional ``H W`` bool array of pixels that belong to COCO crowd segments; they go
-            to instance 0 of their category.
+            to instance 0 of their category. Thing pixels whose label is already 0 are crowd too,
+            so canonicalising a canonical map (e.g. after a resize) leaves it canonical.
 
     Returns:
         The relabelled map and the number of instances merged into crowd regions.
@@ -144,10 +145,9 @@ def canonicalize(
     merged = 0
     for cat in np.unique(category[thing_px]):
         in_cat = category == cat
+        in_cat_ids = in_cat & (instance != 0)
         if crowd is not None:
-            in_cat_ids = in_cat & ~crowd
-        else:
-            in_cat_ids = in_cat
+            in_cat_ids &= ~crowd
         positions = np.flatnonzero(in_cat_ids.ravel())  # raster order
         if positions.size == 0:
             continue

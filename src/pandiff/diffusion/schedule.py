@@ -1,0 +1,80 @@
+"""The one noise schedule of pandiff and the map's bit scale.
+
+The image latent and the map bits share one discrete schedule (Stable Diffusion's scaled-linear
+betas, 1000 steps, from diffusers). The paper noises the map bits with a larger noise std
+(2.0) so that bits can flip. We implement that as a *bit scale*: the map that diffuses is
+``bits / map_noise_scale``; then ``x_t = alpha_t * bits / s + sigma_t * eps`` is the paper's
+``s * x_t = alpha_t * bits + sigma_t * (s * eps)`` divided by s, i.e. the same process, and every
+standard diffusers scheduler applies to the map unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+from pandiff.errors import ConfigError
+
+SCHEDULERS = {
+    "dpmsolver++": DPMSolverMultistepScheduler,
+    "ddim": DDIMScheduler,
+    "ddpm": DDPMScheduler,
+}
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """Training noise schedule shared by image and map; ``map_noise_scale`` is the bit scale."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    map_noise_scale: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.map_noise_scale <= 0:
+            raise ConfigError(f"map_noise_scale must be > 0, got {self.map_noise_scale}")
+
+    def scheduler_config(self) -> dict:
+        return {
+            "num_train_timesteps": self.num_train_timesteps,
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "beta_schedule": self.beta_schedule,
+        }
+
+    def training_scheduler(self) -> DDPMScheduler:
+        """A DDPM scheduler whose ``add_noise`` covers all training timesteps (never call
+        ``set_timesteps`` on it: that would shrink its table to the inference steps)."""
+        return DDPMScheduler(**self.scheduler_config())
+
+    def inference_scheduler(self, name: str, prediction_type: str):
+        """A fresh sampling scheduler (``dpmsolver++``, ``ddim`` or ``ddpm``) for one modality.
+
+        Args:
+            prediction_type: ``"epsilon"`` for the image, ``"sample"`` for the map (clean bits).
+        """
+        if name not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        kwargs = dict(self.scheduler_config(), prediction_type=prediction_type)
+        if name == "dpmsolver++":
+            kwargs.update(algorithm_type="dpmsolver++", solver_order=2)
+        if name == "ddim":
+            kwargs.update(clip_sample=False, set_alpha_to_one=False)
+        if name == "ddpm":
+            kwargs.update(clip_sample=False)
+        return SCHEDULERS[name](**kwargs)
+
+    def bits_to_diffusion(self, bits: torch.Tensor) -> torch.Tensor:
+        """Analog bits in {-1, +1} -> the map's diffusion space (``bits / map_noise_scale``)."""
+        return bits / self.map_noise_scale
+
+    def diffusion_to_bits(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.map_noise_scale
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+

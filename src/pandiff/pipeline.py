@@ -1,0 +1,296 @@
+"""The user-facing pipeline: prompt -> image + panoptic map, map -> image, image -> map, inpainting.
+
+A pipeline folder (diffusers-style) holds::
+
+    pandiff_pipeline.json   codec, text encoder, schedule, instance bits, category table, image size
+    model/                  config.json + safetensors of the PDM transformer (EMA weights)
+    codec/                  the image codec (AutoencoderKL folder), unless the JSON names another path
+
+``PanopticDiffusionPipeline.from_pretrained(folder)`` loads all of it; calling the pipeline
+returns PIL images, :class:`PanopticMap` objects and overlays.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pandiff.data.analog_bits import MapBitCodec
+from pandiff.data.categories import CategoryTable
+from pandiff.data.palette import colorize, overlay
+from pandiff.data.panoptic_map import PanopticMap, canonicalize, center_crop_box
+from pandiff.diffusion.sampler import LockstepSampler
+from pandiff.diffusion.schedule import NoiseSchedule
+from pandiff.errors import ConfigError, DataError, WeightsError
+
+PIPELINE_FILE = "pandiff_pipeline.json"
+DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "world-s"
+
+
+@dataclass
+class PipelineOutput:
+    """What one pipeline call returns; lists are aligned, one entry per sample."""
+
+    prompts: list[str]
+    images: list[Image.Image]
+    maps: list[PanopticMap]
+    overlays: list[Image.Image] = field(default_factory=list)
+
+    def map_images(self) -> list[Image.Image]:
+        """The maps in palette colours."""
+        return [Image.fromarray(colorize(m)) for m in self.maps]
+
+
+class PanopticDiffusionPipeline:
+    """Composes a PDM model, an image codec, a text encoder and a lockstep sampler.
+
+    Args:
+        model: PDM transformer (``model.config`` gives latent and map sizes).
+        codec: image codec (``encode``/``decode`` between ``[-1, 1]`` images and latents).
+        text_encoder: prompts -> ``B L D`` features, with ``empty()``.
+        schedule: the training noise schedule (and the map's bit scale).
+        table: category table of the model's maps.
+        instance_bits: instance bits of the map codec.
+        image_size: pixel side of generated images.
+        scheduler: ``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        codec,
+        text_encoder,
+        schedule: NoiseSchedule,
+        table: CategoryTable,
+        instance_bits: int = 3,
+        image_size: int = 64,
+        scheduler: str = "dpmsolver++",
+    ) -> None:
+        self.model = model.eval()
+        self.codec = codec
+        self.text_encoder = text_encoder
+        self.schedule = schedule
+        self.table = table
+        self.bit_codec = MapBitCodec.for_table(table, instance_bits)
+        self.image_size = image_size
+        self.scheduler = scheduler
+        cfg = model.config
+        if self.bit_codec.num_bits != cfg.map_bits:
+            raise WeightsError(
+                f"the model draws {cfg.map_bits} map bits but its category table needs "
+                f"{self.bit_codec.num_bits} ({len(table)} categories, {instance_bits} instance bits)"
+            )
+        self.latent_shape = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        self.map_size = cfg.latent_size * cfg.patch_factor
+        self.map_shape = (cfg.map_bits, self.map_size, self.map_size)
+        self._empty: torch.Tensor | None = None
+        self.guidance_scale = 3.0
+        self.map_guidance_scale = 1.0
+
+    # -- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path | None = None, device: str | torch.device = "cpu", scheduler: str = "dpmsolver++"
+    ) -> PanopticDiffusionPipeline:
+        """Load a pipeline folder (default: the bundled built-in-world model)."""
+        from pandiff.encoders.codec import load_codec
+        from pandiff.encoders.text import load_text_encoder
+        from pandiff.model import load_pdm
+
+        folder = Path(folder) if folder is not None else DEFAULT_MODEL_DIR
+        spec_path = folder / PIPELINE_FILE
+        if not folder.is_dir():
+            raise WeightsError(f"model folder {folder} does not exist; pass --model with a pipeline folder")
+        if not spec_path.is_file():
+            raise WeightsError(
+                f"{folder} is not a pandiff pipeline folder: {PIPELINE_FILE} is missing "
+                "(export one with `pandiff train ... --export DIR`)"
+            )
+        try:
+            spec = json.loads(spec_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise WeightsError(f"{spec_path} is not valid JSON: {exc}") from None
+        missing = [k for k in ("codec", "text_encoder", "categories") if k not in spec]
+        if missing:
+            raise WeightsError(f"{spec_path} lacks {', '.join(missing)}; re-export the pipeline")
+        model = load_pdm(folder / spec.get("model", "model"))
+        codec_ref = spec["codec"]
+        codec_path = folder / codec_ref
+        codec = load_codec(str(codec_path) if codec_path.exists() else codec_ref)
+        text_encoder = load_text_encoder(spec["text_encoder"], max_length=model.config.text_len, device=device)
+        schedule = NoiseSchedule(**spec.get("schedule", {}))
+        pipe = cls(
+            model.to(device),
+            codec,
+            text_encoder,
+            schedule,
+            CategoryTable.from_coco(spec["categories"]),
+            instance_bits=int(spec.get("instance_bits", 3)),
+            image_size=int(spec.get("image_size", 64)),
+            scheduler=scheduler,
+        )
+        if hasattr(codec, "to"):
+            codec.to(device)
+        pipe.guidance_scale = float(spec.get("guidance_scale", pipe.guidance_scale))
+        pipe.map_guidance_scale = float(spec.get("map_guidance_scale", pipe.map_guidance_scale))
+        return pipe
+
+    def default_scales(self, guidance: float | None = None, map_guidance: float | None = None) -> dict[str, float]:
+        """Guidance keyword arguments: the given values, else the model folder's defaults."""
+        return {
+            "guidance_scale": self.guidance_scale if guidance is None else guidance,
+            "map_guidance_scale": self.map_guidance_scale if map_guidance is None else map_guidance,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def check_prompts(self, prompt: str | Sequence[str]) -> list[str]:
+        """Validate prompts: non-empty strings that fit the text encoder's window."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ConfigError("no prompt given")
+        limit = self.text_encoder.max_length
+        for p in prompts:
+            if not isinstance(p, str) or not p.strip():
+                raise ConfigError("the prompt is empty; describe the scene, e.g. 'two red circles on the grass'")
+            n = self.text_encoder.count_tokens(p)
+            if n > limit:
+                raise ConfigError(
+                    f"the prompt is {n} tokens long but the text encoder reads at most {limit}; shorten it"
+                )
+        return prompts
+
+    def prepare_map(self, pmap: PanopticMap, resize: bool = False) -> torch.Tensor:
+        """A given map -> ``K H W`` bits at the model's map size.
+
+        Integer upsampling (nearest) is lossless and always done; any other size change loses
+        labels and needs ``resize=True`` (mode pooling after a centre crop).
+        """
+        if pmap.table.num_categories != self.table.num_categories or any(
+            a.coco_id != b.coco_id for a, b in zip(pmap.table.categories, self.table.categories)
+        ):
+            raise DataError("the given map uses another category table than the model; convert it first")
+        h, w = pmap.shape
+        m = self.map_size
+        if (h, w) != (m, m):
+            lossless = h == w and m % h == 0
+            if not (lossless or resize):
+                raise DataError(
+                    f"the map is {h}x{w} but the model draws {m}x{m} maps; resizing it loses labels. "
+                    "Pass resize=True (CLI: --resize) to centre-crop and mode-pool it"
+                )
+            pmap = pmap.center_crop().resize(m)
+        pmap, _ = canonicalize(pmap.category, pmap.instance, self.table, self.bit_codec.max_instances)
+        return self.bit_codec.encode_map(pmap)
+
+    def prepare_image(self, image: Image.Image | np.ndarray, resize: bool = False) -> torch.Tensor:
+        """A given RGB image -> ``3 S S`` float in ``[-1, 1]`` at the model's image size."""
+        img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        img = img.convert("RGB")
+        s = self.image_size
+        if img.size != (s, s):
+            if not resize:
+                raise DataError(
+                    f"the image is {img.size[0]}x{img.size[1]} but the model works at {s}x{s}; "
+                    "pass resize=True (CLI: --resize) to centre-crop and resize it"
+                )
+            top, left, side = center_crop_box(img.size[1], img.size[0])
+            img = img.crop((left, top, left + side, top + side)).resize((s, s), Image.BICUBIC)
+        arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
+        return arr.permute(2, 0, 1)
+
+    def _encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._empty is None:
+            self._empty = self.text_encoder.empty().to(self.device)  # cached: same every call
+        return self.text_encoder.encode(prompts).to(self.device), self._empty
+
+    # -- the call --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        map_guidance_scale: float = 1.0,
+        num_images: int = 1,
+        generator: torch.Generator | None = None,
+        map: PanopticMap | None = None,
+        image: Image.Image | np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        resize: bool = False,
+        progress: bool = False,
+    ) -> PipelineOutput:
+        """Generate ``num_images`` samples per prompt.
+
+        Args:
+            prompt: one prompt or a list (batched).
+            map: a clean map to draw the image for (map -> image).
+            image: a clean image to segment (image -> map).
+            mask: ``H W`` array, 1 where to generate and 0 where to keep the given image/map
+                (inpainting); any size, resized by nearest neighbour to each modality.
+            resize: allow lossy resizing of a given map or image to the model's sizes.
+        Returns:
+            :class:`PipelineOutput` with PIL images, panoptic maps and overlays.
+        """
+        prompts = self.check_prompts(prompt)
+        if num_images < 1:
+            raise ConfigError(f"num_images must be >= 1, got {num_images}")
+        if mask is not None and map is None and image is None:
+            raise ConfigError("a mask needs the image and/or map whose unmasked part is kept")
+        prompts = [p for p in prompts for _ in range(num_images)]
+        b = len(prompts)
+        text, empty = self._encode_prompts(prompts)
+        dev = self.device
+        given_bits = self.prepare_map(map, resize).to(dev).expand(b, -1, -1, -1) if map is not None else None
+        given_latents = None
+        if image is not None:
+            pixels = self.prepare_image(image, resize).unsqueeze(0).to(dev)
+            given_latents = self.codec.encode(pixels).expand(b, -1, -1, -1)
+        image_mask = map_mask = None
+        if mask is not None:
+            mask_t = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None].to(dev)
+            if image is not None:
+                image_mask = _resize_mask(mask_t, self.latent_shape[1]).expand(b, -1, -1, -1)
+            if map is not None:
+                map_mask = _resize_mask(mask_t, self.map_size).expand(b, -1, -1, -1)
+        sampler = LockstepSampler(self.model, self.schedule, self.scheduler)
+        out = sampler.sample(
+            text,
+            empty,
+            self.latent_shape,
+            self.map_shape,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            map_guidance_scale=map_guidance_scale,
+            image=given_latents,
+            map_bits=given_bits,
+            image_mask=image_mask,
+            map_mask=map_mask,
+            generator=generator,
+            progress=progress,
+        )
+        pixels = self.codec.decode(out.latents)  # B 3 S S in [-1, 1]
+        arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        maps = [self.bit_codec.decode_map(bits.float(), self.table) for bits in out.map_bits]
+        images = [Image.fromarray(a) for a in arrays]
+        overlays = [Image.fromarray(overlay(a, m)) for a, m in zip(arrays, maps)]
+        return PipelineOutput(prompts, images, maps, overlays)
+
+
+def _resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """``1 1 H W`` mask -> ``1 1 size size`` by nearest neighbour, values in {0, 1}."""
+    m = mask.shape[-1]
+    if mask.shape[-2] != m:
+        raise DataError(f"the mask must be square, got {tuple(mask.shape[-2:])}")
+    idx = (torch.arange(size) * m) // size
+    return (mask[..., idx, :][..., :, idx] > 0.5).float()
+

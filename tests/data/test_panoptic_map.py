@@ -1,0 +1,249 @@
+"""Panoptic maps: canonical instance order, the instance budget, COCO conversion, resizing, palette."""
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from pandiff.data.categories import Category, CategoryTable
+from pandiff.data.coco_format import id_to_rgb, rgb_to_id
+from pandiff.data.palette import category_colors, colorize, overlay
+from pandiff.data.panoptic_map import PanopticMap, canonicalize, resize_labels
+from pandiff.errors import DataError
+
+# person (thing, COCO id 1), car (thing, 3), sky (stuff, 187)
+TABLE = CategoryTable(
+    (
+        Category("person", 1, True, (220, 20, 60)),
+        Category("car", 3, True, (0, 0, 142)),
+        Category("sky", 187, False, (70, 130, 180)),
+    )
+)
+PERSON, CAR, SKY = 1, 2, 3
+
+
+# -- canonical order and the instance budget ---------------------------------------------------------
+def test_instances_are_numbered_in_raster_order_of_their_first_pixel():
+    category = np.array(
+        [
+            [3, 3, 1, 1],
+            [1, 3, 1, 1],
+            [1, 2, 2, 3],
+            [1, 1, 3, 3],
+        ]
+    )
+    # Raw labels deliberately out of order; the sky's labels must be ignored.
+    raw = np.array(
+        [
+            [9, 9, 40, 40],
+            [17, 5, 40, 40],
+            [17, 8, 8, 9],
+            [23, 23, 5, 5],
+        ]
+    )
+    pmap, merged = canonicalize(category, raw, TABLE)
+    assert merged == 0
+    # person 40 starts at (0, 2), person 17 at (1, 0), person 23 at (3, 0): numbered 1, 2, 3.
+    expected = np.array(
+        [
+            [0, 0, 1, 1],
+            [2, 0, 1, 1],
+            [2, 1, 1, 0],
+            [3, 3, 0, 0],
+        ]
+    )
+    np.testing.assert_array_equal(pmap.instance, expected)
+    np.testing.assert_array_equal(pmap.category, category)
+    assert pmap.thing_counts() == {PERSON: 3, CAR: 1}
+
+
+def overflow_scene() -> tuple[np.ndarray, np.ndarray]:
+    """Ten people, one per row, with areas 1..10 in a shuffled order."""
+    category = np.zeros((10, 12), dtype=np.int64)
+    raw = np.zeros((10, 12), dtype=np.int64)
+    for row, area in enumerate([4, 9, 1, 7, 10, 2, 6, 3, 8, 5]):
+        category[row, :area] = PERSON
+        raw[row, :area] = 100 + area
+    return category, raw
+
+
+def test_instances_beyond_the_budget_merge_into_the_crowd_region():
+    category, raw = overflow_scene()
+    pmap, merged = canonicalize(category, raw, TABLE, max_instances=3)
+    assert merged == 7
+    # The three largest (areas 10, 9, 8 in rows 4, 1, 8) keep identity, numbered in raster order.
+    first_instance_per_row = [int(pmap.instance[row, 0]) for row in range(10)]
+    assert first_instance_per_row == [0, 1, 0, 0, 2, 0, 0, 0, 3, 0]
+    assert int((pmap.instance == 0)[category == PERSON].sum()) == sum(a for a in range(1, 8))
+
+    png, segments = pmap.to_coco()
+    crowd = [s for s in segments if s["iscrowd"]]
+    assert len(crowd) == 1 and crowd[0]["category_id"] == 1
+    assert crowd[0]["area"] == 28
+    assert sorted(s["area"] for s in segments if not s["iscrowd"]) == [8, 9, 10]
+    back, merged_again = PanopticMap.from_coco(png, segments, TABLE, max_instances=3)
+    assert merged_again == 0
+    np.testing.assert_array_equal(back.instance, pmap.instance)
+
+
+def test_coco_crowd_segments_go_to_instance_zero():
+    ids = np.array([[1, 1, 2], [3, 3, 2]])
+    segments = [
+        {"id": 1, "category_id": 1, "iscrowd": 1},
+        {"id": 2, "category_id": 1, "iscrowd": 0},
+        {"id": 3, "category_id": 187, "iscrowd": 0},
+    ]
+    pmap, merged = PanopticMap.from_coco(id_to_rgb(ids), segments, TABLE)
+    assert merged == 0
+    np.testing.assert_array_equal(pmap.category, [[1, 1, 1], [3, 3, 1]])
+    np.testing.assert_array_equal(pmap.instance, [[0, 0, 1], [0, 0, 1]])
+
+
+# -- COCO panoptic form --------------------------------------------------------------------------------
+def test_segments_info_area_and_bbox_on_a_hand_built_map():
+    category = np.array(
+        [
+            [3, 3, 3, 3, 3],
+            [3, 1, 1, 3, 2],
+            [0, 1, 1, 3, 2],
+            [0, 1, 0, 0, 2],
+        ]
+    )
+    instance = np.where(np.isin(category, [PERSON, CAR]), 1, 0)
+    png, segments = PanopticMap(category, instance, TABLE).to_coco()
+    assert png.shape == (4, 5, 3) and png.dtype == np.uint8
+    by_category = {s["category_id"]: s for s in segments}
+    assert by_category[1] == {"id": 1, "category_id": 1, "iscrowd": 0, "area": 5, "bbox": [1, 1, 2, 3]}
+    assert by_category[3] == {"id": 2, "category_id": 3, "iscrowd": 0, "area": 3, "bbox": [4, 1, 1, 3]}
+    assert by_category[187] == {"id": 3, "category_id": 187, "iscrowd": 0, "area": 8, "bbox": [0, 0, 5, 3]}
+    ids = rgb_to_id(png)
+    assert set(np.unique(ids).tolist()) == {0, 1, 2, 3}
+    assert int((ids == 0).sum()) == 4  # void pixels
+
+
+def random_canonical(seed: int, height: int, width: int, max_instances: int) -> PanopticMap:
+    rng = np.random.default_rng(seed)
+    category = rng.integers(0, len(TABLE) + 1, size=(height, width))
+    crowd = rng.random((height, width)) < 0.15
+    pmap, _ = canonicalize(category, rng.integers(0, 9, size=(height, width)), TABLE, max_instances, crowd)
+    return pmap
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.integers(1, 12), st.integers(1, 7))
+def test_coco_round_trip_is_exact(seed, height, width, max_instances):
+    pmap = random_canonical(seed, height, width, max_instances)
+    png, segments = pmap.to_coco()
+    # Through a real PNG file, as COCO stores it.
+    buffer = io.BytesIO()
+    Image.fromarray(png).save(buffer, format="PNG")
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    back, merged = PanopticMap.from_coco(decoded, segments, TABLE, max_instances)
+    assert merged == 0
+    np.testing.assert_array_equal(back.category, pmap.category)
+    np.testing.assert_array_equal(back.instance, pmap.instance)
+    assert sum(s["area"] for s in segments) == int((pmap.category > 0).sum())
+
+
+def test_png_segment_missing_from_segments_info_is_an_error():
+    ids = np.array([[1, 2]])
+    with pytest.raises(DataError, match=r"segment id\(s\) \[2\]"):
+        PanopticMap.from_coco(id_to_rgb(ids), [{"id": 1, "category_id": 1}], TABLE)
+
+
+# -- resizing ---------------------------------------------------------------------------------------
+def test_mode_pooling_known_values():
+    labels = np.array(
+        [
+            [5, 5, 7, 7],
+            [5, 9, 7, 0],
+            [0, 0, 4, 4],
+            [0, 3, 4, 6],
+        ]
+    )
+    np.testing.assert_array_equal(resize_labels(labels, 2), [[5, 7], [0, 4]])
+
+
+def test_ties_go_to_the_smaller_label_and_void_loses_ties():
+    np.testing.assert_array_equal(resize_labels(np.array([[7, 3], [3, 7]]), 1), [[3]])
+    np.testing.assert_array_equal(resize_labels(np.array([[0, 9], [9, 0]]), 1), [[9]])
+    np.testing.assert_array_equal(resize_labels(np.array([[0, 0], [0, 9]]), 1), [[0]])
+
+
+def test_thin_segments_vanish_under_4x_pooling_and_wide_ones_survive():
+    labels = np.full((16, 16), 1)
+    labels[:, 9] = 2  # one pixel wide: a quarter of its block column
+    labels[:, 4:7] = 3  # three pixels wide inside block column 1
+    out = resize_labels(labels, 4)
+    assert 2 not in out
+    np.testing.assert_array_equal(out, np.tile([1, 3, 1, 1], (4, 1)))
+
+
+def test_non_integer_ratio_and_exact_nearest_upsampling():
+    labels = np.zeros((6, 6), dtype=np.int64)
+    labels[:, :3], labels[:, 3:] = 1, 2
+    np.testing.assert_array_equal(resize_labels(labels, 4), np.tile([1, 1, 2, 2], (4, 1)))
+
+    small = np.array([[1, 2], [3, 0]])
+    np.testing.assert_array_equal(resize_labels(small, 4), np.kron(small, np.ones((2, 2), dtype=int)))
+    idx = (np.arange(7) * 3) // 7
+    odd = np.arange(9).reshape(3, 3)
+    np.testing.assert_array_equal(resize_labels(odd, 7), odd[idx][:, idx])
+
+
+def test_resize_only_takes_square_maps():
+    with pytest.raises(DataError, match="square"):
+        resize_labels(np.zeros((4, 6)), 2)
+
+
+def test_map_resize_and_crop_keep_category_instance_pairs():
+    category = np.full((8, 12), SKY)
+    instance = np.zeros((8, 12), dtype=np.int64)
+    category[2:6, 4:8], instance[2:6, 4:8] = PERSON, 2
+    category[0:2, 0:2], instance[0:2, 0:2] = PERSON, 1  # falls outside the centred crop
+    pmap = PanopticMap(category, instance, TABLE).center_crop()
+    assert pmap.shape == (8, 8)
+    small = pmap.resize(4)
+    assert small.segments() == [(PERSON, 2), (SKY, 0)]
+    np.testing.assert_array_equal(small.category[1:3, 1:3], PERSON)
+
+
+# -- palette --------------------------------------------------------------------------------------------
+def test_category_colours_are_fixed():
+    colors = category_colors(TABLE)
+    assert colors.shape == (4, 3)
+    assert colors[0].tolist() == [0, 0, 0]  # void
+    assert colors[PERSON].tolist() == [220, 20, 60]  # the table's own colour
+    named = CategoryTable.from_names(["circle", "square"], ["grass"])
+    derived = category_colors(named)
+    np.testing.assert_array_equal(
+        derived, category_colors(CategoryTable.from_names(["circle", "square"], ["grass"]))
+    )
+    assert len({tuple(c) for c in derived[1:]}) == 3
+
+
+def test_every_instance_of_a_category_gets_its_own_colour():
+    # Columns of instances 0..7 of one person category, 3 pixels wide; read the middle column.
+    instance = np.repeat(np.arange(8), 3)[None].repeat(3, axis=0)
+    rgb = colorize(PanopticMap(np.full(instance.shape, PERSON), instance, TABLE))
+    interior = {tuple(rgb[1, 3 * i + 1]) for i in range(8)}
+    assert len(interior) == 8  # crowd (0) and instances 1..7 all differ
+    assert tuple(rgb[1, 1]) == (220, 20, 60)  # instance 0 keeps the category colour
+
+
+def test_overlay_is_image_sized_and_draws_boundaries():
+    pmap = PanopticMap(np.array([[SKY, SKY], [PERSON, PERSON]]), np.array([[0, 0], [1, 1]]), TABLE)
+    image = np.full((8, 8, 3), 100, dtype=np.uint8)
+    out = overlay(image, pmap, alpha=0.0)
+    assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+    # alpha 0 leaves the image except on boundaries, drawn opaque: the sky's map row touches the
+    # person below, and nearest upsampling makes it the top 4 image rows.
+    edge_colour = colorize(pmap)[0, 0]
+    assert edge_colour.tolist() == [int(c * 0.35) for c in (70, 130, 180)]
+    np.testing.assert_array_equal(out[:4], np.broadcast_to(edge_colour, (4, 8, 3)))
+    np.testing.assert_array_equal(out[4:], image[4:])
+    full = overlay(image, pmap, alpha=1.0)
+    np.testing.assert_array_equal(full[6, 3], colorize(pmap)[1, 0])
