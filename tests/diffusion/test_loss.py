@@ -1,0 +1,103 @@
+"""The joint objective: modes, masking of losses, and that it trains a tiny model."""
+
+import pytest
+import torch
+
+from pandiff.diffusion.loss import LossConfig, joint_loss
+from pandiff.diffusion.schedule import NoiseSchedule
+from pandiff.errors import ConfigError
+from pandiff.model import pdm_from_preset
+
+
+class Recorder(torch.nn.Module):
+    """Returns fixed predictions and records its inputs."""
+
+    def __init__(self, image_pred, map_pred):
+        super().__init__()
+        self.image_pred, self.map_pred, self.calls = image_pred, map_pred, []
+
+    def forward(self, image, t_image, text, map_bits, t_map):
+        self.calls.append((image, t_image, text, map_bits, t_map))
+        return type("Out", (), {"image": self.image_pred, "map": self.map_pred})()
+
+
+def _batch(b=64):
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(b, 4, 4, 4, generator=g)
+    bits = torch.randint(0, 2, (b, 5, 8, 8), generator=g).float() * 2 - 1
+    text = torch.randn(b, 3, 8, generator=g)
+    return latents, bits, text, torch.zeros(1, 3, 8)
+
+
+def test_modes_timesteps_and_text_dropout():
+    latents, bits, text, empty = _batch()
+    schedule = NoiseSchedule()
+    rec = Recorder(torch.zeros_like(latents), bits.clone())
+    cfg = LossConfig(text_dropout=0.5, p_clean_map=0.3, p_clean_image=0.3)
+    joint_loss(rec, schedule, schedule.training_scheduler(), latents, bits, text, empty, cfg,
+               torch.Generator().manual_seed(1))
+    image, t_image, text_in, map_in, t_map = rec.calls[0]
+    clean_map = t_map == 0
+    clean_image = t_image == 0
+    # a clean map is fed exactly (scaled bits), a clean image exactly
+    assert torch.equal(map_in[clean_map], bits[clean_map] / 2.0)
+    assert torch.equal(image[clean_image], latents[clean_image])
+    # joint examples share one timestep
+    joint = ~clean_map & ~clean_image
+    assert torch.equal(t_image[joint], t_map[joint])
+    assert 5 < int(clean_map.sum()) < 35 and 5 < int(clean_image.sum()) < 35
+    dropped = (text_in == 0).all(dim=(1, 2))
+    assert 15 < int(dropped.sum()) < 50
+    assert torch.equal(text_in[~dropped], text[~dropped])
+
+
+def test_losses_only_on_generated_modalities():
+    latents, bits, text, empty = _batch()
+    schedule = NoiseSchedule()
+    # perfect map prediction, image prediction off by exactly 1 everywhere
+    cfg = LossConfig(p_clean_map=0.0, p_clean_image=1.0, text_dropout=0.0)
+    rec = Recorder(torch.full_like(latents, 1e3), bits.clone())
+    out = joint_loss(rec, schedule, schedule.training_scheduler(), latents, bits, text, empty, cfg)
+    assert out.image_loss.item() == 0.0  # every image was clean: no image loss however wrong
+    assert out.map_loss.item() == 0.0
+    cfg = LossConfig(p_clean_map=1.0, p_clean_image=0.0, text_dropout=0.0)
+    rec = Recorder(torch.zeros_like(latents), -bits)
+    out = joint_loss(rec, schedule, schedule.training_scheduler(), latents, bits, text, empty, cfg)
+    assert out.map_loss.item() == 0.0  # maps were given clean: no map loss
+
+
+def test_map_loss_value_and_weight():
+    latents, bits, text, empty = _batch(8)
+    schedule = NoiseSchedule()
+    cfg = LossConfig(p_clean_map=0.0, p_clean_image=1.0, text_dropout=0.0, map_loss_weight=0.5)
+    rec = Recorder(torch.zeros_like(latents), torch.zeros_like(bits))
+    out = joint_loss(rec, schedule, schedule.training_scheduler(), latents, bits, text, empty, cfg)
+    assert out.map_loss.item() == pytest.approx(1.0)  # (0 - (+-1))^2
+    assert out.loss.item() == pytest.approx(0.5)
+
+
+def test_tiny_model_loss_falls():
+    torch.manual_seed(0)
+    model = pdm_from_preset("world-s", latent_size=4, patch_factor=2, map_bits=5, embed_dim=32, depth=2,
+                            num_heads=2, text_dim=8, text_len=3)
+    latents, bits, text, empty = _batch(16)
+    bits = bits[..., :8, :8]
+    schedule = NoiseSchedule()
+    noiser = schedule.training_scheduler()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    cfg = LossConfig()
+    losses = []
+    for step in range(150):
+        out = joint_loss(model, schedule, noiser, latents, bits, text, empty, cfg, torch.Generator().manual_seed(step % 4))
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+
+
+def test_bad_config():
+    with pytest.raises(ConfigError):
+        LossConfig(p_clean_map=0.7, p_clean_image=0.7)
+    with pytest.raises(ConfigError):
+        LossConfig(text_dropout=1.5)
