@@ -1,0 +1,429 @@
+"""The built-in world: synthetic scenes of coloured shapes on simple backgrounds, with exact
+panoptic maps, captions and a structured spec per image.
+
+A scene has one or two *stuff* regions (``sky`` or ``wall`` above a horizontal horizon over
+``grass``, ``water``, ``sand`` or ``floor``; or one region filling the picture) with light
+texture, and 1-4 *things*: shapes (circle, square, triangle, star, cross) in one of eight
+colours and two sizes, drawn back to front so later things occlude earlier ones. Every thing keeps
+at least 60% (and 12 px) of its area visible. Things are flat-coloured with a one-pixel darker
+outline (so touching shapes of one colour stay apart in the image); the map matches the image at
+every pixel. Instances are labelled canonically (:func:`pandiff.data.panoptic_map.canonicalize`,
+at most 7 per category, which the world never exceeds).
+
+:func:`generate_world` writes the COCO 2017 panoptic layout, so the COCO loader reads it unchanged::
+
+    DIR/annotations/panoptic_{train,val}2017.json   images, annotations (segments_info), categories
+    DIR/annotations/captions_{train,val}2017.json   COCO captions (images, annotations)
+    DIR/annotations/world_specs_{train,val}2017.json the structured specs (below)
+    DIR/panoptic_{train,val}2017/<12-digit id>.png  RGB-encoded segment ids
+    DIR/{train,val}2017/<12-digit id>.png           the images (PNG: lossless)
+
+Scene ``i`` (0-based, image id ``i + 1``) is drawn from its own RNG seeded by ``(seed, i)``, so
+the files are byte-identical for a seed whatever the number of workers, and scene ``i`` is the
+same for every ``n``. Scene ``i`` goes to val when ``floor((i + 1) f) > floor(i f)`` for the val
+fraction ``f``: an even spread of ``floor(n f)`` val scenes that does not depend on ``n``.
+
+Spec file schema (``world_specs_<split>2017.json``)::
+
+    {"info": {"description", "schema": "pandiff-world-spec/1", "seed", "size", "split"},
+     "specs": [{
+        "image_id": int, "file_name": str, "width": int, "height": int,
+        "stuff": [{"category": "sky"|"wall"|"grass"|"water"|"sand"|"floor",
+                   "region": "top"|"bottom"|"full", "segment_id": int, "area": int}],
+        "horizon": int | null,          # first row of the bottom region (null: one region)
+        "things": [{                    # drawing order, back to front; relations index this list
+            "category": "circle"|"square"|"triangle"|"star"|"cross",
+            "color": "red"|"orange"|"yellow"|"green"|"blue"|"purple"|"pink"|"white",
+            "size": "small"|"large",
+            "center": [x, y], "radius": float,   # drawn geometry in pixels (pixel centres at +0.5)
+            "bbox": [x, y, w, h], "area": int,    # of the visible pixels, as in segments_info
+            "centroid": [x, y],                   # mean position of the visible pixels
+            "instance": int,                      # canonical instance index in the map (1..7)
+            "segment_id": int}],                  # id in the panoptic PNG / segments_info
+        "counts": [{"color", "category", "count"}],   # per (colour, shape), sorted
+        "relations": [{"subject": k, "relation": "left of"|"right of"|"above"|"below",
+                       "object": j}],     # two-thing scenes only; the inverse holds implicitly
+        "captions": [str, ...]}]}      # the same captions as captions_<split>2017.json
+
+A relation compares the centroids of the visible pixels along the axis where they differ most;
+the generator only keeps two-thing scenes where that axis wins clearly (by 15% of the picture
+and 1.5x the other axis), so a judge measuring centroids agrees with the caption.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache, partial
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pandiff.data.categories import Category, CategoryTable
+from pandiff.data.coco_format import rgb_to_id
+from pandiff.data.panoptic_map import PanopticMap, canonicalize
+from pandiff.data.world_captions import captions_for
+from pandiff.data.world_draw import (
+    SHAPE_EXTENT,
+    SIZES,
+    STUFF_COLORS,
+    THING_COLORS,
+    THING_SHAPES,
+    Scene,
+    Thing,
+    paint,
+    rasterize,
+)
+from pandiff.errors import ConfigError, DataError
+from pandiff.io import atomic_write_text
+
+MAX_INSTANCES = 7
+# Shape "radius" as a fraction of the picture side, per size word.
+_RADIUS_RANGE = {"small": (0.1, 0.12), "large": (0.17, 0.205)}
+_BOTTOMS_UNDER = {"sky": ("grass", "water", "sand"), "wall": ("floor", "grass")}
+_SINGLE_REGION = ("grass", "water", "sand", "floor", "wall")
+_NUM_THINGS_P = {1: 0.25, 2: 0.3, 3: 0.25, 4: 0.2}
+_MIN_VISIBLE_FRACTION, _MIN_VISIBLE_PX = 0.6, 12
+_MAX_ATTEMPTS = 500
+# Map colours (the palette), distinct from each other; stuff close to its image colour.
+_MAP_COLORS = {
+    "circle": (220, 20, 60),
+    "square": (0, 120, 215),
+    "triangle": (255, 175, 0),
+    "star": (160, 40, 220),
+    "cross": (0, 180, 130),
+    "sky": (120, 200, 250),
+    "wall": (135, 135, 135),
+    "grass": (70, 140, 40),
+    "water": (25, 70, 150),
+    "sand": (235, 215, 160),
+    "floor": (125, 75, 35),
+}
+
+
+@lru_cache(maxsize=1)
+def world_category_table() -> CategoryTable:
+    """The world's categories: the 5 shapes (things, COCO ids 1-5) then the 6 stuff (ids 6-11)."""
+    names = [(s, True, "shape") for s in THING_SHAPES] + [(s, False, "background") for s in STUFF_COLORS]
+    return CategoryTable(
+        tuple(Category(n, i, thing, _MAP_COLORS[n], sup) for i, (n, thing, sup) in enumerate(names, start=1))
+    )
+
+
+@dataclass
+class WorldSample:
+    """A rendered scene: ``image`` (H W 3 uint8), its canonical ``pmap``, the COCO panoptic form
+    (``panoptic_png`` H W 3 uint8 and ``segments_info``) and the ``spec`` dict (schema above,
+    without ``image_id``/``file_name``/``width``/``height``)."""
+
+    image: np.ndarray
+    pmap: PanopticMap
+    panoptic_png: np.ndarray
+    segments_info: list[dict]
+    spec: dict
+
+
+def _choice(rng: np.random.Generator, options: Sequence[str]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def sample_scene(rng: np.random.Generator, size: int = 64) -> Scene:
+    """Draw a random layout (no visibility check; :func:`make_scene` adds that)."""
+    if rng.random() < 0.25:
+        stuff, horizon = (_choice(rng, _SINGLE_REGION),), None
+    else:
+        top = _choice(rng, tuple(_BOTTOMS_UNDER))
+        stuff, horizon = (top, _choice(rng, _BOTTOMS_UNDER[top])), round(size * rng.uniform(0.35, 0.6))
+    n = int(rng.choice(list(_NUM_THINGS_P), p=list(_NUM_THINGS_P.values())))
+    things: list[Thing] = []
+    for i in range(n):
+        if i and rng.random() < 0.35:  # repeat an earlier (colour, shape) so counts above one occur
+            base = things[int(rng.integers(i))]
+            shape, color = base.category, base.color
+        else:
+            shape, color = _choice(rng, THING_SHAPES), _choice(rng, tuple(THING_COLORS))
+        size_word = _choice(rng, SIZES)
+        radius = rng.uniform(*_RADIUS_RANGE[size_word]) * size
+        margin = radius * SHAPE_EXTENT[shape] + 1
+        x, y = rng.uniform(margin, size - margin, 2)
+        things.append(
+            Thing(shape, color, size_word, round(float(x), 2), round(float(y), 2), round(float(radius), 2))
+        )
+    return Scene(size, stuff, horizon, tuple(things))
+
+
+def spatial_relation(subject: np.ndarray, obj: np.ndarray) -> str:
+    """Relation of point ``subject`` to point ``obj`` (``[x, y]``, y down) along the axis where
+    they differ most: ``left of``, ``right of``, ``above`` or ``below``."""
+    dx, dy = subject[0] - obj[0], subject[1] - obj[1]
+    if abs(dx) >= abs(dy):
+        return "left of" if dx < 0 else "right of"
+    return "above" if dy < 0 else "below"
+
+
+def _acceptable(scene: Scene, category: np.ndarray, labels: np.ndarray, masks: list[np.ndarray]) -> bool:
+    """Every thing visible enough, every stuff region at least 5% of the picture, and a clear
+    relation in two-thing scenes."""
+    visible = np.bincount(labels.ravel(), minlength=len(masks) + 1)[1:]
+    for area, mask in zip(visible, masks):
+        if area < max(_MIN_VISIBLE_FRACTION * mask.sum(), _MIN_VISIBLE_PX):
+            return False
+    edges = [0, scene.size] if scene.horizon is None else [0, scene.horizon, scene.size]
+    for start, stop in pairwise(edges):
+        if (labels[start:stop] == 0).sum() < 0.05 * category.size:
+            return False
+    if len(masks) == 2:
+        (ya, xa), (yb, xb) = [np.nonzero(labels == k) for k in (1, 2)]
+        dx, dy = abs(xa.mean() - xb.mean()), abs(ya.mean() - yb.mean())
+        big, small = max(dx, dy), min(dx, dy)
+        if big < 0.15 * scene.size or big < 1.5 * small:
+            return False
+    return True
+
+
+def render_scene(scene: Scene, rng: np.random.Generator, table: CategoryTable | None = None) -> WorldSample:
+    """Draw ``scene``: its image, canonical map, COCO panoptic form and spec with captions.
+
+    ``rng`` drives the textures and the caption wording; the map depends on ``scene`` only.
+    """
+    table = table or world_category_table()
+    return _render(scene, rasterize(scene, table), rng, table)
+
+
+def _render(scene: Scene, raster: tuple, rng: np.random.Generator, table: CategoryTable) -> WorldSample:
+    category, labels, masks = raster
+    image = paint(scene, masks, rng)
+    pmap, _ = canonicalize(category, labels, table, max_instances=MAX_INSTANCES)
+    png, segments_info = pmap.to_coco()
+    ids = rgb_to_id(png)
+    by_id = {seg["id"]: seg for seg in segments_info}
+    things = []
+    for k, thing in enumerate(scene.things):
+        ys, xs = np.nonzero(labels == k + 1)
+        if xs.size == 0:
+            raise DataError(
+                f"thing {k} ({thing.color} {thing.category}) is fully occluded; move it or draw it later"
+            )
+        seg = by_id[int(ids[ys[0], xs[0]])]
+        things.append(
+            {
+                "category": thing.category, "color": thing.color, "size": thing.size,
+                "center": [thing.x, thing.y], "radius": thing.radius,
+                "bbox": seg["bbox"], "area": seg["area"],
+                "centroid": [round(float(xs.mean()) + 0.5, 2), round(float(ys.mean()) + 0.5, 2)],
+                "instance": int(pmap.instance[ys[0], xs[0]]), "segment_id": seg["id"],
+            }
+        )  # fmt: skip
+    stuff = []
+    regions = ("full",) if scene.horizon is None else ("top", "bottom")
+    for name, region in zip(scene.stuff, regions):
+        seg_ids = np.unique(ids[category == table.index_of_name(name)])
+        if seg_ids.size:
+            seg = by_id[int(seg_ids[0])]
+            stuff.append({"category": name, "region": region, "segment_id": seg["id"], "area": seg["area"]})
+    groups = Counter((t["color"], t["category"]) for t in things)
+    relations = []
+    if len(things) == 2:
+        rel = spatial_relation(np.array(things[0]["centroid"]), np.array(things[1]["centroid"]))
+        relations.append({"subject": 0, "relation": rel, "object": 1})
+    spec = {
+        "stuff": stuff,
+        "horizon": scene.horizon,
+        "things": things,
+        "counts": [{"color": c, "category": s, "count": n} for (c, s), n in sorted(groups.items())],
+        "relations": relations,
+    }
+    spec["captions"] = captions_for(spec, rng)
+    return WorldSample(image, pmap, png, segments_info, spec)
+
+
+def scene_rng(seed: int, index: int) -> np.random.Generator:
+    """The RNG of scene ``index`` for ``seed``: independent streams from one SeedSequence."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+def make_scene(seed: int, index: int, size: int = 64, table: CategoryTable | None = None) -> WorldSample:
+    """Scene ``index`` of the world with ``seed``: layouts are redrawn until every thing is
+    visible enough, both stuff regions show and a two-thing relation is clear."""
+    table = table or world_category_table()
+    rng = scene_rng(seed, index)
+    for _ in range(_MAX_ATTEMPTS):
+        scene = sample_scene(rng, size)
+        raster = rasterize(scene, table)
+        if _acceptable(scene, *raster):
+            return _render(scene, raster, rng, table)
+    raise RuntimeError(f"no acceptable layout in {_MAX_ATTEMPTS} attempts for scene {index} at size {size}")
+
+
+def scene_from_spec(spec: dict, size: int) -> Scene:
+    """The :class:`Scene` a spec entry describes (``stuff``, ``horizon``, ``things`` geometry)."""
+    things = tuple(
+        Thing(t["category"], t["color"], t["size"], t["center"][0], t["center"][1], t["radius"])
+        for t in spec["things"]
+    )
+    return Scene(size, tuple(s["category"] for s in spec["stuff"]), spec["horizon"], things)
+
+
+# -- writing a world in the COCO 2017 panoptic layout ---------------------------------------------
+SPLITS = ("train", "val")
+_SPEC_SCHEMA = "pandiff-world-spec/1"
+
+
+def is_val_scene(index: int, val_fraction: float) -> bool:
+    """Whether scene ``index`` belongs to val: ``floor((i + 1) f) > floor(i f)``, in exact
+    rational arithmetic so the split never depends on float rounding."""
+    f = Fraction(val_fraction).limit_denominator(1_000_000)
+    return (index + 1) * f.numerator // f.denominator > index * f.numerator // f.denominator
+
+
+def world_paths(out_dir: str | Path, split: str) -> dict[str, Path]:
+    """The files and folders of one split (keys ``panoptic_json``, ``captions_json``,
+    ``specs_json``, ``images``, ``panoptic``)."""
+    out = Path(out_dir)
+    return {
+        "panoptic_json": out / "annotations" / f"panoptic_{split}2017.json",
+        "captions_json": out / "annotations" / f"captions_{split}2017.json",
+        "specs_json": out / "annotations" / f"world_specs_{split}2017.json",
+        "images": out / f"{split}2017",
+        "panoptic": out / f"panoptic_{split}2017",
+    }
+
+
+def _write_scene(task: tuple[int, int, int, str, str]) -> dict:
+    """Worker: render scene ``index`` and write its two PNGs; return its JSON records."""
+    seed, index, size, out_dir, split = task
+    sample = make_scene(seed, index, size)
+    image_id = index + 1
+    file_name = f"{image_id:012d}.png"
+    paths = world_paths(out_dir, split)
+    # PNGs are written in place (no fsync per file, which would dominate the run time); the JSON
+    # files, written atomically at the end, are what make a world complete.
+    Image.fromarray(sample.image).save(paths["images"] / file_name, compress_level=1)
+    Image.fromarray(sample.panoptic_png).save(paths["panoptic"] / file_name, compress_level=1)
+    image = {"id": image_id, "file_name": file_name, "width": size, "height": size}
+    return {
+        "split": split,
+        "image": image,
+        "panoptic": {"image_id": image_id, "file_name": file_name, "segments_info": sample.segments_info},
+        "spec": {"image_id": image_id, "file_name": file_name, "width": size, "height": size, **sample.spec},
+    }
+
+
+def _check_options(n: int, size: int, seed: int, val_fraction: float, workers: int) -> None:
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    if size < 32:
+        raise ConfigError(f"--size must be at least 32 (shapes need room), got {size}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, got {seed}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"--val-fraction must lie in [0, 1), got {val_fraction}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+
+
+def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty folder unless ``overwrite``; then remove only a previous world's files."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DataError(
+                f"{out} already exists and is not empty; pass --overwrite to replace the world in it"
+            )
+        for split in SPLITS:
+            for path in world_paths(out, split).values():
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+    for split in SPLITS:
+        paths = world_paths(out, split)
+        for key in ("images", "panoptic"):
+            paths[key].mkdir(parents=True, exist_ok=True)
+        paths["panoptic_json"].parent.mkdir(parents=True, exist_ok=True)
+
+
+def _write_split_jsons(out: Path, split: str, records: list[dict], seed: int, size: int) -> None:
+    paths = world_paths(out, split)
+    info = {"description": "pandiff built-in world (synthetic)", "seed": seed, "size": size, "split": split}
+    images = [r["image"] for r in records]
+    panoptic = {
+        "info": info, "licenses": [], "images": images,
+        "annotations": [r["panoptic"] for r in records],
+        "categories": world_category_table().to_coco(),
+    }  # fmt: skip
+    captions = [
+        {"id": r["image"]["id"] * 10 + k, "image_id": r["image"]["id"], "caption": text}
+        for r in records
+        for k, text in enumerate(r["spec"]["captions"])
+    ]
+    specs = {"info": {**info, "schema": _SPEC_SCHEMA}, "specs": [r["spec"] for r in records]}
+    dump = partial(json.dumps, separators=(",", ":"))
+    atomic_write_text(paths["panoptic_json"], dump(panoptic))
+    atomic_write_text(
+        paths["captions_json"],
+        dump({"info": info, "licenses": [], "images": images, "annotations": captions}),
+    )
+    atomic_write_text(paths["specs_json"], dump(specs))
+
+
+def generate_world(
+    out_dir: str | Path,
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write a world of ``n`` scenes of ``size x size`` pixels to ``out_dir`` (layout above).
+
+    Args:
+        out_dir: target folder; must be absent or empty unless ``overwrite``.
+        n: number of scenes (train + val); image ids are 1..n.
+        size: picture side in pixels (>= 32).
+        seed: world seed (>= 0); the same seed gives byte-identical files.
+        val_fraction: share of scenes in val, in [0, 1).
+        workers: processes drawing scenes (default ``os.cpu_count()``); the output does not
+            depend on it.
+        overwrite: replace a previous world in ``out_dir``.
+
+    Returns:
+        A summary: ``out_dir``, ``n``, ``train``, ``val`` (scene counts), ``size``, ``seed``,
+        ``workers``, ``seconds``, ``scenes_per_second``.
+
+    Raises:
+        ConfigError for invalid options; DataError for a non-empty ``out_dir`` without ``overwrite``.
+    """
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    _check_options(n, size, seed, val_fraction, workers)
+    start = time.perf_counter()
+    out = Path(out_dir)
+    _prepare_out_dir(out, overwrite)
+    tasks = [(seed, i, size, str(out), "val" if is_val_scene(i, val_fraction) else "train") for i in range(n)]
+    workers = min(workers, n)
+    if workers == 1:
+        records = [_write_scene(t) for t in tasks]
+    else:
+        with multiprocessing.Pool(workers) as pool:
+            records = pool.map(_write_scene, tasks, chunksize=max(1, min(256, n // (workers * 8))))
+    counts = {}
+    for split in SPLITS:
+        split_records = [r for r in records if r["split"] == split]
+        _write_split_jsons(out, split, split_records, seed, size)
+        counts[split] = len(split_records)
+    seconds = time.perf_counter() - start
+    return {
+        "out_dir": str(out), "n": n, **counts, "size": size, "seed": seed, "workers": workers,
+        "seconds": round(seconds, 3), "scenes_per_second": round(n / seconds, 1),
+    }  # fmt: skip
