@@ -16,8 +16,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "make-world": ("pandiff.data.world_cli", "write a built-in synthetic world in COCO panoptic format"),
     "train-codec": ("pandiff.encoders.train_codec", "train the small image autoencoder for the built-in world"),
     "prepare": ("pandiff.data.prepare_cli", "encode a dataset once into feature shards for training"),
+    "train": ("pandiff.training.train_cli", "train a PDM model (Accelerate; resumable checkpoints; EMA export)"),
     "generate": ("pandiff.generate_cli", "generate image + panoptic map pairs from a prompt (or an image for a map)"),
     "segment": ("pandiff.segment_cli", "draw the panoptic map of a given image with the same model"),
+    "train-judge": ("pandiff.evaluation.train_judge_cli", "train the built-in world's judge segmentation network"),
+    "evaluate": ("pandiff.evaluation.evaluate_cli", "sample a model on a dataset and write a metrics report"),
 }
 
 

@@ -9,15 +9,13 @@ Layout of an export folder ``OUT``::
     OUT/panoptic.json      COCO panoptic annotations (images, annotations, categories)
     OUT/captions.json      COCO captions (the prompts)
 
-The folder is first written under a temporary name and renamed into place at the end, so a
-crash never leaves a half-written export. ``CocoPanoptic.from_export(OUT)`` reads it back.
+The folder is written under a temporary name and renamed into place at the end
+(:func:`pandiff.io.atomic_dir`), so a crash never leaves a half-written export. ``CocoPanoptic.from_export(OUT)`` reads it back.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from pandiff.data.categories import CategoryTable
 from pandiff.data.palette import colorize, overlay
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError
+from pandiff.io import atomic_dir
 
 
 def check_output_dir(out: str | Path, overwrite: bool) -> Path:
@@ -55,9 +54,7 @@ def write_export(
     out = check_output_dir(out, overwrite)
     if not (len(prompts) == len(images) == len(maps)):
         raise ConfigError("prompts, images and maps must have the same length")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         (tmp / "panoptic").mkdir()
         image_entries, annotations, captions = [], [], []
         for i, (prompt, img, pmap) in enumerate(zip(prompts, images, maps)):
@@ -85,11 +82,4 @@ def write_export(
         (tmp / "captions.json").write_text(
             json.dumps({"info": meta, "images": image_entries, "annotations": captions, "licenses": []})
         )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
-

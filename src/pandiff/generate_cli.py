@@ -17,15 +17,24 @@ from pandiff.errors import ConfigError, DataError
 
 def add_common(p: argparse.ArgumentParser, default_n: int) -> None:
     p.add_argument("prompt", help="text prompt describing the scene")
-    p.add_argument("--model", default=None, help="pipeline folder (default: the bundled built-in-world model)")
+    p.add_argument(
+        "--model", default=None, help="pipeline folder (default: the bundled built-in-world model)"
+    )
     p.add_argument("--n", type=int, default=default_n, help=f"samples to draw (default {default_n})")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; equal seeds give equal outputs (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed; equal seeds give equal outputs (default 0)"
+    )
     p.add_argument("--guidance", type=float, default=None, help="text guidance scale (default: the model's)")
     p.add_argument(
-        "--map-guidance", type=float, default=None, help="classifier-free map guidance scale (default: the model's)"
+        "--map-guidance",
+        type=float,
+        default=None,
+        help="classifier-free map guidance scale (default: the model's)",
     )
-    p.add_argument("--scheduler", default="dpmsolver++", choices=["dpmsolver++", "ddim", "ddpm"], help="sampler")
+    p.add_argument(
+        "--scheduler", default="dpmsolver++", choices=["dpmsolver++", "ddim", "ddpm"], help="sampler"
+    )
     p.add_argument("--out", default="outputs/generate", help="output folder (default outputs/generate)")
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     p.add_argument("--resize", action="store_true", help="allow lossy resizing of a given map or image")
@@ -40,7 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="COCO panoptic PNG to draw the image for (map -> image); its segments_info is read from "
         "--map-json, or from a panoptic.json beside or above the PNG",
     )
-    p.add_argument("--map-json", default=None, help="COCO panoptic JSON holding the --map PNG's segments_info")
+    p.add_argument(
+        "--map-json", default=None, help="COCO panoptic JSON holding the --map PNG's segments_info"
+    )
 
 
 def add_segment_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,7 +64,11 @@ def read_panoptic_png(png: str | Path, json_path: str | Path | None, table: Cate
     png = Path(png)
     if not png.is_file():
         raise DataError(f"map file {png} does not exist")
-    candidates = [Path(json_path)] if json_path else [png.parent / "panoptic.json", png.parent.parent / "panoptic.json"]
+    candidates = (
+        [Path(json_path)]
+        if json_path
+        else [png.parent / "panoptic.json", png.parent.parent / "panoptic.json"]
+    )
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise DataError(
@@ -122,8 +137,13 @@ def _run(args, image: Image.Image | None = None) -> int:
         **scales,
     )
     done = time.perf_counter()
-    info = {"model": str(args.model or "bundled world-s"), "sampler": args.scheduler, "steps": args.steps,
-            "seed": args.seed, **scales}
+    info = {
+        "model": str(args.model or "bundled world-s"),
+        "sampler": args.scheduler,
+        "steps": args.steps,
+        "seed": args.seed,
+        **scales,
+    }
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)
     print(
         f"wrote {len(out.images)} image+map pair(s) to {path} "

@@ -96,7 +96,10 @@ class PanopticDiffusionPipeline:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, folder: str | Path | None = None, device: str | torch.device = "cpu", scheduler: str = "dpmsolver++"
+        cls,
+        folder: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        scheduler: str = "dpmsolver++",
     ) -> PanopticDiffusionPipeline:
         """Load a pipeline folder (default: the bundled built-in-world model)."""
         from pandiff.encoders.codec import load_codec
@@ -123,7 +126,9 @@ class PanopticDiffusionPipeline:
         codec_ref = spec["codec"]
         codec_path = folder / codec_ref
         codec = load_codec(str(codec_path) if codec_path.exists() else codec_ref)
-        text_encoder = load_text_encoder(spec["text_encoder"], max_length=model.config.text_len, device=device)
+        text_encoder = load_text_encoder(
+            spec["text_encoder"], max_length=model.config.text_len, device=device
+        )
         schedule = NoiseSchedule(**spec.get("schedule", {}))
         pipe = cls(
             model.to(device),
@@ -141,7 +146,9 @@ class PanopticDiffusionPipeline:
         pipe.map_guidance_scale = float(spec.get("map_guidance_scale", pipe.map_guidance_scale))
         return pipe
 
-    def default_scales(self, guidance: float | None = None, map_guidance: float | None = None) -> dict[str, float]:
+    def default_scales(
+        self, guidance: float | None = None, map_guidance: float | None = None
+    ) -> dict[str, float]:
         """Guidance keyword arguments: the given values, else the model folder's defaults."""
         return {
             "guidance_scale": self.guidance_scale if guidance is None else guidance,
@@ -161,7 +168,9 @@ class PanopticDiffusionPipeline:
         limit = self.text_encoder.max_length
         for p in prompts:
             if not isinstance(p, str) or not p.strip():
-                raise ConfigError("the prompt is empty; describe the scene, e.g. 'two red circles on the grass'")
+                raise ConfigError(
+                    "the prompt is empty; describe the scene, e.g. 'two red circles on the grass'"
+                )
             n = self.text_encoder.count_tokens(p)
             if n > limit:
                 raise ConfigError(
@@ -293,4 +302,3 @@ def _resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
         raise DataError(f"the mask must be square, got {tuple(mask.shape[-2:])}")
     idx = (torch.arange(size) * m) // size
     return (mask[..., idx, :][..., :, idx] > 0.5).float()
-

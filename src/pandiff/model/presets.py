@@ -1,7 +1,8 @@
 """Named model sizes, as data, and one constructor for every size x variant.
 
 * ``world-s``: sized for CPU training on the built-in world (64 px images -> 4x16x16 latents,
-  64x64 maps with 7 bits, MiniLM text features 24 x 384).
+  64x64 maps with 7 bits, MiniLM text features 24 x 384); ``world-s-pixel``: the same in pixel
+  space (identity codec, 8x8 patches), the bundled model's preset.
 * ``uvit-s2`` / ``uvit-s2-deep`` / ``uvit-m2``: the paper's COCO configurations (U-ViT-S/2, its
   deep variant and U-ViT-M/2; SD-VAE latents 4x32x32, CLIP ViT-L/14 text 77 x 768, 64x64 maps of
   8 category + 3 instance bits with patch factor 2).
@@ -36,6 +37,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "latent_size": 16,
         "patch_size": 2,
         "patch_factor": 4,
+        "map_bits": 7,
+        "embed_dim": 192,
+        "depth": 8,
+        "num_heads": 3,
+        "mlp_ratio": 4.0,
+        "text_dim": 384,
+        "text_len": 24,
+    },
+    # The same transformer in pixel space (identity codec): 64x64x3 images in 8x8 patches, so the
+    # token count (64 image + 64 map tokens) and the cost per step equal world-s's.
+    "world-s-pixel": {
+        "latent_channels": 3,
+        "latent_size": 64,
+        "patch_size": 8,
+        "patch_factor": 1,
         "map_bits": 7,
         "embed_dim": 192,
         "depth": 8,

@@ -1,0 +1,89 @@
+"""Building the pieces of a training run: the Accelerator, the model and per-process seeds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+
+from pandiff.errors import ConfigError
+from pandiff.training.config import ModelConfig
+
+
+def make_accelerator(mixed_precision: str, grad_accum: int) -> Accelerator:
+    """A fresh Accelerator. Accelerate keeps precision and accumulation in process-wide singletons;
+    they are reset (the distributed state is kept) so that several trainers can run one after
+    another in one process (tests, benchmarks). Without a GPU, ``cpu=True`` is what makes
+    Accelerate see a ``torchrun`` launch as MULTI_CPU (gloo) instead of several lone processes."""
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    return Accelerator(
+        mixed_precision="no" if mixed_precision == "fp32" else mixed_precision,
+        gradient_accumulation_steps=grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
+
+
+def build_model(cfg: ModelConfig, seed: int) -> torch.nn.Module:
+    """The model of ``cfg``, initialised from ``seed`` (identical on every process).
+
+    ``cfg.init`` loads a whole saved model. ``cfg.image_stream`` (a saved ``UViT`` folder or a
+    U-ViT checkpoint file) becomes the frozen image stream of a two-stream model, whose map stream
+    starts as a copy of its blocks; a unified model starts its image part from it.
+    """
+    from pandiff.model import PRESETS, load_pdm, load_uvit_checkpoint, pdm_from_preset
+    from pandiff.model.pdm import PDMTwoStream
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if cfg.init is not None:
+            model = load_pdm(cfg.init)
+        elif cfg.image_stream is not None and cfg.variant == "two-stream":
+            fields = {**PRESETS.get(cfg.preset, {}), **cfg.overrides}
+            model = PDMTwoStream.from_image_stream(
+                _pretrained_uvit(cfg), fields["map_bits"], fields["patch_factor"]
+            )
+        else:
+            model = pdm_from_preset(cfg.preset, cfg.variant, **cfg.overrides)
+            if cfg.image_stream is not None:
+                path = Path(cfg.image_stream)
+                load_uvit_checkpoint(
+                    model, path / SAFETENSORS_WEIGHTS_NAME if path.is_dir() else path, strict=False
+                )
+    if cfg.variant == "two-stream":
+        if not isinstance(model, PDMTwoStream):
+            raise ConfigError(f"model.init {cfg.init} holds a {type(model).__name__}, not a two-stream model")
+        model.freeze_image_stream()
+    return model.train()
+
+
+def _pretrained_uvit(cfg: ModelConfig):
+    """The image-only U-ViT named by ``cfg.image_stream``: a saved folder, or a checkpoint file
+    loaded into the preset's U-ViT."""
+    from pandiff.model import UViT, load_pdm, load_uvit_checkpoint, pdm_from_preset
+
+    path = Path(cfg.image_stream)
+    if path.is_dir():
+        return load_pdm(path, expected=UViT)
+    fields = {k: v for k, v in cfg.overrides.items() if k not in ("map_bits", "patch_factor")}
+    uvit = pdm_from_preset(cfg.preset, "image-only", **fields)
+    load_uvit_checkpoint(uvit, path)
+    return uvit
+
+
+def seed_for(seed: int, rank: int) -> int:
+    """A distinct, reproducible seed for each process of a run."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+def architecture_hash(model: torch.nn.Module) -> str:
+    """Fingerprint of a model's class and config (its architecture), which a checkpoint must match."""
+    config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+    text = type(model).__name__ + json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,402 @@
+"""The PDM training loop on Hugging Face Accelerate.
+
+One code path for one CPU process, several CPU processes (``torchrun``, gloo) and several GPUs
+(``accelerate launch``): per-process batches from a deterministic stream, the joint loss
+(:func:`~pandiff.diffusion.loss.joint_loss`), mixed precision, gradient accumulation and clipping,
+AdamW with warm-up, an EMA of the trainable weights (used for sample grids and the export),
+atomic checkpoints with every state needed to resume exactly, metrics and sample grids.
+
+Resuming restores model, EMA, optimizer, LR schedule, step, data position and all RNG states,
+so a resumed run computes the same losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from pandiff.data.analog_bits import MapBitCodec
+from pandiff.data.shards import check_model_matches
+from pandiff.diffusion.loss import joint_loss
+from pandiff.errors import ConfigError, PandiffError
+from pandiff.io import atomic_write_text
+from pandiff.training import checkpoint as ckpt
+from pandiff.training.config import Config
+from pandiff.training.data import load_training_data
+from pandiff.training.export import export_pipeline
+from pandiff.training.metrics import MetricsLog
+from pandiff.training.samples import grid_image, sample_pairs, save_grid
+from pandiff.training.setup import architecture_hash, build_model, make_accelerator, seed_for
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(PandiffError):
+    """A loss or gradient became NaN or infinite; the run stopped before updating the weights."""
+
+
+@dataclass
+class TrainState:
+    """Where training stands: optimizer steps done and the position in the data stream."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    samples_seen: int = 0
+
+
+class Trainer:
+    """Trains a PDM model as ``config`` says; ``fit()`` runs the loop.
+
+    Args:
+        config: the full configuration.
+        resume: continue from the newest valid checkpoint in ``config.run.dir`` (start fresh when
+            there is none). Without it a run folder that holds checkpoints is refused.
+        progress: show a progress bar (main process only).
+
+    Attributes:
+        history: per optimizer step, this process's mean ``loss``, ``image_loss``, ``map_loss``.
+    """
+
+    def __init__(self, config: Config, resume: bool = False, progress: bool = True) -> None:
+        self.config, self.progress = config, progress
+        t = config.train
+        self.accelerator = acc = make_accelerator(t.mixed_precision, t.grad_accum)
+        self.run_dir = Path(config.run.dir)
+        seed = config.run.seed
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+        self.model = build_model(config.model, seed)
+        self.data = load_training_data(
+            config.data,
+            self.model.map_size,
+            self.model.config.text_len,
+            t.batch_size,
+            seed,
+            acc.process_index,
+            acc.num_processes,
+            config.sample.num,
+        )
+        self.spec = self.data.spec
+        check_model_matches(self.spec, self.model.config, self.model.map_size, self.data.source)
+        self.bit_codec = MapBitCodec(len(self.spec.categories), self.spec.instance_bits)
+        self.schedule = config.schedule.build()
+        self.noiser = self.schedule.training_scheduler()
+        self.loss_config = config.loss.build()
+
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.param_names, self.params = [n for n, _ in named], [p for _, p in named]
+        optimizer = torch.optim.AdamW(
+            self.params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, eps=t.adam_eps
+        )
+        self.lr_scheduler = get_scheduler(
+            t.lr_schedule, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.steps
+        )
+        self.ema = EMAModel(self.params, decay=t.ema_decay)
+        self.ddp_model, self.optimizer = acc.prepare(self.model, optimizer)
+        self.ema.to(acc.device)
+        self.data.codec.to(acc.device)
+        if self.data.text_encoder is not None:
+            self.data.text_encoder.to(acc.device)
+        self.empty_text = self.data.empty_text.to(acc.device)
+        self.generator = torch.Generator(acc.device).manual_seed(seed_for(seed, acc.process_index))
+        self.loader = DataLoader(
+            self.data.stream,
+            batch_size=None,
+            num_workers=config.data.num_workers,
+            pin_memory=acc.device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self.state = TrainState()
+        self.history: list[dict[str, float]] = []
+        self._last_saved = -1
+        self._start(resume)
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _start(self, resume: bool) -> None:
+        acc = self.accelerator
+        found = ckpt.latest_checkpoint(self.run_dir)
+        if found is not None and not resume:
+            raise ConfigError(
+                f"run folder {self.run_dir} already holds checkpoints; pass --resume to continue it, "
+                "or choose another run.dir"
+            )
+        if acc.is_main_process:
+            ckpt.remove_temporaries(self.run_dir)
+            atomic_write_text(self.run_dir / "config.yaml", self.config.to_yaml())
+        if found is not None:
+            self.load(found)
+            self._last_saved = self.state.step
+        self.metrics = (
+            MetricsLog(self.run_dir, self.state.step if found else None) if acc.is_main_process else None
+        )
+        acc.wait_for_everyone()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, float]]:
+        """Train until ``train.steps`` and save the last checkpoint; return ``history``.
+
+        Raises:
+            NonFiniteLossError: a loss or the gradient norm is NaN/inf (nothing is saved then).
+        """
+        t, acc = self.config.train, self.accelerator
+        bar = tqdm(
+            total=t.steps,
+            initial=self.state.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.progress and acc.is_main_process),
+        )
+        window = torch.zeros(4, dtype=torch.float64)  # loss, image_loss, map_loss, micro-batches
+        step_sums = torch.zeros(4, dtype=torch.float64)
+        tick, tick_step = time.perf_counter(), self.state.step
+        try:
+            while self.state.step < t.steps:
+                self.data.stream.set_epoch(self.state.epoch, self.state.batch_in_epoch)
+                for batch in self.loader:
+                    self.state.batch_in_epoch += 1
+                    step_sums += self._micro_step(batch)
+                    if not acc.sync_gradients:
+                        continue
+                    self._end_step(step_sums)
+                    window += step_sums
+                    step_sums.zero_()
+                    bar.update(1)
+                    s = self.state.step
+                    if s % t.log_every == 0 or s == t.steps:
+                        elapsed = time.perf_counter() - tick
+                        row = self._log(window, (s - tick_step) / elapsed)
+                        if row is not None:
+                            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                        window.zero_()
+                        tick, tick_step = time.perf_counter(), s
+                    paused = time.perf_counter()  # saving and sampling do not count as training time
+                    if s % t.checkpoint_every == 0:
+                        self.save()
+                    if self.config.sample.every and s % self.config.sample.every == 0:
+                        self.sample()
+                    tick += time.perf_counter() - paused
+                    if s >= t.steps:
+                        break
+                else:
+                    self.state.epoch += 1
+                    self.state.batch_in_epoch = 0
+        finally:
+            bar.close()
+        if self._last_saved != self.state.step:
+            self.save()
+        return self.history
+
+    def _micro_step(self, batch: dict) -> torch.Tensor:
+        acc = self.accelerator
+        with acc.accumulate(self.ddp_model):
+            latents, text, bits = self._inputs(batch)
+            out = joint_loss(
+                self.ddp_model,
+                self.schedule,
+                self.noiser,
+                latents,
+                bits,
+                text,
+                self.empty_text,
+                self.loss_config,
+                self.generator,
+            )
+            values = torch.stack([out.loss.detach(), out.image_loss, out.map_loss]).float()
+            self._check_finite(values, ("loss", "image_loss", "map_loss"))
+            acc.backward(out.loss)
+            if acc.sync_gradients and self.config.train.grad_clip > 0:
+                norm = acc.clip_grad_norm_(self.params, self.config.train.grad_clip)
+                if self.config.train.mixed_precision != "fp16":  # fp16's grad scaler handles overflow itself
+                    self._check_finite(torch.as_tensor(norm, dtype=torch.float32).view(1), ("gradient norm",))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return torch.cat([values.double().cpu(), torch.ones(1, dtype=torch.float64)])
+
+    def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Latents ``B C h w``, text ``B L D`` and map bits ``B K H W`` on the device."""
+        device, codec = self.accelerator.device, self.data.codec
+        if "moments" in batch:
+            moments = batch["moments"].to(device).float()
+        else:
+            moments = codec.encode_moments(batch["image"].to(device)).float()
+        latents = codec.latents_from_moments(moments, generator=self.generator)
+        if "text" in batch:
+            text = batch["text"].to(device).float()
+        else:
+            text = self.data.text_encoder.encode(batch["caption"])
+        bits = self.bit_codec.encode(batch["category"].to(device), batch["instance"].to(device))
+        return latents, text, bits
+
+    def _check_finite(self, values: torch.Tensor, names: tuple[str, ...]) -> None:
+        bad = (~torch.isfinite(values)).float()
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, "sum")
+        if bool(bad.any()):
+            which = ", ".join(n for n, b in zip(names, bad.tolist()) if b)
+            shown = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values.tolist()))
+            last = ckpt.latest_checkpoint(self.run_dir)
+            raise NonFiniteLossError(
+                f"step {self.state.step + 1}: {which} is not finite on at least one process ({shown} here); "
+                f"training stopped before the weights were updated. The last good checkpoint is "
+                f"{last or 'none (no checkpoint was written yet)'}. Lower train.lr, lengthen "
+                "train.warmup_steps or check the data, then run again with --resume"
+            )
+
+    def _end_step(self, sums: torch.Tensor) -> None:
+        t = self.config.train
+        self.lr_scheduler.step()
+        self.ema.step(self.params)
+        self.state.step += 1
+        self.state.samples_seen += t.batch_size * t.grad_accum * self.accelerator.num_processes
+        n = sums[3].item()
+        self.history.append(
+            {
+                "step": self.state.step,
+                "loss": sums[0].item() / n,
+                "image_loss": sums[1].item() / n,
+                "map_loss": sums[2].item() / n,
+            }
+        )
+
+    def _log(self, window: torch.Tensor, steps_per_s: float) -> dict | None:
+        acc = self.accelerator
+        total = acc.reduce(window.to(acc.device), "sum").cpu() if acc.num_processes > 1 else window
+        if not acc.is_main_process:
+            return None
+        t = self.config.train
+        n = total[3].item()
+        row = {
+            "step": self.state.step,
+            "loss": total[0].item() / n,
+            "image_loss": total[1].item() / n,
+            "map_loss": total[2].item() / n,
+            "lr": self.lr_scheduler.get_last_lr()[0],
+            "samples_per_s": steps_per_s * t.batch_size * t.grad_accum * acc.num_processes,
+            "steps_per_s": steps_per_s,
+        }
+        self.metrics.log(row)
+        return row
+
+    # -- checkpoints, samples, export --------------------------------------------------------------
+    def save(self) -> None:
+        """Write a checkpoint of the current step (every process must call this)."""
+        acc = self.accelerator
+        rng = gather_object([ckpt.capture_rng(self.generator)])
+        if acc.is_main_process:
+            ema = self.ema.state_dict()
+            state = {
+                **self.state.__dict__,
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.lr_scheduler.state_dict(),
+                "ema": {k: v for k, v in ema.items() if k != "shadow_params"},
+                "rng": rng,
+                "model_hash": architecture_hash(self.model),
+                "config_hash": self.config.hash(),
+            }
+            shadow = dict(zip(self.param_names, ema["shadow_params"]))
+            ckpt.save_checkpoint(
+                self.run_dir,
+                self.state.step,
+                self.model.state_dict(),
+                shadow,
+                state,
+                self.config.train.keep_checkpoints,
+            )
+        self._last_saved = self.state.step
+        acc.wait_for_everyone()
+
+    def load(self, path: str | Path) -> None:
+        """Restore everything from a checkpoint folder."""
+        model_state, ema_state, state = ckpt.load_checkpoint(path)
+        if state["model_hash"] != architecture_hash(self.model):
+            raise ConfigError(
+                f"checkpoint {path} holds another model architecture than model: describes; resume with "
+                f"the run's own config ({self.run_dir / 'config.yaml'}) or choose another run.dir"
+            )
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        device = self.accelerator.device
+        shadow = [ema_state[n].to(device) for n in self.param_names]
+        self.ema.load_state_dict(
+            {**state["ema"], "shadow_params": shadow, "decay": self.config.train.ema_decay}
+        )
+        for key in TrainState.__dataclass_fields__:
+            setattr(self.state, key, int(state[key]))
+        rank, saved = self.accelerator.process_index, state["rng"]
+        if len(saved) != self.accelerator.num_processes:
+            logger.warning(
+                "%s was written by %d processes, this run has %d; random streams restart, so losses "
+                "will not repeat exactly",
+                path,
+                len(saved),
+                self.accelerator.num_processes,
+            )
+        if rank < len(saved):
+            ckpt.restore_rng(saved[rank], self.generator)
+
+    def _with_ema(self, fn):
+        """Run ``fn()`` with the EMA weights in the model, then put the trained weights back."""
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        try:
+            return fn()
+        finally:
+            self.ema.restore(self.params)
+
+    def sample(self) -> Path | None:
+        """Save a sample grid (EMA weights) of the current step; main process only."""
+        if not self.accelerator.is_main_process:
+            return None
+        device = self.accelerator.device
+        self.model.eval()
+        try:
+            pairs = self._with_ema(
+                lambda: sample_pairs(
+                    self.model,
+                    self.schedule,
+                    self.data.codec,
+                    self.bit_codec,
+                    self.spec.table,
+                    self.data.sample_text.to(device),
+                    self.empty_text,
+                    self.config.sample,
+                    self.config.run.seed,
+                )
+            )
+        finally:
+            self.model.train()
+        path = self.run_dir / "samples" / f"step-{self.state.step:08d}.png"
+        save_grid(path, grid_image(pairs))
+        return path
+
+    def export(self, out: str | Path | None = None) -> Path | None:
+        """Write the EMA model as a pipeline folder (default ``RUN/final``); main process only."""
+        out = Path(out) if out is not None else self.run_dir / "final"
+        if self.accelerator.is_main_process:
+            self._with_ema(
+                lambda: export_pipeline(
+                    out, self.model, self.spec, self.schedule, self.config.sample, self.state.step
+                )
+            )
+        self.accelerator.wait_for_everyone()
+        return out
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()

@@ -1,0 +1,113 @@
+"""`pandiff generate` / `pandiff segment` end to end on a tiny model, and their error messages."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from pandiff.cli import main
+from pandiff.data.coco import CocoPanoptic
+from pandiff.data.coco_format import rgb_to_id
+
+
+def _generate(tiny_pipeline_dir, out, *extra):
+    return main(["generate", "two red circles on the grass", "--model", str(tiny_pipeline_dir), "--n", "2",
+                 "--steps", "2", "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def export(tiny_pipeline_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "run"
+    assert _generate(tiny_pipeline_dir, out) == 0
+    return out
+
+
+def test_generate_writes_a_coco_panoptic_folder(export):
+    names = sorted(p.name for p in export.iterdir())
+    for i in range(2):
+        for kind in ("image", "map", "overlay"):
+            assert f"{i:03d}_{kind}.png" in names
+        assert (export / "panoptic" / f"{i:03d}.png").is_file()
+    panoptic = json.loads((export / "panoptic.json").read_text())
+    assert panoptic["info"]["steps"] == 2 and panoptic["info"]["sampler"] == "dpmsolver++"
+    for ann in panoptic["annotations"]:
+        ids = rgb_to_id(np.asarray(Image.open(export / "panoptic" / ann["file_name"])))
+        listed = {s["id"]: s for s in ann["segments_info"]}
+        assert set(np.unique(ids)) - {0} == set(listed)
+        for seg_id, seg in listed.items():
+            assert seg["area"] == int((ids == seg_id).sum())
+
+
+def test_export_reads_back_with_our_loader_and_pycocotools(export):
+    ds = CocoPanoptic.from_export(export, image_size=16, map_size=16)
+    assert len(ds) == 2
+    item = ds[0]
+    assert item["captions"] == ["two red circles on the grass"]
+    assert item["image"].shape == (3, 16, 16)
+    coco = COCO(str(export / "captions.json"))
+    assert len(coco.getImgIds()) == 2
+
+
+def test_generate_is_reproducible(tiny_pipeline_dir, export, tmp_path):
+    assert _generate(tiny_pipeline_dir, tmp_path / "again") == 0
+    for name in ("000_image.png", "001_map.png"):
+        a = np.asarray(Image.open(export / name))
+        b = np.asarray(Image.open(tmp_path / "again" / name))
+        assert np.array_equal(a, b)
+
+
+def test_map_to_image_and_segment(tiny_pipeline_dir, export, tmp_path):
+    png = export / "panoptic" / "000.png"
+    assert main(["generate", "a scene", "--model", str(tiny_pipeline_dir), "--map", str(png), "--n", "1",
+                 "--steps", "2", "--out", str(tmp_path / "m2i")]) == 0
+    given = np.asarray(Image.open(png))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "m2i" / "panoptic" / "000.png")) != 0, given != 0)
+    assert main(["segment", str(export / "000_image.png"), "a scene", "--model", str(tiny_pipeline_dir),
+                 "--steps", "2", "--out", str(tmp_path / "seg")]) == 0
+    seg_image = np.asarray(Image.open(tmp_path / "seg" / "000_image.png")).astype(int)
+    assert np.abs(seg_image - np.asarray(Image.open(export / "000_image.png"))).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--guidance", "-1"], "--guidance must be >= 0"),
+        (["--map-guidance", "-2"], "--map-guidance must be >= 0"),
+        (["--n", "0"], "--n must be >= 1"),
+    ],
+)
+def test_bad_options(tiny_pipeline_dir, tmp_path, capsys, args, message):
+    assert _generate(tiny_pipeline_dir, tmp_path / "x", *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_existing_output_is_refused_without_overwrite(tiny_pipeline_dir, export, capsys):
+    before = sorted(p.name for p in export.iterdir())
+    assert _generate(tiny_pipeline_dir, export) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in export.iterdir()) == before
+
+
+def test_empty_prompt_and_missing_model(tiny_pipeline_dir, tmp_path, capsys):
+    assert main(["generate", " ", "--model", str(tiny_pipeline_dir), "--out", str(tmp_path / "e")]) == 2
+    assert "prompt is empty" in capsys.readouterr().err
+    assert main(["generate", "a circle", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "f")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_map_with_unknown_category_or_missing_json(tiny_pipeline_dir, export, tmp_path, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    png = folder / "000.png"
+    png.write_bytes((export / "panoptic" / "000.png").read_bytes())
+    args = ["generate", "x", "--model", str(tiny_pipeline_dir), "--map", str(png), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "--map-json" in capsys.readouterr().err
+    panoptic = json.loads((export / "panoptic.json").read_text())
+    panoptic["annotations"][0]["segments_info"][0]["category_id"] = 999
+    (folder / "panoptic.json").write_text(json.dumps(panoptic))
+    assert main(args) == 2
+    assert "unknown category id 999" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+"""The pipeline on a tiny random model: every mode, batching, determinism and input errors."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pandiff.data.panoptic_map import PanopticMap
+from pandiff.errors import ConfigError, DataError, WeightsError
+from pandiff.pipeline import PanopticDiffusionPipeline
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_pipeline_dir):
+    return PanopticDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _map(pipe, seed=0):
+    rng = np.random.default_rng(seed)
+    category = np.full((16, 16), pipe.table.index_of_name("grass"))
+    category[:6] = pipe.table.index_of_name("sky")
+    instance = np.zeros((16, 16), dtype=int)
+    r, c = rng.integers(4, 10, size=2)
+    category[r : r + 4, c : c + 4] = pipe.table.index_of_name("circle")
+    instance[r : r + 4, c : c + 4] = 1
+    return PanopticMap(category, instance, pipe.table)
+
+
+def test_cogeneration_shapes_batching_and_determinism(pipe):
+    out = pipe(["a red circle on the grass", "two blue squares"], num_inference_steps=3, num_images=2,
+               generator=_gen())
+    assert out.prompts == ["a red circle on the grass"] * 2 + ["two blue squares"] * 2
+    assert [im.size for im in out.images] == [(16, 16)] * 4
+    assert all(m.shape == (16, 16) and m.table is pipe.table for m in out.maps)
+    assert [o.size for o in out.overlays] == [(16, 16)] * 4
+    again = pipe(["a red circle on the grass", "two blue squares"], num_inference_steps=3, num_images=2,
+                 generator=_gen())
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(out.images, again.images))
+    assert all(np.array_equal(a.category, b.category) for a, b in zip(out.maps, again.maps))
+    other = pipe("a red circle on the grass", num_inference_steps=3, generator=_gen(1))
+    assert not np.array_equal(np.asarray(other.images[0]), np.asarray(out.images[0]))
+
+
+def test_map_to_image_keeps_the_map_and_follows_it(pipe):
+    given = _map(pipe, 0)
+    out = pipe("a circle on the grass", map=given, num_inference_steps=3, generator=_gen())
+    assert np.array_equal(out.maps[0].category, given.category)
+    assert np.array_equal(out.maps[0].instance, given.instance)
+    other = pipe("a circle on the grass", map=_map(pipe, 5), num_inference_steps=3, generator=_gen())
+    assert not np.array_equal(np.asarray(out.images[0]), np.asarray(other.images[0]))
+
+
+def test_image_to_map_keeps_the_image(pipe):
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = pipe("a circle", image=Image.fromarray(picture), num_inference_steps=3, generator=_gen())
+    assert np.abs(np.asarray(out.images[0]).astype(int) - picture).max() <= 1  # identity codec, rounding
+
+
+def test_inpainting_keeps_the_map_outside_the_mask(pipe):
+    given = _map(pipe, 0)
+    mask = np.zeros((16, 16))
+    mask[:, 8:] = 1
+    out = pipe("a circle", map=given, mask=mask, num_inference_steps=3, generator=_gen())
+    assert np.array_equal(out.maps[0].category[:, :8], given.category[:, :8])
+
+
+def test_lossless_map_upsampling_is_automatic_lossy_resize_needs_consent(pipe):
+    small = PanopticMap(_map(pipe).category[::2, ::2], _map(pipe).instance[::2, ::2], pipe.table)
+    bits = pipe.prepare_map(small)
+    assert bits.shape == (7, 16, 16)
+    big = PanopticMap(np.kron(_map(pipe).category, np.ones((3, 3), int)) [:40, :40],
+                      np.zeros((40, 40), int), pipe.table)
+    with pytest.raises(DataError, match="resize"):
+        pipe.prepare_map(big)
+    assert pipe.prepare_map(big, resize=True).shape == (7, 16, 16)
+
+
+def test_wrong_size_image_needs_resize(pipe):
+    with pytest.raises(DataError, match="16x16"):
+        pipe.prepare_image(Image.new("RGB", (20, 30)))
+    assert pipe.prepare_image(Image.new("RGB", (20, 30)), resize=True).shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("prompt, message", [("", "empty"), ("   ", "empty"), ("circle " * 40, "tokens")])
+def test_bad_prompts(pipe, prompt, message):
+    with pytest.raises(ConfigError, match=message):
+        pipe(prompt, num_inference_steps=1)
+
+
+def test_missing_or_broken_folders(tmp_path, tiny_pipeline_dir):
+    with pytest.raises(WeightsError, match="does not exist"):
+        PanopticDiffusionPipeline.from_pretrained(tmp_path / "nope")
+    with pytest.raises(WeightsError, match="pandiff_pipeline.json is missing"):
+        PanopticDiffusionPipeline.from_pretrained(tmp_path)
+    (tmp_path / "pandiff_pipeline.json").write_text("{not json")
+    with pytest.raises(WeightsError, match="not valid JSON"):
+        PanopticDiffusionPipeline.from_pretrained(tmp_path)

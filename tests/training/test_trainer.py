@@ -1,0 +1,160 @@
+"""The training loop: the loss falls, a resumed run repeats the uninterrupted one exactly,
+checkpoints are kept and exported, the NaN guard stops a diverging run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pandiff.errors import ConfigError
+from pandiff.model import load_pdm
+from pandiff.training import checkpoint as ckpt
+from pandiff.training.metrics import read_metrics
+from pandiff.training.trainer import NonFiniteLossError, Trainer
+
+
+def run(config, resume: bool = False) -> tuple[Trainer, list[dict]]:
+    trainer = Trainer(config, resume=resume, progress=False)
+    try:
+        history = trainer.fit()
+    finally:
+        trainer.close()
+    return trainer, history
+
+
+def test_loss_falls_and_run_folder_is_complete(tmp_path, tiny_features, tiny_config):
+    config = tiny_config(tmp_path / "run", tiny_features, "train.steps=40", "sample.every=40")
+    trainer, history = run(config)
+    losses = [h["loss"] for h in history]
+    assert len(losses) == 40
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.8 * first, (first, last)
+
+    # keep_checkpoints=2 of the checkpoints at 10, 20, 30, 40
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == [
+        "checkpoint-00000030",
+        "checkpoint-00000040",
+    ]
+    rows = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert rows[-1]["loss"] == pytest.approx(sum(losses[-5:]) / 5, rel=1e-4)
+    assert rows[0]["samples_per_s"] > 0 and rows[-1]["lr"] == pytest.approx(2e-3)
+    assert (tmp_path / "run" / "samples" / "step-00000040.png").is_file()
+
+    out = trainer.export(tmp_path / "export")
+    spec = json.loads((out / "pandiff_pipeline.json").read_text())
+    assert spec["codec"] == "identity" and spec["instance_bits"] == 3 and len(spec["categories"]) == 11
+    assert spec["schedule"]["map_noise_scale"] == 2.0 and spec["trained_steps"] == 40
+    exported = load_pdm(out / "model")
+    ema = ckpt.load_checkpoint(tmp_path / "run" / "checkpoint-00000040")[1]
+    for name, value in exported.state_dict().items():
+        assert torch.equal(value, ema[name]), name  # the export holds the EMA weights
+
+
+def test_resume_repeats_the_uninterrupted_losses(tmp_path, tiny_features, tiny_config, monkeypatch):
+    steps = ["train.steps=24", "train.checkpoint_every=5", "train.grad_accum=2"]
+    _, reference = run(tiny_config(tmp_path / "a", tiny_features, *steps))
+
+    config = tiny_config(tmp_path / "b", tiny_features, *steps)
+    end_step = Trainer._end_step
+
+    def crash_at_13(self, sums):
+        end_step(self, sums)
+        if self.state.step == 13:
+            raise KeyboardInterrupt  # a kill between checkpoints 10 and 15
+
+    monkeypatch.setattr(Trainer, "_end_step", crash_at_13)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    monkeypatch.setattr(Trainer, "_end_step", end_step)
+    assert ckpt.latest_checkpoint(tmp_path / "b").name == "checkpoint-00000010"
+
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(config, progress=False)  # an existing run is never overwritten silently
+    _, resumed = run(config, resume=True)
+    assert [h["step"] for h in resumed] == list(range(11, 25))
+    assert resumed == reference[10:]  # bit-identical losses
+    a = ckpt.load_checkpoint(tmp_path / "a" / "checkpoint-00000024")
+    b = ckpt.load_checkpoint(tmp_path / "b" / "checkpoint-00000024")
+    for x, y in zip(a[:2], b[:2]):
+        assert all(torch.equal(x[k], y[k]) for k in x)
+    assert [r["step"] for r in read_metrics(tmp_path / "b")] == [5, 10, 15, 20, 24]
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(
+    tmp_path, tiny_features, tiny_config, monkeypatch
+):
+    import pandiff.training.trainer as trainer_module
+
+    real_loss = trainer_module.joint_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = real_loss(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 14:
+            out.map_loss = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(trainer_module, "joint_loss", poisoned)
+    config = tiny_config(tmp_path / "run", tiny_features)
+    with pytest.raises(NonFiniteLossError, match=r"step 14: map_loss is not finite.*checkpoint-00000010"):
+        run(config)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["checkpoint-00000010"]
+    state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoint-00000010")[2]
+    assert state["step"] == 10
+
+
+def test_two_stream_training_leaves_the_image_stream_untouched(
+    tmp_path, tiny_features, tiny_config, tiny_model
+):
+    from pandiff.model import pdm_from_preset
+
+    image_fields = {k: v for k, v in tiny_model.items() if k != "patch_factor"}
+    uvit = pdm_from_preset("world-s", "image-only", **image_fields)  # stands in for a pretrained U-ViT
+    uvit.save_pretrained(tmp_path / "uvit")
+    config = tiny_config(
+        tmp_path / "run",
+        tiny_features,
+        "train.steps=6",
+        f"model.image_stream={tmp_path / 'uvit'}",
+        variant="two-stream",
+    )
+    trainer = Trainer(config, progress=False)
+    before = {k: v.clone() for k, v in trainer.model.image_stream.state_dict().items()}
+    assert all(torch.equal(v, uvit.state_dict()[k]) for k, v in before.items())
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    in_optimizer = sum(p.numel() for g in trainer.optimizer.param_groups for p in g["params"])
+    assert in_optimizer == trainable < sum(p.numel() for p in trainer.model.parameters())
+    trainer.fit()
+    trainer.close()
+    after = trainer.model.image_stream.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # bit-identical
+    assert len(trainer.optimizer.state) == len(trainer.params)  # no optimizer state for frozen weights
+    trained = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trained and not any(n.startswith("image_stream.") for n in trained)
+    zero_proj = trainer.model.zero_projs[0].weight
+    assert zero_proj.abs().sum() > 0  # the map stream did learn
+
+
+def test_train_command_trains_resumes_and_exports(tmp_path, tiny_features, tiny_config, capsys):
+    from pandiff.cli import main
+
+    config = tiny_config(tmp_path / "run", tiny_features, "train.steps=4", "train.checkpoint_every=2")
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    base = ["train", "--config", str(tmp_path / "config.yaml"), "--no-progress"]
+    assert main([*base, "--export", str(tmp_path / "pipe")]) == 0
+    assert "trained to step 4" in capsys.readouterr().out
+    assert (tmp_path / "pipe" / "model" / "config.json").is_file()
+    assert main(base) == 2  # the run folder holds checkpoints: refused without --resume
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*base, "--resume", "--set", "train.steps=6"]) == 0
+    assert (
+        json.loads((tmp_path / "run" / "final" / "pandiff_pipeline.json").read_text())["trained_steps"] == 6
+    )
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == [
+        "checkpoint-00000004",
+        "checkpoint-00000006",
+    ]
