@@ -23,38 +23,19 @@ else runs on the machine; the load average says how busy it was.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from bench_common import RESULTS, machine_description
 
 from pandiff.training.config import load_config
 from pandiff.training.metrics import read_metrics
 from pandiff.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def machine() -> str:
-    """One line describing where the numbers come from."""
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs (load average {load} at start), "
-        f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
 
 
 def make_features(folder: Path, n: int, codec_dir: str | None) -> Path:
@@ -123,7 +104,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    header = machine()
+    header = machine_description()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         features = make_features(Path(tmp), args.n, args.codec)

@@ -14,30 +14,14 @@ what else runs; the CPU column (this process and its workers, user + system) doe
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from bench_common import RESULTS, machine_description
+
 from pandiff.data.world import generate_world
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def machine() -> str:
-    """One line describing where the numbers come from."""
-    try:
-        torch_version = version("torch")
-    except PackageNotFoundError:
-        torch_version = "not installed"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs "
-        f"(load average {load} at start), torch {torch_version}"
-    )
 
 
 def _cpu_seconds() -> float:
@@ -55,7 +39,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a remark stored with the results (e.g. other load)")
     args = parser.parse_args()
 
-    header = machine()
+    header = machine_description()
     rows = []
     for n in args.n:
         with tempfile.TemporaryDirectory(prefix="bench-world-") as tmp:

@@ -57,6 +57,8 @@ class LockstepSampler:
         scheduler: ``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"``.
         batch_guidance: run all guidance branches as one forward (default); ``False`` runs one
             forward per branch (same numbers, for benchmarks and tests).
+        autocast_dtype: run the model under ``torch.autocast`` in this dtype (e.g. bfloat16 on
+            a CPU with avx512_bf16); the solver's arithmetic stays in the samples' dtype.
     """
 
     def __init__(
@@ -65,8 +67,10 @@ class LockstepSampler:
         schedule: NoiseSchedule,
         scheduler: str = "dpmsolver++",
         batch_guidance: bool = True,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.model = model
+        self.autocast_dtype = autocast_dtype
         self.schedule = schedule
         self.scheduler_name = scheduler
         self.batch_guidance = batch_guidance
@@ -137,7 +141,16 @@ class LockstepSampler:
         for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
             t_batch = torch.full((b,), int(t), device=device, dtype=torch.long)
             branches = self._branches(
-                x_image, x_map, t_batch, text, empty_text, free_noise, gen_image, gen_map, use_uncond, use_free
+                x_image,
+                x_map,
+                t_batch,
+                text,
+                empty_text,
+                free_noise,
+                gen_image,
+                gen_map,
+                use_uncond,
+                use_free,
             )
             preds = self._forward(branches, b)
             eps = self._combine(preds, "image", guidance_scale, 0.0)
@@ -154,11 +167,20 @@ class LockstepSampler:
                     x_map = self._keep_known(x_map, map0, map_mask, t_next, generator)
         return SampleOutput(latents=x_image, map_bits=self.schedule.diffusion_to_bits(x_map).clamp(-1, 1))
 
-    def _branches(self, x_image, x_map, t, text, empty_text, free_noise, gen_image, gen_map, use_uncond, use_free):
+    def _branches(
+        self, x_image, x_map, t, text, empty_text, free_noise, gen_image, gen_map, use_uncond, use_free
+    ):
         zero = torch.zeros_like(t)
         t_image = t if gen_image else zero
         t_map = t if gen_map else zero
-        images, t_images, texts, maps, t_maps, names = [x_image], [t_image], [text], [x_map], [t_map], ["cond"]
+        images, t_images, texts, maps, t_maps, names = (
+            [x_image],
+            [t_image],
+            [text],
+            [x_map],
+            [t_map],
+            ["cond"],
+        )
         if use_uncond:
             images.append(x_image)
             t_images.append(t_image)
@@ -174,22 +196,37 @@ class LockstepSampler:
             t_maps.append(torch.full_like(t, self.schedule.num_train_timesteps - 1))
             names.append("free")
         return _Branches(
-            torch.cat(images), torch.cat(t_images), torch.cat(texts), torch.cat(maps), torch.cat(t_maps), tuple(names)
+            torch.cat(images),
+            torch.cat(t_images),
+            torch.cat(texts),
+            torch.cat(maps),
+            torch.cat(t_maps),
+            tuple(names),
         )
 
     def _forward(self, br: _Branches, b: int) -> dict[str, dict[str, torch.Tensor]]:
         """Model predictions per branch name: ``{"cond": {"image": ..., "map": ...}, ...}``."""
         if self.batch_guidance:
-            out = self.model(br.image, br.t_image, br.text, br.map, br.t_map)
-            image_chunks, map_chunks = out.image.split(b), out.map.split(b)
+            image_out, map_out = self._model(br.image, br.t_image, br.text, br.map, br.t_map)
+            image_chunks, map_chunks = image_out.split(b), map_out.split(b)
         else:
             image_chunks, map_chunks = [], []
             for k in range(len(br.names)):
                 sl = slice(k * b, (k + 1) * b)
-                out = self.model(br.image[sl], br.t_image[sl], br.text[sl], br.map[sl], br.t_map[sl])
-                image_chunks.append(out.image)
-                map_chunks.append(out.map)
+                image_out, map_out = self._model(
+                    br.image[sl], br.t_image[sl], br.text[sl], br.map[sl], br.t_map[sl]
+                )
+                image_chunks.append(image_out)
+                map_chunks.append(map_out)
         return {n: {"image": im, "map": mp} for n, im, mp in zip(br.names, image_chunks, map_chunks)}
+
+    def _model(self, image, t_image, text, map_in, t_map) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = image.dtype
+        with torch.autocast(
+            image.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            out = self.model(image, t_image, text, map_in, t_map)
+        return out.image.to(dtype), out.map.to(dtype)
 
     @staticmethod
     def _combine(preds, key: str, text_scale: float, map_scale: float) -> torch.Tensor:

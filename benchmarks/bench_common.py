@@ -1,0 +1,53 @@
+"""What every benchmark shares: a one-line machine description and appending to RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine_description() -> str:
+    """Platform, CPU model, cores, load, Python and torch versions (torch only if installed)."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch_part = f", torch {torch.__version__}, {torch.get_num_threads()} threads"
+    except ImportError:
+        torch_part = ""
+    return (
+        f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs (load average {load} at start), "
+        f"Python {platform.python_version()}{torch_part}"
+    )
+
+
+def append_results(title: str, command: str, lines: list[str], note: str = "") -> None:
+    """Append one titled, dated section (machine, command, table, note) to RESULTS.md in one write."""
+    text = "\n".join(
+        [
+            "",
+            f"## {title} ({time.strftime('%Y-%m-%d %H:%M')})",
+            "",
+            f"Machine: {machine_description()}",
+            "",
+            f"Command: `{command}`",
+            "",
+            *lines,
+            "",
+            *([note, ""] if note else []),
+        ]
+    )
+    with open(RESULTS, "a") as fh:
+        fh.write(text)

@@ -1,0 +1,102 @@
+"""Sampling cost: wall time and peak memory per image+map pair.
+
+Each configuration runs in a fresh subprocess so its peak RSS is its own. Prints a table and
+appends it to benchmarks/RESULTS.md.
+
+    python benchmarks/bench_sampling.py                      # bundled model
+    python benchmarks/bench_sampling.py --model DIR --steps 10 20 50 --batch 1 8
+    python benchmarks/bench_sampling.py --quick              # 20 steps, batch 1, both guidance modes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from bench_common import append_results
+
+WORKER = r"""
+import json, resource, sys, time, torch
+from pandiff.pipeline import PanopticDiffusionPipeline
+from pandiff.diffusion.sampler import LockstepSampler
+args = json.loads(sys.argv[1])
+t0 = time.perf_counter()
+pipe = PanopticDiffusionPipeline.from_pretrained(args["model"], scheduler=args["scheduler"])
+if args["precision"] == "fp32":
+    pipe.autocast_dtype = None
+load_s = time.perf_counter() - t0
+if not args["batched"]:
+    original = LockstepSampler.__init__
+    def separate(self, *a, **k):
+        k["batch_guidance"] = False
+        original(self, *a, **k)
+    LockstepSampler.__init__ = separate
+prompt = "two red circles and a blue square on the grass"
+pipe(prompt, num_inference_steps=2, num_images=args["batch"])  # warm-up
+times = []
+for rep in range(args["repeats"]):
+    t = time.perf_counter()
+    pipe(prompt, num_inference_steps=args["steps"], num_images=args["batch"],
+         generator=torch.Generator().manual_seed(rep))
+    times.append(time.perf_counter() - t)
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"load_s": load_s, "call_s": min(times), "rss_mb": rss}))
+"""
+
+
+def run_one(cfg: dict) -> dict:
+    res = subprocess.run([sys.executable, "-c", WORKER, json.dumps(cfg)], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"benchmark worker failed for {cfg}:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="pipeline folder (default: bundled model)")
+    p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--schedulers", nargs="+", default=["dpmsolver++", "ddim"])
+    p.add_argument("--precision", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="20 steps, batch 1, DPM-Solver++, bf16 only")
+    p.add_argument("--note", default="")
+    args = p.parse_args()
+    if args.quick:
+        args.steps, args.batch, args.schedulers, args.precision = [20], [1], ["dpmsolver++"], ["bf16"]
+    rows = []
+    header = "| scheduler | precision | guidance forwards | steps | batch | s / pair | s / call | peak RSS MB | load s |"
+    rule = "|---|---|---|---:|---:|---:|---:|---:|---:|"
+    print(header)
+    print(rule)
+    configs = [
+        {"scheduler": s, "precision": pr, "batched": bt, "steps": st, "batch": b}
+        for s in args.schedulers
+        for pr in args.precision
+        for bt in (True, False)
+        for st in args.steps
+        for b in args.batch
+        if bt or (st == 20 and s == "dpmsolver++")  # one-forward-per-branch only as a comparison
+    ]
+    for cfg in configs:
+        res = run_one({**cfg, "model": args.model, "repeats": args.repeats})
+        row = (
+            f"| {cfg['scheduler']} | {cfg['precision']} | {'batched' if cfg['batched'] else 'per branch'} "
+            f"| {cfg['steps']} | {cfg['batch']} | {res['call_s'] / cfg['batch']:.3f} | {res['call_s']:.3f} "
+            f"| {res['rss_mb']:.0f} | {res['load_s']:.2f} |"
+        )
+        print(row, flush=True)
+        rows.append(row)
+    model = args.model or "bundled world-s"
+    append_results(
+        f"Sampling cost ({model})",
+        "python benchmarks/bench_sampling.py " + " ".join(sys.argv[1:]),
+        [header, rule, *rows],
+        args.note,
+    )
+
+
+if __name__ == "__main__":
+    main()
