@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("pandiff.segment_cli", "draw the panoptic map of a given image with the same model"),
     "train-judge": ("pandiff.evaluation.train_judge_cli", "train the built-in world's judge segmentation network"),
     "evaluate": ("pandiff.evaluation.evaluate_cli", "sample a model on a dataset and write a metrics report"),
+    "demo": ("pandiff.demo_cli", "serve the web demo on 127.0.0.1"),
 }
 
 

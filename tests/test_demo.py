@@ -1,0 +1,378 @@
+"""The web demo (`pandiff demo`): its JSON API on a tiny pipeline, and the page in headless Chromium."""
+
+import base64
+import http.client
+import json
+import threading
+import zipfile
+from io import BytesIO
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pandiff.cli import main
+from pandiff.data.coco_format import rgb_to_id
+from pandiff.demo import DemoApp, DemoLimits, make_server
+from pandiff.errors import ConfigError
+from pandiff.pipeline import PanopticDiffusionPipeline
+
+PROMPT = "two red circles on the grass"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_pipeline_dir):
+    """The demo served from a thread on a free loopback port."""
+    pipe = PanopticDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    app = DemoApp(pipe, DemoLimits(max_prompt_chars=60, max_images=3), model_name="tiny")
+    server = make_server(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield SimpleNamespace(url=server.url, app=app, pipe=pipe)
+    server.shutdown()
+    server.server_close()
+
+
+def _request(url, method="GET", body=None, headers=None):
+    """(status, headers, body bytes) of one request; ``body`` is JSON-encoded when not bytes."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    conn.request(method, parts.path, body=data, headers=headers or {})
+    response = conn.getresponse()
+    result = response.status, dict(response.getheaders()), response.read()
+    conn.close()
+    return result
+
+
+def _post(demo, path, body):
+    status, _, data = _request(demo.url + path.lstrip("/"), "POST", body)
+    return status, json.loads(data)
+
+
+def _png(data_url, size):
+    assert data_url.startswith("data:image/png;base64,")
+    image = Image.open(BytesIO(base64.b64decode(data_url.partition(",")[2])))
+    assert image.size == (size, size)
+    return np.asarray(image.convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def generated(demo):
+    """One generate answer with two samples, and its downloaded export zip."""
+    status, answer = _post(demo, "/api/generate", {"prompt": PROMPT, "steps": 2, "num_images": 2, "seed": 3})
+    assert status == 200, answer
+    status, headers, data = _request(demo.url + answer["download"].lstrip("/"))
+    assert status == 200 and headers["Content-Type"] == "application/zip"
+    return answer, zipfile.ZipFile(BytesIO(data))
+
+
+def test_page_config_and_offline_headers(demo):
+    status, headers, page = _request(demo.url)
+    assert status == 200 and b'id="generate"' in page
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    for path in ("static/demo.js", "static/demo.css"):
+        status, _, text = _request(demo.url + path)
+        assert status == 200 and len(text) > 500
+        # Nothing on the page may come from another host (the demo must work offline).
+        assert b"http://" not in text and b"https://" not in text and b"//fonts" not in text
+    assert b"http://" not in page and b"https://" not in page
+    status, _, config = _request(demo.url + "api/config")
+    config = json.loads(config)
+    assert (config["max_images"], config["max_prompt_chars"], config["image_size"]) == (3, 60, 16)
+    assert config["defaults"]["guidance"] == 2.0  # the tiny pipeline folder's own default
+
+
+def test_generate_returns_image_map_overlay_per_sample(demo, generated):
+    answer, _ = generated
+    assert len(answer["samples"]) == 2
+    assert answer["settings"] == {
+        "prompt": PROMPT,
+        "steps": 2,
+        "seed": 3,
+        "num_images": 2,
+        "guidance_scale": 2.0,
+        "map_guidance_scale": 1.0,
+    }
+    for sample in answer["samples"]:
+        image, pmap, over = (_png(sample[k], 16) for k in ("image", "map", "overlay"))
+        assert sample["prompt"] == PROMPT and sample["segments"]
+        # The overlay blends the map over the image, so it differs from both.
+        assert not np.array_equal(over, image) and not np.array_equal(over, pmap)
+    first = [_png(s["image"], 16) for s in answer["samples"]]
+    assert not np.array_equal(first[0], first[1])  # a batch draws different samples
+
+
+def test_generate_is_reproducible_by_seed(demo, generated):
+    answer, _ = generated
+    status, again = _post(demo, "/api/generate", {"prompt": PROMPT, "steps": 2, "num_images": 2, "seed": 3})
+    assert status == 200
+    for before, now in zip(answer["samples"], again["samples"]):
+        assert np.array_equal(_png(now["image"], 16), _png(before["image"], 16))
+        assert np.array_equal(_png(now["map"], 16), _png(before["map"], 16))
+    assert again["download"] != answer["download"]
+
+
+def test_download_is_a_coco_panoptic_export(demo, generated):
+    answer, archive = generated
+    names = set(archive.namelist())
+    assert {
+        "panoptic.json",
+        "captions.json",
+        "panoptic/000.png",
+        "panoptic/001.png",
+        "001_image.png",
+    } <= names
+    panoptic = json.loads(archive.read("panoptic.json"))
+    assert panoptic["categories"] == demo.pipe.table.to_coco()
+    assert panoptic["info"]["steps"] == 2 and panoptic["info"]["seed"] == 3
+    assert panoptic["info"]["mode"] == "prompt -> image + map"
+    assert len(panoptic["annotations"]) == 2
+    for ann in panoptic["annotations"]:
+        ids = rgb_to_id(np.asarray(Image.open(BytesIO(archive.read("panoptic/" + ann["file_name"])))))
+        listed = {s["id"]: s["area"] for s in ann["segments_info"]}
+        assert set(np.unique(ids)) - {0} == set(listed)
+        assert all(area == int((ids == i).sum()) for i, area in listed.items())
+    # The zip holds the very pictures the page shows.
+    shown = _png(answer["samples"][1]["image"], 16)
+    assert np.array_equal(
+        np.asarray(Image.open(BytesIO(archive.read("001_image.png"))).convert("RGB")), shown
+    )
+    captions = json.loads(archive.read("captions.json"))
+    assert [c["caption"] for c in captions["annotations"]] == [PROMPT, PROMPT]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"prompt": "   "}, "the prompt is empty"),
+        ({"prompt": "x" * 61}, "the prompt is 61 characters long; the demo takes at most 60"),
+        ({"num_images": 4}, "num_images must be a whole number in 1..3"),
+        ({"num_images": 0}, "num_images must be a whole number in 1..3"),
+        ({"steps": 0}, "steps must be a whole number in 1..100"),
+        ({"steps": 101}, "steps must be a whole number in 1..100"),
+        ({"steps": "2"}, "steps must be a whole number"),
+        ({"guidance": -1}, "guidance must be a number >= 0, got -1"),
+        ({"map_guidance": -0.5}, "map_guidance must be a number >= 0, got -0.5"),
+        ({"seed": -1}, "seed must be a whole number"),
+        ({"temperature": 1}, "unknown field(s) temperature"),
+    ],
+)
+def test_generate_rejects_bad_settings_with_400(demo, change, message):
+    status, answer = _post(demo, "/api/generate", {"prompt": PROMPT, "steps": 2, **change})
+    assert status == 400 and message in answer["error"]
+
+
+def test_malformed_requests(demo):
+    status, _, data = _request(demo.url + "api/generate", "POST", b"{not json")
+    assert status == 400 and "not valid JSON" in json.loads(data)["error"]
+    status, _, data = _request(demo.url + "api/generate", "POST", b"[1, 2]")
+    assert status == 400 and "JSON object" in json.loads(data)["error"]
+    huge = str(demo.app.limits.max_upload_bytes * 2 + 1)
+    status, _, data = _request(demo.url + "api/generate", "POST", b"{}", {"Content-Length": huge})
+    assert status == 413 and "at most" in json.loads(data)["error"]
+    status, _, data = _request(demo.url + "download/" + "0" * 32 + ".zip")
+    assert status == 404 and "expired" in json.loads(data)["error"]
+    status, _, _ = _request(demo.url + "etc/passwd")
+    assert status == 404
+    # A page elsewhere that resolves its own name to 127.0.0.1 must not reach the demo.
+    status, _, data = _request(demo.url + "api/config", headers={"Host": "evil.example:80"})
+    assert status == 403 and "not allowed" in json.loads(data)["error"]
+    assert _request(demo.url + "api/config", headers={"Host": "localhost:1"})[0] == 200
+
+
+class _FailingPipe:
+    """Stands in for the pipeline and fails the way it is told to."""
+
+    def __init__(self, real, error):
+        self.real, self.error = real, error
+        self.default_scales, self.scheduler = real.default_scales, real.scheduler
+
+    def __call__(self, *args, **kwargs):
+        raise self.error
+
+
+def test_pipeline_errors_become_400_and_crashes_a_bare_500(demo, monkeypatch):
+    monkeypatch.setattr(
+        demo.app, "pipe", _FailingPipe(demo.pipe, ConfigError("the prompt is 99 tokens long"))
+    )
+    status, answer = _post(demo, "/api/generate", {"prompt": PROMPT, "steps": 2})
+    assert status == 400 and answer["error"] == "the prompt is 99 tokens long"
+    monkeypatch.setattr(demo.app, "pipe", _FailingPipe(demo.pipe, RuntimeError("secret internals")))
+    status, answer = _post(demo, "/api/generate", {"prompt": PROMPT, "steps": 2})
+    assert status == 500 and "internal error" in answer["error"]
+    assert "secret" not in answer["error"] and "Traceback" not in answer["error"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_map_to_image_from_zip_and_from_png_json(demo, generated):
+    answer, archive = generated
+    status, drawn = _post(
+        demo,
+        "/api/map2image",
+        {
+            "prompt": "a scene",
+            "steps": 2,
+            "zip": "data:application/zip;base64," + _b64(_zip_bytes(archive)),
+            "index": 1,
+        },
+    )
+    assert status == 200, drawn
+    assert drawn["given_name"] == "001.png" and len(drawn["samples"]) == 1
+    # The given map is kept as is: the answer's map is the uploaded one (sample 1 of the export).
+    given = _png(drawn["given_map"], 16)
+    assert np.array_equal(_png(drawn["samples"][0]["map"], 16), given)
+    # Reading renumbers instances canonically, so shades may change but not the segments.
+    assert _same_segments(given, _png(answer["samples"][1]["map"], 16))
+    _png(drawn["samples"][0]["image"], 16)
+    status, from_pair = _post(
+        demo,
+        "/api/map2image",
+        {
+            "prompt": "a scene",
+            "steps": 2,
+            "map_name": "001.png",
+            "map_png": _b64(archive.read("panoptic/001.png")),
+            "map_json": _b64(archive.read("panoptic.json")),
+        },
+    )
+    assert status == 200, from_pair
+    assert np.array_equal(_png(from_pair["samples"][0]["map"], 16), given)
+    assert np.array_equal(_png(from_pair["samples"][0]["image"], 16), _png(drawn["samples"][0]["image"], 16))
+
+
+def _same_segments(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two coloured maps split the picture into the same segments (colours aside)."""
+    ids_a = np.unique(a.reshape(-1, 3), axis=0, return_inverse=True)[1].ravel()
+    ids_b = np.unique(b.reshape(-1, 3), axis=0, return_inverse=True)[1].ravel()
+    pairs = len(np.unique(ids_a * (ids_b.max() + 1) + ids_b))
+    return pairs == ids_a.max() + 1 == ids_b.max() + 1
+
+
+def _zip_bytes(archive: zipfile.ZipFile) -> bytes:
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as out:
+        for name in archive.namelist():
+            out.writestr(name, archive.read(name))
+    return buffer.getvalue()
+
+
+def test_map_to_image_rejects_bad_uploads(demo, generated):
+    _, archive = generated
+    png, panoptic = archive.read("panoptic/000.png"), archive.read("panoptic.json")
+    base = {"prompt": "a scene", "steps": 2}
+    cases = [
+        ({}, "upload a map"),
+        ({"zip": "%%%"}, "zip is not valid base64"),
+        ({"zip": _b64(b"not a zip")}, "not a zip archive"),
+        ({"zip": _b64(_zip_without_json())}, "has no panoptic.json"),
+        ({"zip": _b64(_zip_bytes(archive)), "index": 5}, "sample 5 does not exist"),
+        ({"map_png": _b64(b"GIF89a"), "map_json": _b64(panoptic)}, "not a PNG file"),
+        ({"map_png": _b64(png), "map_json": _b64(b"{oops")}, "not valid JSON"),
+        ({"map_png": _b64(png), "map_json": _b64(panoptic), "map_name": "x.png"}, "none is for 'x.png'"),
+    ]
+    for change, message in cases:
+        status, answer = _post(demo, "/api/map2image", {**base, **change})
+        assert status == 400 and message in answer["error"], (change, answer)
+    # segments of another category table: the reader's own message comes through.
+    foreign = json.loads(panoptic)
+    for seg in foreign["annotations"][0]["segments_info"]:
+        seg["category_id"] = 9999
+    status, answer = _post(
+        demo,
+        "/api/map2image",
+        {
+            **base,
+            "map_png": _b64(png),
+            "map_json": _b64(json.dumps(foreign).encode()),
+            "map_name": "000.png",
+        },
+    )
+    assert status == 400 and "9999" in answer["error"]
+
+
+def _zip_without_json() -> bytes:
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as out:
+        out.writestr("panoptic/000.png", b"")
+    return buffer.getvalue()
+
+
+def test_cli_checks_its_options_before_loading(capsys):
+    assert main(["demo", "--max-images", "0"]) == 2
+    assert "--max-images must be >= 1" in capsys.readouterr().err
+    assert main(["demo", "--port", "70000"]) == 2
+    assert "--port must be in 0..65535" in capsys.readouterr().err
+
+
+def test_page_in_headless_chromium(demo, generated, tmp_path, monkeypatch):
+    """Type a prompt, click Generate: an image, a map and an overlay appear; then map -> image
+    from an uploaded export zip."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip(
+            "headless Chromium is absent: scripts/setup.sh installs Debian's chromium + chromium-driver"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    try:
+        wait = WebDriverWait(driver, 20)
+        driver.get(demo.url)
+        wait.until(lambda d: d.find_element(By.ID, "model-info").text)  # settings loaded
+        steps = driver.find_element(By.ID, "steps")
+        steps.clear()
+        steps.send_keys("2")
+        driver.find_element(By.ID, "prompt").send_keys(PROMPT)
+        driver.find_element(By.ID, "generate").click()
+        loaded = (
+            "return [...document.querySelectorAll(arguments[0])].map(i => i.complete ? i.naturalWidth : 0)"
+        )
+        wait.until(lambda d: d.execute_script(loaded, "#results img.pic") == [16, 16, 16])
+        for kind in ("image", "map"):
+            src = driver.find_element(By.CSS_SELECTOR, f"#results img.{kind}").get_attribute("src")
+            assert src.startswith("data:image/png;base64,")
+        assert driver.find_element(By.ID, "download").get_attribute("href").startswith(demo.url + "download/")
+        assert not driver.find_element(By.ID, "error").is_displayed()
+
+        upload = tmp_path / "export.zip"
+        upload.write_bytes(_zip_bytes(generated[1]))
+        driver.find_element(By.CSS_SELECTOR, "input[name=mode][value=map2image]").click()
+        assert driver.find_element(By.ID, "generate").text == "Draw image"
+        driver.find_element(By.ID, "zip-file").send_keys(str(upload))
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: d.execute_script(loaded, "#given-map") == [16])
+        wait.until(lambda d: d.execute_script(loaded, "#results img.pic") == [16, 16, 16])
+        assert driver.find_element(By.ID, "given-name").text == "(000.png)"
+        # Every resource the page loaded came from the demo itself.
+        fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert fetched and all(url.startswith(demo.url) for url in fetched)
+    finally:
+        driver.quit()
