@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pandiff.errors import WeightsError
+from pandiff.errors import ConfigError, WeightsError
 
 MINILM = "minilm"
 # World prompts ("a red circle left of a blue square") fit in 24 word pieces with room to spare.
@@ -169,6 +169,7 @@ def load_text_encoder(
 
     Raises:
         WeightsError: the weights are absent, unreadable, or not a text encoder.
+        ConfigError: ``max_length`` exceeds the model's positions.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
 
@@ -197,7 +198,7 @@ def load_text_encoder(
     limit = int(model.config.max_position_embeddings)
     length = min(default_length, limit) if max_length is None else int(max_length)
     if not 1 <= length <= limit:
-        raise WeightsError(f"max_length {length} is outside 1..{limit}, the positions {name_or_path!r} has")
+        raise ConfigError(f"max_length {length} is outside 1..{limit}, the positions {name_or_path!r} has")
     encoder_cls = ClipTextEncoder if is_clip else TextEncoder
     return encoder_cls(tokenizer, model, length, str(name_or_path)).to(device)
 

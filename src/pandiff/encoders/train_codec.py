@@ -1,0 +1,289 @@
+"""``pandiff train-codec``: train the built-in world's small ``AutoencoderKL`` (64 px -> 4 x 16 x 16).
+
+Stable Diffusion's autoencoder recipe cut down to a CPU budget: a pixel reconstruction loss plus a
+tiny KL term, latents drawn from the posterior while training, random horizontal flips. No
+perceptual or adversarial loss (they need a pretrained network and a discriminator); the loss is
+the mean squared error because the goal is measured in PSNR. After training, the scaling factor is
+measured as ``1 / std`` of the train latents (how Stable Diffusion chose 0.18215) and stored in the
+saved config, so the diffusion model sees latents of roughly unit variance. Progress (loss,
+validation PSNR) shows in a tqdm bar; ``DIR/training.json`` records what produced the codec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from pandiff.encoders.codec import TINY_VAE_CONFIG
+from pandiff.errors import ConfigError, DataError
+from pandiff.io import atomic_dir
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+EVAL_IMAGES = 256  # validation images scored at each periodic evaluation (all at the end)
+SCALE_IMAGES = 1024  # train images whose latents set the scaling factor
+# Initial posterior log-variance. At diffusers' default init it is about 0, i.e. noise as large as
+# the latents themselves, and the reconstruction learns nothing until it has shrunk; starting
+# narrow (std ~0.02) lets every step count while the posterior stays trainable.
+INITIAL_LOGVAR = -8.0
+
+
+def channel_list(text: str) -> list[int]:
+    """``"16,32,64"`` -> ``[16, 32, 64]`` (the ``--channels`` option)."""
+    return [int(c) for c in text.split(",")]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, type=Path, help="world folder (images in train2017/, val2017/)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="folder to write the trained codec to")
+    parser.add_argument("--steps", type=int, default=4000, help="optimizer steps (default 4000)")
+    parser.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (default 2e-3)")
+    parser.add_argument(
+        "--kl-weight",
+        type=float,
+        default=1e-6,
+        help="KL weight relative to the per-image sum of reconstruction errors, as in Stable Diffusion "
+        "(default 1e-6)",
+    )
+    parser.add_argument(
+        "--channels",
+        type=channel_list,
+        default=TINY_VAE_CONFIG["block_out_channels"],
+        help="channels of each encoder/decoder level, comma-separated; n levels downsample by 2^(n-1) "
+        f"(default {','.join(map(str, TINY_VAE_CONFIG['block_out_channels']))})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward pass")
+    parser.add_argument("--eval-every", type=int, default=250, help="steps between validation PSNR checks")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop (and save) after this long; the learning rate decays to zero by then",
+    )
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def load_image_folder(folder: Path) -> torch.Tensor:
+    """All images of ``folder`` (sorted by name) as one uint8 tensor ``N 3 H W``.
+
+    Raises:
+        DataError: the folder is missing or empty, or the images differ in size.
+    """
+    if not folder.is_dir():
+        raise DataError(
+            f"image folder {str(folder)!r} does not exist; write a world with `pandiff make-world`"
+        )
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DataError(f"no .png/.jpg images in {str(folder)!r}")
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                arrays.append(np.asarray(im.convert("RGB")))
+        except OSError as exc:
+            raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc
+        if arrays[-1].shape != arrays[0].shape:
+            raise DataError(
+                f"{str(path)!r} is {arrays[-1].shape[1]}x{arrays[-1].shape[0]} but {str(paths[0])!r} is "
+                f"{arrays[0].shape[1]}x{arrays[0].shape[0]}; the codec trains on one image size"
+            )
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # N 3 H W uint8
+
+
+def to_unit_range(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 ``B 3 H W`` -> float32 in ``[-1, 1]`` on ``device``."""
+    return images.to(device=device, dtype=torch.float32) / 127.5 - 1.0
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of ``B 3 H W`` images in ``[-1, 1]`` (peak-to-peak 2, i.e. the usual
+    PSNR on ``[0, 1]`` images)."""
+    mse = (reconstruction.float().clamp(-1, 1) - target.float()).pow(2).mean(dim=(1, 2, 3)) / 4.0
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def evaluate_psnr(vae, images: torch.Tensor, device: torch.device, batch: int) -> float:
+    """Mean PSNR (dB) of decoding each image's posterior mean."""
+    vae.eval()
+    scores = []
+    for chunk in images.split(batch):
+        x = to_unit_range(chunk, device)
+        scores.append(psnr(vae.decode(vae.encode(x).latent_dist.mean).sample, x).cpu())
+    vae.train()
+    return float(torch.cat(scores).mean())
+
+
+@torch.no_grad()
+def measure_scaling_factor(vae, images: torch.Tensor, device: torch.device, batch: int) -> float:
+    """``1 / std`` of the posterior means of ``images``: makes the latents unit-variance."""
+    vae.eval()
+    means = [vae.encode(to_unit_range(chunk, device)).latent_dist.mean.cpu() for chunk in images.split(batch)]
+    return float(1.0 / torch.cat(means).std())
+
+
+@torch.no_grad()
+def narrow_posterior(vae, logvar: float = INITIAL_LOGVAR) -> None:
+    """Start every posterior log-variance at ``logvar`` (the log-variance half of ``quant_conv``)."""
+    channels = vae.config.latent_channels
+    vae.quant_conv.weight[channels:] = 0.0
+    vae.quant_conv.bias[channels:] = logvar
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("steps", "batch", "eval_every"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.channels or min(args.channels) < 1:
+        raise ConfigError(f"--channels must list positive channel counts, got {args.channels}")
+    if args.lr <= 0 or args.kl_weight < 0:
+        raise ConfigError("--lr must be positive and --kl-weight non-negative")
+    if args.out.exists() and not args.overwrite:
+        raise ConfigError(f"{str(args.out)!r} exists; pass --overwrite to replace it or choose another --out")
+
+
+def codec_config(channels: list[int], size: int) -> dict:
+    """The AutoencoderKL config for ``size`` px images with ``channels`` per level."""
+    return {
+        **TINY_VAE_CONFIG,
+        "down_block_types": ["DownEncoderBlock2D"] * len(channels),
+        "up_block_types": ["UpDecoderBlock2D"] * len(channels),
+        "block_out_channels": list(channels),
+        "norm_num_groups": math.gcd(TINY_VAE_CONFIG["norm_num_groups"], *channels),
+        "sample_size": size,
+    }
+
+
+def learning_rate(peak: float, step: int, progress: float, warmup_steps: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 as ``progress`` goes 0 -> 1."""
+    warmup = min(1.0, step / max(1, warmup_steps))
+    return peak * warmup * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def codec_loss(
+    reconstruction: torch.Tensor, target: torch.Tensor, posterior, kl_weight: float
+) -> torch.Tensor:
+    """Mean squared error of ``B 3 H W`` images plus ``kl_weight`` x the KL divergence per pixel
+    value, i.e. the balance of Stable Diffusion's per-image sums."""
+    mse = (reconstruction.float() - target).pow(2).mean()
+    return mse + kl_weight * posterior.kl().float().mean() / target[0].numel()
+
+
+def train_steps(
+    vae, train: torch.Tensor, val: torch.Tensor, args: argparse.Namespace
+) -> tuple[int, list[dict]]:
+    """Optimise ``vae`` in place on uint8 ``train`` images; returns the steps taken and the history
+    (mean loss since the previous check and validation PSNR, every ``--eval-every`` steps).
+
+    Training progress is steps done or time spent, whichever is further along, so a
+    ``--max-minutes`` run still decays its learning rate to zero before it stops.
+    """
+    device = vae.device
+    generator = torch.Generator().manual_seed(args.seed)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=args.lr)
+    warmup_steps = min(100, args.steps // 10)
+    limit_s = math.inf if args.max_minutes is None else 60.0 * args.max_minutes
+    history: list[dict] = []
+    losses: list[float] = []
+    val_psnr = float("nan")
+    start = time.monotonic()
+    bar = tqdm(total=args.steps, desc="train-codec", unit="step")
+    step, progress = 0, 0.0
+    while progress < 1.0:
+        step += 1
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(args.lr, step, progress, warmup_steps)
+        index = torch.randint(len(train), (args.batch,), generator=generator)
+        x = to_unit_range(train[index], device)  # B 3 H W
+        flip = torch.rand(args.batch, generator=generator) < 0.5
+        x[flip] = x[flip].flip(-1)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            posterior = vae.encode(x).latent_dist
+            reconstruction = vae.decode(posterior.sample()).sample  # B 3 H W
+        loss = codec_loss(reconstruction, x, posterior, args.kl_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise ConfigError(f"training diverged at step {step} (loss {losses[-1]}); lower --lr")
+        progress = max(step / args.steps, (time.monotonic() - start) / limit_s)
+        if step % args.eval_every == 0 or progress >= 1.0:
+            val_psnr = evaluate_psnr(vae, val[:EVAL_IMAGES], device, args.batch)
+            history.append(
+                {"step": step, "loss": round(sum(losses) / len(losses), 6), "val_psnr_db": round(val_psnr, 3)}
+            )
+            losses.clear()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", val_psnr=f"{val_psnr:.2f}dB")
+    bar.close()
+    return step, history
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffusers import AutoencoderKL
+
+    _check_args(args)
+    train = load_image_folder(args.data / "train2017")
+    val = load_image_folder(args.data / "val2017")
+    size = tuple(train.shape[-2:])
+    if tuple(val.shape[-2:]) != size:
+        raise DataError(f"train images are {size} but val images are {tuple(val.shape[-2:])}; use one world")
+    downsample = 2 ** (len(args.channels) - 1)
+    if size[0] % downsample or size[1] % downsample:
+        raise DataError(f"image size {size} is not divisible by the codec's downsample factor {downsample}")
+
+    torch.manual_seed(args.seed)
+    vae = AutoencoderKL(**codec_config(args.channels, size[0]))
+    narrow_posterior(vae)
+    vae.to(args.device).train()
+    start = time.monotonic()
+    steps, history = train_steps(vae, train, val, args)
+    train_seconds = time.monotonic() - start
+
+    device = vae.device
+    val_psnr = evaluate_psnr(vae, val, device, args.batch)
+    scaling = measure_scaling_factor(vae, train[:SCALE_IMAGES], device, args.batch)
+    vae.register_to_config(scaling_factor=scaling)
+    report = {
+        "steps": steps,
+        "wall_time_s": round(train_seconds, 1),
+        "val_psnr_db": round(val_psnr, 3),
+        "scaling_factor": scaling,
+        "data": str(args.data.resolve()),
+        "train_images": len(train),
+        "val_images": len(val),
+        "image_size": list(size),
+        "seed": args.seed,
+        "batch": args.batch,
+        "lr": args.lr,
+        "kl_weight": args.kl_weight,
+        "channels": list(args.channels),
+        "bf16": args.bf16,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "history": history,
+    }
+    with atomic_dir(args.out) as tmp:
+        vae.to("cpu").save_pretrained(tmp, safe_serialization=True)
+        (tmp / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"train-codec: {steps} steps in {train_seconds / 60:.1f} min, val PSNR {val_psnr:.2f} dB "
+        f"(mean over {len(val)} val images), scaling factor {scaling:.5f} -> {args.out}"
+    )
+    return 0
