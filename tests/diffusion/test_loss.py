@@ -101,3 +101,31 @@ def test_bad_config():
         LossConfig(p_clean_map=0.7, p_clean_image=0.7)
     with pytest.raises(ConfigError):
         LossConfig(text_dropout=1.5)
+
+
+@pytest.mark.parametrize("prediction", ["v_prediction", "sample"])
+def test_image_target_follows_the_prediction_type(prediction):
+    latents, bits, text, empty = _batch(8)
+    schedule = NoiseSchedule(image_prediction=prediction)
+    noiser = schedule.training_scheduler()
+    cfg = LossConfig(p_clean_map=0.0, p_clean_image=0.0, text_dropout=0.0)
+    gen_seed = 3
+    # Replay the loss's own draws to build the exact target, then feed it back as the prediction.
+    g = torch.Generator().manual_seed(gen_seed)
+    torch.rand(8, generator=g)
+    torch.rand(8, generator=g)
+    t = torch.randint(0, 1000, (8,), generator=g)
+    eps = torch.randn(latents.shape, generator=g)
+    target = noiser.get_velocity(latents, eps, t) if prediction == "v_prediction" else latents
+    rec = Recorder(target, bits.clone())
+    out = joint_loss(rec, schedule, noiser, latents, bits, text, empty, cfg, torch.Generator().manual_seed(gen_seed))
+    assert out.image_loss.item() == pytest.approx(0.0, abs=1e-10)
+    rec_eps = Recorder(eps, bits.clone())
+    out_eps = joint_loss(rec_eps, schedule, noiser, latents, bits, text, empty, cfg,
+                         torch.Generator().manual_seed(gen_seed))
+    assert out_eps.image_loss.item() > 0.01  # epsilon is not the target any more
+
+
+def test_unknown_prediction_type():
+    with pytest.raises(ConfigError, match="image_prediction"):
+        NoiseSchedule(image_prediction="flow")

@@ -31,17 +31,19 @@ def _text(b=2, seed=1):
     return torch.randn(b, 6, 16, generator=g), torch.randn(1, 6, 16, generator=g)
 
 
-def _sample(model, steps=4, seed=0, scheduler="dpmsolver++", batch_guidance=True, **kw):
+def _sample(model, steps=4, seed=0, scheduler="dpmsolver++", batch_guidance=True, prediction="epsilon", **kw):
     text, empty = _text()
-    sampler = LockstepSampler(model, NoiseSchedule(), scheduler, batch_guidance=batch_guidance)
+    schedule = NoiseSchedule(image_prediction=prediction)
+    sampler = LockstepSampler(model, schedule, scheduler, batch_guidance=batch_guidance)
     return sampler.sample(
         text, empty, LATENT, MAP, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), **kw
     )
 
 
 @pytest.mark.parametrize("scheduler", ["dpmsolver++", "ddim", "ddpm"])
-def test_shapes_and_ranges(model, scheduler):
-    out = _sample(model, scheduler=scheduler)
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_shapes_and_ranges(model, scheduler, prediction):
+    out = _sample(model, scheduler=scheduler, prediction=prediction)
     assert out.latents.shape == (2, *LATENT)
     assert out.map_bits.shape == (2, *MAP)
     assert out.map_bits.abs().max() <= 1.0
@@ -140,3 +142,8 @@ def test_errors(model, kwargs, message):
 def test_unknown_scheduler_is_refused(model):
     with pytest.raises(ConfigError, match="unknown scheduler"):
         LockstepSampler(model, NoiseSchedule(), "euler")
+
+
+def test_image_prediction_type_changes_the_solver_update(model):
+    eps, v = _sample(model, prediction="epsilon"), _sample(model, prediction="v_prediction")
+    assert not torch.allclose(eps.latents, v.latents)

@@ -10,7 +10,8 @@ Every training example is put in one of three modes, drawn independently:
 * **clean image** (probability ``p_clean_image``): the image latent is clean at timestep 0 and
   the map is noised. It teaches image -> map (segmentation); loss on the map only.
 
-The image head predicts noise (epsilon MSE); the map head predicts clean bits (x0 MSE).
+The image head predicts noise (epsilon MSE, the paper's; ``schedule.image_prediction`` also
+offers v and the clean image); the map head predicts clean bits (x0 MSE).
 Independently, the caption is swapped for the empty prompt with probability ``text_dropout``
 (text classifier-free guidance).
 """
@@ -108,7 +109,13 @@ def joint_loss(
     text = torch.where(drop_text.view(b, 1, 1), empty_text.to(text.dtype).expand_as(text), text)
     out = model(x_image, t_image, text, x_map, t_map)
 
-    image_err = (out.image.float() - eps.float()).pow(2).mean(dim=(1, 2, 3))  # B
+    if schedule.image_prediction == "v_prediction":
+        image_target = noiser.get_velocity(latents, eps, t)
+    elif schedule.image_prediction == "sample":
+        image_target = latents
+    else:
+        image_target = eps
+    image_err = (out.image.float() - image_target.float()).pow(2).mean(dim=(1, 2, 3))  # B
     map_err = (out.map.float() - map_bits.float()).pow(2).mean(dim=(1, 2, 3))  # B
     image_loss = _masked_mean(image_err, ~clean_image)
     map_loss = _masked_mean(map_err, ~clean_map)

@@ -1,8 +1,8 @@
 """Lockstep sampling of image and map, with text and classifier-free map guidance.
 
 The image latent and the map bits are integrated on one time grid by two instances of the same
-diffusers scheduler (one per modality: the image's model output is epsilon, the map's is the
-clean bits), stepped together. Only this glue is ours; the solver maths is diffusers'.
+diffusers scheduler (one per modality: the image's model output is epsilon, or v / the clean
+image per ``schedule.image_prediction``; the map's is the clean bits), stepped together. Only this glue is ours; the solver maths is diffusers'.
 
 Guidance (all branches of one step run as ONE batched forward):
 
@@ -74,7 +74,7 @@ class LockstepSampler:
         self.schedule = schedule
         self.scheduler_name = scheduler
         self.batch_guidance = batch_guidance
-        schedule.inference_scheduler(scheduler, "epsilon")  # validates the name early
+        schedule.inference_scheduler(scheduler, schedule.image_prediction)  # validates the name early
         self._noiser = schedule.training_scheduler()
 
     @torch.no_grad()
@@ -128,7 +128,7 @@ class LockstepSampler:
         if not gen_map:
             x_map = map0
 
-        image_sched = self.schedule.inference_scheduler(self.scheduler_name, "epsilon")
+        image_sched = self.schedule.inference_scheduler(self.scheduler_name, self.schedule.image_prediction)
         map_sched = self.schedule.inference_scheduler(self.scheduler_name, "sample")
         image_sched.set_timesteps(num_inference_steps, device=device)
         map_sched.set_timesteps(num_inference_steps, device=device)
@@ -153,7 +153,7 @@ class LockstepSampler:
                 use_free,
             )
             preds = self._forward(branches, b)
-            eps = self._combine(preds, "image", guidance_scale, 0.0)
+            eps = self._combine(preds, "image", guidance_scale, 0.0)  # or v / x0: see image_prediction
             bits = self._combine(preds, "map", guidance_scale, map_guidance_scale).clamp(-1, 1)
             t_next = timesteps[i + 1] if i + 1 < len(timesteps) else None
             if gen_image:

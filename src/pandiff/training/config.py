@@ -77,6 +77,7 @@ class ScheduleConfig:
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
     map_noise_scale: float = 2.0
+    image_prediction: str = "epsilon"
 
     def build(self) -> NoiseSchedule:
         return NoiseSchedule(**dataclasses.asdict(self))
