@@ -1,0 +1,212 @@
+"""Exact checks of generated samples against the built-in world's scene specs.
+
+Every world prompt comes from a structured spec (:mod:`pandiff.data.world`): which shapes, how
+many of each colour, the stuff, and in two-thing scenes a spatial relation. Those facts are
+checked on the generated map (and image) directly; nothing here needs learned weights.
+
+Shared conventions:
+
+* A generated *instance* is a (thing category, instance index > 0) segment of the map, i.e.
+  instances are counted from the decoded **instance bits**. Instance 0 of a thing category
+  (unidentified / crowd pixels) is not counted. As a secondary number, counts from **connected
+  components** of each thing category's pixels (4-connectivity) are reported too; they ignore
+  the instance bits, so a gap between them shows how much instance identity the model adds.
+* Segments and components smaller than ``min_fraction`` of the map (default 0.002: 8 pixels at
+  64 x 64; world things keep at least 12) are sampling specks and are ignored everywhere.
+* A map of another size than its image is brought to the image grid by nearest neighbour.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from pandiff.data.panoptic_map import PanopticMap
+from pandiff.data.world import spatial_relation
+from pandiff.data.world_draw import STUFF_COLORS, THING_COLORS
+from pandiff.errors import DataError
+
+MIN_FRACTION = 0.002
+ADHERENCE_CRITERIA = ("categories", "counts", "counts_components", "stuff_present", "stuff_exact", "relation")
+
+
+def load_specs(root: str | Path, split: str) -> dict[int, dict]:
+    """The scene specs of a world split, by image id (``world_specs_{split}2017.json``)."""
+    path = Path(root) / "annotations" / f"world_specs_{split}2017.json"
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; world checks need a built-in world (pandiff make-world)")
+    try:
+        specs = json.loads(path.read_text())["specs"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a world spec file ({exc}); make the world again") from None
+    return {int(s["image_id"]): s for s in specs}
+
+
+def _min_area(pmap: PanopticMap, min_fraction: float) -> int:
+    return max(1, round(min_fraction * pmap.category.size))
+
+
+def _instances(pmap: PanopticMap, min_fraction: float) -> list[tuple[str, np.ndarray]]:
+    """``(category name, H W mask)`` of every thing instance (instance bits) big enough to count."""
+    lut = pmap.table.isthing_lut()
+    out = []
+    for cat, inst in pmap.segments():
+        if lut[cat] and inst > 0:
+            mask = (pmap.category == cat) & (pmap.instance == inst)
+            if mask.sum() >= _min_area(pmap, min_fraction):
+                out.append((pmap.table[cat].name, mask))
+    return out
+
+
+def instance_counts(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> dict[str, int]:
+    """Instances per thing category name, from the instance bits."""
+    return dict(Counter(name for name, _ in _instances(pmap, min_fraction)))
+
+
+def component_counts(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> dict[str, int]:
+    """Connected components per thing category name (instance bits ignored)."""
+    from scipy import ndimage
+
+    counts = {}
+    for cat in pmap.table.thing_indices():
+        pieces, n = ndimage.label(pmap.category == cat)
+        sizes = np.bincount(pieces.ravel(), minlength=n + 1)[1:]
+        big = int((sizes >= _min_area(pmap, min_fraction)).sum())
+        if big:
+            counts[pmap.table[cat].name] = big
+    return counts
+
+
+def expected_counts(spec: dict) -> dict[str, int]:
+    """Things per category name that the spec asks for (colours summed)."""
+    return dict(Counter(t["category"] for t in spec["things"]))
+
+
+def stuff_present(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> set[str]:
+    """Names of the stuff categories covering at least the minimum area."""
+    hist = np.bincount(pmap.category.ravel(), minlength=len(pmap.table) + 1)
+    return {
+        pmap.table[c].name for c in pmap.table.stuff_indices() if hist[c] >= _min_area(pmap, min_fraction)
+    }
+
+
+def _to_image_grid(mask: np.ndarray, size: int) -> np.ndarray:
+    """An ``M M`` mask on the ``size x size`` image grid (nearest neighbour)."""
+    idx = (np.arange(size) * mask.shape[0]) // size
+    return mask[idx][:, idx]
+
+
+def dominant_colour(image: np.ndarray, mask: np.ndarray) -> str:
+    """Colour name of the pixels under ``mask``: the median RGB (the one-pixel outline eroded away
+    when something remains) matched to the nearest world colour. Thing colours are returned by
+    name, stuff colours as ``"background <stuff>"`` (never a thing's colour)."""
+    from scipy import ndimage
+
+    mask = _to_image_grid(mask, image.shape[0])
+    inner = ndimage.binary_erosion(mask)
+    pixels = image[inner if inner.any() else mask].reshape(-1, 3).astype(np.float64)
+    if len(pixels) == 0:
+        raise DataError("dominant_colour needs a non-empty mask")
+    median = np.median(pixels, axis=0)
+    names = list(THING_COLORS) + [f"background {s}" for s in STUFF_COLORS]
+    table = np.array(list(THING_COLORS.values()) + list(STUFF_COLORS.values()), dtype=np.float64)
+    return names[int(np.argmin(((table - median) ** 2).sum(axis=1)))]
+
+
+def _centroid(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.mean() + 0.5, ys.mean() + 0.5])
+
+
+def relation_satisfied(
+    pmap: PanopticMap, spec: dict, image: np.ndarray | None = None, min_fraction: float = MIN_FRACTION
+) -> bool | None:
+    """Whether the spec's relation holds in the map (None when the spec states none).
+
+    Candidates for the subject (object) are the generated instances of its category, and, when the
+    image is given, of its colour (:func:`dominant_colour`). The relation holds when some pair of
+    distinct candidates stands in it by :func:`pandiff.data.world.spatial_relation` on their
+    centroids: the comparison the world generator used to write the caption.
+    """
+    if not spec["relations"]:
+        return None
+    rel = spec["relations"][0]
+    instances = _instances(pmap, min_fraction)
+    colours = [dominant_colour(image, m) if image is not None else None for _, m in instances]
+
+    def candidates(thing: dict) -> list[int]:
+        return [
+            i for i, (name, _) in enumerate(instances)
+            if name == thing["category"] and (image is None or colours[i] == thing["color"])
+        ]  # fmt: skip
+
+    subjects, objects = candidates(spec["things"][rel["subject"]]), candidates(spec["things"][rel["object"]])
+    return any(
+        spatial_relation(_centroid(instances[a][1]), _centroid(instances[b][1])) == rel["relation"]
+        for a in subjects
+        for b in objects
+        if a != b
+    )
+
+
+def check_adherence(
+    pmap: PanopticMap, spec: dict, image: np.ndarray | None = None, min_fraction: float = MIN_FRACTION
+) -> dict[str, bool | None]:
+    """Per-criterion verdicts for one generated map against its scene spec.
+
+    ``categories``: the set of thing categories matches; ``counts``: categories and instance counts
+    match exactly (the headline *category+count adherence*); ``counts_components``: the same with
+    connected components; ``stuff_present``: every spec stuff appears; ``stuff_exact``: no other
+    stuff appears either; ``relation``: :func:`relation_satisfied` (None without a relation).
+    """
+    want = expected_counts(spec)
+    got = instance_counts(pmap, min_fraction)
+    stuff_want = {s["category"] for s in spec["stuff"]}
+    stuff_got = stuff_present(pmap, min_fraction)
+    return {
+        "categories": set(got) == set(want),
+        "counts": got == want,
+        "counts_components": component_counts(pmap, min_fraction) == want,
+        "stuff_present": stuff_want <= stuff_got,
+        "stuff_exact": stuff_want == stuff_got,
+        "relation": relation_satisfied(pmap, spec, image, min_fraction),
+    }
+
+
+def adherence_rates(verdicts: list[dict[str, bool | None]]) -> dict[str, float | int]:
+    """Share of samples passing each criterion (relations over scenes that state one), with counts."""
+    if not verdicts:
+        raise DataError("adherence needs at least one checked sample")
+    rates: dict[str, float | int] = {}
+    for key in ADHERENCE_CRITERIA:
+        values = [v[key] for v in verdicts if v[key] is not None]
+        rates[key] = float(np.mean(values)) if values else float("nan")
+        rates[f"{key}_n"] = len(values)
+    return rates
+
+
+def colour_matches(
+    pmap: PanopticMap, image: np.ndarray, spec: dict, min_fraction: float = MIN_FRACTION
+) -> tuple[int, int]:
+    """``(correct, judged)`` instance colours of one sample.
+
+    Per thing category, the dominant colours of the map's instances are matched as a multiset
+    against the spec's colours of that category: ``correct`` is the size of the intersection and
+    ``judged`` is ``min(#generated, #asked)``, so a count error is not also charged as a colour
+    error (adherence reports counts).
+    """
+    got: dict[str, list[str]] = {}
+    for name, mask in _instances(pmap, min_fraction):
+        got.setdefault(name, []).append(dominant_colour(image, mask))
+    want: dict[str, list[str]] = {}
+    for thing in spec["things"]:
+        want.setdefault(thing["category"], []).append(thing["color"])
+    correct = judged = 0
+    for name, colours in want.items():
+        generated = got.get(name, [])
+        correct += sum((Counter(generated) & Counter(colours)).values())
+        judged += min(len(generated), len(colours))
+    return correct, judged
