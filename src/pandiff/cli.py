@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pandiff.training.train_cli", "train a PDM model (Accelerate; resumable checkpoints; EMA export)"),
     "generate": ("pandiff.generate_cli", "generate image + panoptic map pairs from a prompt (or an image for a map)"),
     "segment": ("pandiff.segment_cli", "draw the panoptic map of a given image with the same model"),
+    "train-judge": ("pandiff.evaluation.train_judge_cli", "train the built-in world's judge segmentation network"),
+    "evaluate": ("pandiff.evaluation.evaluate_cli", "sample a model on a dataset and write a metrics report"),
     "demo": ("pandiff.demo_cli", "serve the web demo on 127.0.0.1"),
 }
 

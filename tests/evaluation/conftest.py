@@ -74,8 +74,8 @@ def tiny_judge_run(tiny_world, tmp_path_factory) -> dict:
     from pandiff.cli import main
 
     out = tmp_path_factory.mktemp("eval-judge") / "judge"
-    args = ["train-judge", "--data", str(tiny_world), "--out", str(out), "--steps", "25", "--batch", "4"]
-    code = main(args + ["--thing-steps", "10", "--width", "8"])
+    args = ["train-judge", "--data", str(tiny_world), "--out", str(out), "--steps", "40", "--batch", "4"]
+    code = main(args + ["--thing-steps", "15", "--width", "8"])
     return {"dir": out, "exit_code": code}
 
 

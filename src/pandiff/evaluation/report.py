@@ -1,0 +1,85 @@
+"""An evaluation report: a header saying how the numbers were produced, the numbers, and the
+metrics that were skipped with the reason; written as JSON and as a Markdown table beside it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pandiff.io import atomic_write_text
+
+# Header keys shown in the Markdown summary, in order.
+_SUMMARY = (
+    "mode",
+    "model",
+    "data",
+    "split",
+    "n",
+    "sampler",
+    "steps",
+    "guidance_scale",
+    "map_guidance_scale",
+    "seed",
+)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None (JSON has no NaN), recursively through dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+class Report:
+    """Collects metrics: ``add(name, value, how)``; ``skip(name, why)``; ``write(path)``."""
+
+    def __init__(self, header: dict[str, Any]) -> None:
+        self.header = dict(header)
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self.skipped: dict[str, str] = {}
+
+    def add(self, name: str, value: float, how: str, details: dict | None = None) -> None:
+        """Record ``value`` with a sentence saying how it was measured (and optional sub-numbers)."""
+        entry: dict[str, Any] = {"value": float(value), "how": how}
+        if details is not None:
+            entry["details"] = details
+        self.metrics[name] = entry
+
+    def skip(self, name: str, why: str) -> None:
+        self.skipped[name] = why
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe({**self.header, "metrics": self.metrics, "skipped": self.skipped})
+
+    def markdown(self) -> str:
+        """A summary line per header field, then ``| metric | value | how |`` and skipped notes."""
+        lines = [f"# pandiff evaluation ({self.header.get('mode', '?')})", ""]
+        lines += [f"- **{key}**: {_fmt(self.header.get(key))}" for key in _SUMMARY if key in self.header]
+        judge = self.header.get("judge")
+        if judge:
+            lines.append(f"- **judge**: {judge['path']} (validation mIoU {_fmt(judge.get('val_miou'))})")
+        lines += ["", "| metric | value | how it was measured |", "|---|---|---|"]
+        lines += [f"| {name} | {_fmt(m['value'])} | {m['how']} |" for name, m in self.metrics.items()]
+        if self.skipped:
+            lines += ["", "Skipped:", ""] + [f"- **{name}**: {why}" for name, why in self.skipped.items()]
+        return "\n".join(lines) + "\n"
+
+    def write(self, path: str | Path) -> dict[str, Any]:
+        """Write ``path`` (JSON) and the Markdown table beside it (same name, ``.md``); return the dict."""
+        path = Path(path)
+        data = self.to_dict()
+        atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+        atomic_write_text(path.with_suffix(".md"), self.markdown())
+        return data

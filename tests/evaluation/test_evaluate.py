@@ -1,0 +1,103 @@
+"""``pandiff evaluate`` end to end on a tiny random model and a tiny world."""
+
+import json
+
+import pytest
+
+from pandiff.cli import main
+from pandiff.errors import ConfigError
+from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
+
+HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "steps", "guidance_scale",
+          "map_guidance_scale", "seed", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+
+
+def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
+    return EvaluationOptions(
+        model=str(pipe_dir), data=str(world), out=str(tmp_path / "report.json"), n=3, steps=2, batch=3,
+        progress=False, **kw,
+    )  # fmt: skip
+
+
+def test_cogen_command_writes_json_and_markdown(
+    tiny_pipeline_dir, tiny_world, tiny_judge_dir, tmp_path, capsys
+):
+    out = tmp_path / "eval" / "report.json"
+    args = [
+        "evaluate",
+        "--model",
+        str(tiny_pipeline_dir),
+        "--data",
+        str(tiny_world),
+        "--n",
+        "4",
+        "--steps",
+        "2",
+    ]
+    args += ["--batch", "4", "--judge", str(tiny_judge_dir), "--allow-weak-judge", "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == HEADER
+    assert report["mode"] == "cogen" and report["dataset"] == "world" and report["n"] == 4
+    assert report["sampler"] == "dpmsolver++" and report["steps"] == 2
+    assert report["guidance_scale"] == 2.0 and report["map_guidance_scale"] == 1.0  # the model folder's
+    assert report["judge"]["path"] == str(tiny_judge_dir) and report["judge"]["val_miou"] > 0
+    metrics = report["metrics"]
+    assert set(metrics) == {
+        "mcd",
+        "adherence",
+        "colour_accuracy",
+        "judge_miou",
+        "judge_pq",
+        "world_fid",
+        "world_kid",
+    }
+    assert all(m["how"] for m in metrics.values())
+    assert 0.0 <= metrics["mcd"]["value"] <= 2.0
+    assert 0.0 <= metrics["adherence"]["value"] <= 1.0
+    assert set(metrics["adherence"]["details"]) >= {
+        "counts",
+        "categories",
+        "stuff_present",
+        "relation",
+        "counts_n",
+    }
+    assert set(report["skipped"]) == {"fid", "clip_score"}
+    assert "--inception" in report["skipped"]["fid"] and "--clip" in report["skipped"]["clip_score"]
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    assert "| metric | value | how it was measured |" in markdown and "| mcd |" in markdown
+    assert "skipped fid" in capsys.readouterr().out
+
+
+def test_map2image_and_image2map_modes(tiny_pipeline_dir, tiny_world, tiny_judge_dir, tmp_path):
+    m2i = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="map2image", judge=str(tiny_judge_dir),
+                           min_judge_miou=0.0))  # fmt: skip
+    assert set(m2i["metrics"]) == {"colour_accuracy", "judge_miou", "judge_pq", "world_fid", "world_kid"}
+    assert "given map" in m2i["metrics"]["judge_pq"]["how"]
+    i2m = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))
+    assert set(i2m["metrics"]) == {"mcd", "pq", "miou", "adherence"}
+    assert 0.0 <= i2m["metrics"]["pq"]["value"] <= 1.0
+    assert i2m["skipped"] == {}  # image -> map needs no Inception, CLIP or judge
+
+
+def test_downstream_mode_compares_generated_and_real_training_data(tiny_pipeline_dir, tiny_world, tmp_path):
+    report = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="downstream", judge_steps=4))
+    metrics = report["metrics"]
+    real, generated = metrics["downstream_miou_real"]["value"], metrics["downstream_miou_generated"]["value"]
+    assert real > 0 and metrics["downstream_miou_ratio"]["value"] == pytest.approx(generated / real)
+    real_pq, generated_pq = (
+        metrics["downstream_pq_real"]["value"],
+        metrics["downstream_pq_generated"]["value"],
+    )
+    expected = generated_pq / real_pq if real_pq > 0 else None  # JSON null: undefined ratio
+    assert metrics["downstream_pq_ratio"]["value"] == (
+        pytest.approx(expected) if expected is not None else None
+    )
+    assert report["split"] == "train" and report["n"] == 3
+
+
+def test_bad_options_are_rejected(tiny_pipeline_dir, tiny_world, tmp_path, coco_sample_dir):
+    with pytest.raises(ConfigError, match="--mode"):
+        evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="text2video"))
+    with pytest.raises(ConfigError, match=".json"):
+        evaluate(EvaluationOptions(model=None, data=str(tiny_world), out=str(tmp_path / "report.md")))
