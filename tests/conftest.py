@@ -18,10 +18,23 @@ def coco_sample_dir() -> Path:
     return DATA / "coco-sample"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the tests' tensors are tiny, and on a busy 2-core machine syncing
+    threads for every op costs more than the op itself. The previous setting is restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
-def tiny_pipeline_dir(tmp_path_factory) -> Path:
-    """A complete pipeline folder around a tiny random pixel-space PDM on the world's categories
-    (identity codec, the real MiniLM text encoder), as ``pandiff train --export`` writes it."""
+def make_tiny_pipeline(tmp_path_factory):
+    """Writes a complete pipeline folder around a tiny random pixel-space PDM on the world's
+    categories (identity codec, the real MiniLM text encoder), as ``pandiff train --export``
+    writes it: ``make_tiny_pipeline(image_size) -> folder``."""
     import json
 
     import torch
@@ -30,23 +43,34 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
     from pandiff.diffusion.schedule import NoiseSchedule
     from pandiff.model import pdm_from_preset
 
-    torch.manual_seed(0)
-    model = pdm_from_preset("world-s-pixel", latent_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)
-    with torch.no_grad():  # wake the zero-initialised heads so every input matters
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    folder = tmp_path_factory.mktemp("pipeline") / "tiny-world"
-    model.save_pretrained(folder / "model")
-    description = {
-        "model": "model",
-        "codec": "identity",
-        "text_encoder": "minilm",
-        "schedule": NoiseSchedule().to_dict(),
-        "instance_bits": 3,
-        "categories": world_category_table().to_coco(),
-        "image_size": 16,
-        "guidance_scale": 2.0,
-        "map_guidance_scale": 1.0,
-    }
-    (folder / "pandiff_pipeline.json").write_text(json.dumps(description))
-    return folder
+    def make(image_size: int) -> Path:
+        torch.manual_seed(0)
+        model = pdm_from_preset(
+            "world-s-pixel", latent_size=image_size, patch_size=4, embed_dim=32, depth=2, num_heads=2
+        )
+        with torch.no_grad():  # wake the zero-initialised heads so every input matters
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        folder = tmp_path_factory.mktemp("pipeline") / f"tiny-world-{image_size}"
+        model.save_pretrained(folder / "model")
+        description = {
+            "model": "model",
+            "codec": "identity",
+            "text_encoder": "minilm",
+            "schedule": NoiseSchedule().to_dict(),
+            "instance_bits": 3,
+            "categories": world_category_table().to_coco(),
+            "image_size": image_size,
+            "guidance_scale": 2.0,
+            "map_guidance_scale": 1.0,
+        }
+        (folder / "pandiff_pipeline.json").write_text(json.dumps(description))
+        return folder
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(make_tiny_pipeline) -> Path:
+    """A 16 px tiny pipeline folder (see ``make_tiny_pipeline``)."""
+    return make_tiny_pipeline(16)

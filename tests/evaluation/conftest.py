@@ -4,32 +4,9 @@ trained for a few steps on that world (weak: tests pass ``min_judge_miou=0``).""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
-
-# 32 px pixel-space images -> 3 x 32 x 32 "latents" in 64 tokens of patch 4; 32 x 32 maps in 64
-# tokens; the world preset's text: MiniLM's 24 tokens of width 384 (world captions fit in them).
-TINY_MODEL = {
-    "latent_channels": 3,
-    "latent_size": 32,
-    "patch_size": 4,
-    "patch_factor": 1,
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and the test machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -42,30 +19,9 @@ def tiny_world(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_pipeline_dir(tmp_path_factory) -> Path:
-    """A pipeline folder as ``PanopticDiffusionPipeline.from_pretrained`` reads it, random weights."""
-    from pandiff.data.analog_bits import MapBitCodec
-    from pandiff.data.world import world_category_table
-    from pandiff.model.presets import pdm_from_preset
-
-    folder = tmp_path_factory.mktemp("eval-model")
-    table = world_category_table()
-    torch.manual_seed(0)
-    model = pdm_from_preset("world-s", map_bits=MapBitCodec.for_table(table, 3).num_bits, **TINY_MODEL)
-    model.save_pretrained(folder / "pipe" / "model", safe_serialization=True)
-    spec = {
-        "model": "model",
-        "codec": "identity",
-        "text_encoder": "minilm",
-        "schedule": {},
-        "instance_bits": 3,
-        "categories": table.to_coco(),
-        "image_size": 32,
-        "guidance_scale": 2.0,
-        "map_guidance_scale": 1.0,
-    }
-    (folder / "pipe" / "pandiff_pipeline.json").write_text(json.dumps(spec))
-    return folder / "pipe"
+def tiny_pipeline_dir(make_tiny_pipeline) -> Path:
+    """A 32 px tiny random pipeline for the 32 px evaluation world."""
+    return make_tiny_pipeline(32)
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,7 @@ class MapBitCodec:
             raise DataError("instance_bits must be >= 0")
 
     @classmethod
-    def for_table(cls, table: CategoryTable, instance_bits: int = 3) -> "MapBitCodec":
+    def for_table(cls, table: CategoryTable, instance_bits: int = 3) -> MapBitCodec:
         return cls(len(table), instance_bits)
 
     @property

@@ -8,9 +8,9 @@ so maps convert back to COCO panoptic without loss.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from pandiff.errors import DataError
 
@@ -87,7 +87,7 @@ class CategoryTable:
 
     # -- COCO JSON -------------------------------------------------------------------------------
     @classmethod
-    def from_coco(cls, entries: Iterable[dict]) -> "CategoryTable":
+    def from_coco(cls, entries: Iterable[dict]) -> CategoryTable:
         """Build from COCO ``categories`` entries (``id``, ``name``, ``isthing``, optional ``color``)."""
         cats = []
         for e in entries:
@@ -119,7 +119,7 @@ class CategoryTable:
         return out
 
     @classmethod
-    def load(cls, path: str | Path) -> "CategoryTable":
+    def load(cls, path: str | Path) -> CategoryTable:
         """Read a JSON list of COCO category entries (or a dict with a ``categories`` key)."""
         path = Path(path)
         if not path.is_file():
@@ -138,7 +138,7 @@ class CategoryTable:
         atomic_write_text(path, json.dumps(self.to_coco(), indent=1))
 
     @classmethod
-    def from_names(cls, things: Sequence[str], stuff: Sequence[str]) -> "CategoryTable":
+    def from_names(cls, things: Sequence[str], stuff: Sequence[str]) -> CategoryTable:
         """A table with things first (COCO ids 1..) then stuff, no colours."""
         cats = [Category(n, i, True) for i, n in enumerate(things, start=1)]
         cats += [Category(n, len(things) + i, False) for i, n in enumerate(stuff, start=1)]

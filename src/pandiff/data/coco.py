@@ -151,7 +151,7 @@ class CocoPanoptic(Dataset):
         logger.info("COCO panoptic %s (%s): %s", split, self.root, self.summary)
 
     @classmethod
-    def from_export(cls, folder: str | Path, **kwargs: Any) -> "CocoPanoptic":
+    def from_export(cls, folder: str | Path, **kwargs: Any) -> CocoPanoptic:
         """Read a folder written by ``pandiff generate`` (see :mod:`pandiff.export`)."""
         layout = {
             "png_dir": "panoptic",

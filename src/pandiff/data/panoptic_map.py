@@ -90,7 +90,7 @@ class PanopticMap:
         segments_info: list[dict],
         table: CategoryTable,
         max_instances: int = 7,
-    ) -> tuple["PanopticMap", int]:
+    ) -> tuple[PanopticMap, int]:
         """Build from a COCO panoptic PNG (``H W 3``) and its ``segments_info``.
 
         Returns the map (canonically labelled) and the number of instances merged into crowd
@@ -102,13 +102,13 @@ class PanopticMap:
         pmap, merged = canonicalize(category, instance, table, max_instances, crowd)
         return pmap, merged
 
-    def center_crop(self) -> "PanopticMap":
+    def center_crop(self) -> PanopticMap:
         """The largest centred square, cropped the same way as images (see ``center_crop_box``)."""
         top, left, side = center_crop_box(*self.shape)
         sl = np.s_[top : top + side, left : left + side]
         return PanopticMap(self.category[sl], self.instance[sl], self.table)
 
-    def resize(self, size: int) -> "PanopticMap":
+    def resize(self, size: int) -> PanopticMap:
         """Resize to ``size x size`` with :func:`resize_labels` (square maps only)."""
         seg = self.category * 65536 + self.instance
         out = resize_labels(seg, size)

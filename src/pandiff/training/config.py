@@ -71,30 +71,6 @@ class ModelConfig:
 
 
 @dataclass
-class ScheduleConfig:
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    beta_schedule: str = "scaled_linear"
-    map_noise_scale: float = 2.0
-    image_prediction: str = "epsilon"
-
-    def build(self) -> NoiseSchedule:
-        return NoiseSchedule(**dataclasses.asdict(self))
-
-
-@dataclass
-class LossSection:
-    map_loss_weight: float = 1.0
-    text_dropout: float = 0.1
-    p_clean_map: float = 0.1
-    p_clean_image: float = 0.1
-
-    def build(self) -> LossConfig:
-        return LossConfig(**dataclasses.asdict(self))
-
-
-@dataclass
 class TrainConfig:
     steps: int = 10000
     batch_size: int = 64
@@ -128,8 +104,9 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    loss: LossSection = field(default_factory=LossSection)
+    # The library's own frozen dataclasses: one definition of each field, validated on build.
+    schedule: NoiseSchedule = field(default_factory=NoiseSchedule)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -286,5 +263,3 @@ def _validate(c: Config) -> None:
         c.data.max_captions >= 1 and c.data.instance_bits >= 0,
         "data.max_captions >= 1, data.instance_bits >= 0",
     )
-    c.schedule.build()
-    c.loss.build()

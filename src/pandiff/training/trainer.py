@@ -93,9 +93,9 @@ class Trainer:
         self.spec = self.data.spec
         check_model_matches(self.spec, self.model.config, self.model.map_size, self.data.source)
         self.bit_codec = MapBitCodec(len(self.spec.categories), self.spec.instance_bits)
-        self.schedule = config.schedule.build()
+        self.schedule = config.schedule
         self.noiser = self.schedule.training_scheduler()
-        self.loss_config = config.loss.build()
+        self.loss_config = config.loss
 
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.param_names, self.params = [n for n, _ in named], [p for _, p in named]
