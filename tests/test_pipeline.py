@@ -54,6 +54,21 @@ def test_map_to_image_keeps_the_map_and_follows_it(pipe):
     assert not np.array_equal(np.asarray(out.images[0]), np.asarray(other.images[0]))
 
 
+def test_one_map_or_image_per_prompt_is_batched(pipe):
+    maps = [_map(pipe, 0), _map(pipe, 5)]
+    out = pipe(["a circle", "a circle"], map=maps, num_images=2, num_inference_steps=3, generator=_gen())
+    for k, given in enumerate([maps[0], maps[0], maps[1], maps[1]]):  # prompts repeat num_images times
+        assert np.array_equal(out.maps[k].category, given.category)
+        assert np.array_equal(out.maps[k].instance, given.instance)
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(2)]
+    out = pipe(["a", "b"], image=pictures, num_inference_steps=3, generator=_gen())
+    for im, picture in zip(out.images, pictures):
+        assert np.abs(np.asarray(im).astype(int) - picture).max() <= 1
+    with pytest.raises(ConfigError, match="3 maps for 2 prompts"):
+        pipe(["a", "b"], map=[_map(pipe)] * 3, num_inference_steps=2)
+
+
 def test_image_to_map_keeps_the_image(pipe):
     rng = np.random.default_rng(0)
     picture = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)

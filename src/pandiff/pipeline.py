@@ -126,6 +126,12 @@ class PanopticDiffusionPipeline:
         if missing:
             raise WeightsError(f"{spec_path} lacks {', '.join(missing)}; re-export the pipeline")
         model = load_pdm(folder / spec.get("model", "model"))
+        if not getattr(model, "with_map", True):
+            raise WeightsError(
+                f"{folder} holds an image-only U-ViT (a text-to-image image stream), which draws no "
+                "maps; train a two-stream PDM on it with --set model.image_stream="
+                f"{folder / spec.get('model', 'model')}"
+            )
         codec_ref = spec["codec"]
         codec_path = folder / codec_ref
         codec = load_codec(str(codec_path) if codec_path.exists() else codec_ref)
@@ -235,8 +241,8 @@ class PanopticDiffusionPipeline:
         map_guidance_scale: float = 1.0,
         num_images: int = 1,
         generator: torch.Generator | None = None,
-        map: PanopticMap | None = None,
-        image: Image.Image | np.ndarray | None = None,
+        map: PanopticMap | Sequence[PanopticMap] | None = None,
+        image: Image.Image | np.ndarray | Sequence[Image.Image | np.ndarray] | None = None,
         mask: np.ndarray | None = None,
         resize: bool = False,
         progress: bool = False,
@@ -245,8 +251,9 @@ class PanopticDiffusionPipeline:
 
         Args:
             prompt: one prompt or a list (batched).
-            map: a clean map to draw the image for (map -> image).
-            image: a clean image to segment (image -> map).
+            map: a clean map to draw the image for (map -> image), or a list with one map per
+                prompt (batched map -> image).
+            image: a clean image to segment (image -> map), or a list with one per prompt.
             mask: ``H W`` array, 1 where to generate and 0 where to keep the given image/map
                 (inpainting); any size, resized by nearest neighbour to each modality.
             resize: allow lossy resizing of a given map or image to the model's sizes.
@@ -258,15 +265,19 @@ class PanopticDiffusionPipeline:
             raise ConfigError(f"num_images must be >= 1, got {num_images}")
         if mask is not None and map is None and image is None:
             raise ConfigError("a mask needs the image and/or map whose unmasked part is kept")
+        maps_in = _per_prompt(map, PanopticMap, len(prompts), "map")
+        images_in = _per_prompt(image, (Image.Image, np.ndarray), len(prompts), "image")
         prompts = [p for p in prompts for _ in range(num_images)]
         b = len(prompts)
         text, empty = self._encode_prompts(prompts)
         dev = self.device
-        given_bits = self.prepare_map(map, resize).to(dev).expand(b, -1, -1, -1) if map is not None else None
-        given_latents = None
-        if image is not None:
-            pixels = self.prepare_image(image, resize).unsqueeze(0).to(dev)
-            given_latents = self.codec.encode(pixels).expand(b, -1, -1, -1)
+        given_bits = given_latents = None
+        if maps_in is not None:
+            bits = torch.stack([self.prepare_map(m, resize) for m in maps_in]).to(dev)
+            given_bits = _expand(bits, b, num_images)
+        if images_in is not None:
+            pixels = torch.stack([self.prepare_image(im, resize) for im in images_in]).to(dev)
+            given_latents = _expand(self.codec.encode(pixels), b, num_images)
         image_mask = map_mask = None
         if mask is not None:
             mask_t = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None].to(dev)
@@ -307,6 +318,21 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _per_prompt(given, kinds, n: int, name: str) -> list | None:
+    """A given map/image, or a list of them, as a list of 1 (shared by all prompts) or ``n``."""
+    if given is None:
+        return None
+    items = [given] if isinstance(given, kinds) else list(given)
+    if len(items) not in (1, n):
+        raise ConfigError(f"got {len(items)} {name}s for {n} prompts; give one {name}, or one per prompt")
+    return items
+
+
+def _expand(x: torch.Tensor, b: int, num_images: int) -> torch.Tensor:
+    """One tensor per given item -> one per sample (prompts repeated ``num_images`` times each)."""
+    return x.expand(b, *x.shape[1:]) if x.shape[0] == 1 else x.repeat_interleave(num_images, dim=0)
 
 
 def _resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:

@@ -103,6 +103,16 @@ def test_bad_config():
         LossConfig(text_dropout=1.5)
 
 
+def _replay_draws(latents, seed):
+    """The timesteps and image noise that ``joint_loss`` draws from a generator seeded ``seed``."""
+    b = latents.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    torch.rand(b, generator=g)  # modes
+    torch.rand(b, generator=g)  # text dropout
+    t = torch.randint(0, 1000, (b,), generator=g)
+    return t, torch.randn(latents.shape, generator=g)
+
+
 @pytest.mark.parametrize("prediction", ["v_prediction", "sample"])
 def test_image_target_follows_the_prediction_type(prediction):
     latents, bits, text, empty = _batch(8)
@@ -111,11 +121,7 @@ def test_image_target_follows_the_prediction_type(prediction):
     cfg = LossConfig(p_clean_map=0.0, p_clean_image=0.0, text_dropout=0.0)
     gen_seed = 3
     # Replay the loss's own draws to build the exact target, then feed it back as the prediction.
-    g = torch.Generator().manual_seed(gen_seed)
-    torch.rand(8, generator=g)
-    torch.rand(8, generator=g)
-    t = torch.randint(0, 1000, (8,), generator=g)
-    eps = torch.randn(latents.shape, generator=g)
+    t, eps = _replay_draws(latents, gen_seed)
     target = noiser.get_velocity(latents, eps, t) if prediction == "v_prediction" else latents
     rec = Recorder(target, bits.clone())
     out = joint_loss(rec, schedule, noiser, latents, bits, text, empty, cfg, torch.Generator().manual_seed(gen_seed))
@@ -129,3 +135,27 @@ def test_image_target_follows_the_prediction_type(prediction):
 def test_unknown_prediction_type():
     with pytest.raises(ConfigError, match="image_prediction"):
         NoiseSchedule(image_prediction="flow")
+
+
+def test_x0_weight_equals_the_v_loss_up_to_its_cap():
+    """x0 error weighted by 1 + SNR is the v loss of the same prediction; the cap clips it."""
+    latents, bits, text, empty = _batch(16)
+    schedule = NoiseSchedule(image_prediction="sample", beta_schedule="squaredcos_cap_v2")
+    noiser = schedule.training_scheduler()
+    seed = 5
+    t, eps = _replay_draws(latents, seed)
+    x_t = noiser.add_noise(latents, eps, t)
+    guess = latents + 0.3 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(9))
+    # the v implied by predicting `guess` as the clean image: v = (alpha x_t - x0) / sigma
+    ab = noiser.alphas_cumprod[t].view(-1, 1, 1, 1)
+    v_hat = (ab.sqrt() * x_t - guess) / (1 - ab).sqrt()
+    v_loss = (v_hat - noiser.get_velocity(latents, eps, t)).pow(2).mean(dim=(1, 2, 3))
+    plain = (guess - latents).pow(2).mean(dim=(1, 2, 3))
+    cfg = {"p_clean_map": 0.0, "p_clean_image": 0.0, "text_dropout": 0.0}
+    for cap, expected in ((1e9, v_loss.mean()), (1.0, plain.mean()),
+                          (4.0, (plain * (1 + ab.view(-1) / (1 - ab.view(-1))).clamp(max=4.0)).mean())):
+        out = joint_loss(Recorder(guess, bits.clone()), schedule, noiser, latents, bits, text, empty,
+                         LossConfig(x0_weight_cap=cap, **cfg), torch.Generator().manual_seed(seed))
+        assert out.image_loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    with pytest.raises(ConfigError, match="x0_weight_cap"):
+        LossConfig(x0_weight_cap=0.5)

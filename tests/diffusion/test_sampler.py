@@ -147,3 +147,24 @@ def test_unknown_scheduler_is_refused(model):
 def test_image_prediction_type_changes_the_solver_update(model):
     eps, v = _sample(model, prediction="epsilon"), _sample(model, prediction="v_prediction")
     assert not torch.allclose(eps.latents, v.latents)
+
+
+@pytest.mark.parametrize("batch_guidance", [True, False])
+def test_image_only_model_samples_images_with_text_guidance(batch_guidance):
+    torch.manual_seed(0)
+    uvit = pdm_from_preset(
+        "world-s", "image-only", latent_size=8, embed_dim=32, depth=2, num_heads=2, text_dim=16, text_len=6
+    ).eval()
+    text, empty = _text()
+    calls = []
+    handle = uvit.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    sampler = LockstepSampler(uvit, NoiseSchedule(image_prediction="v_prediction"), batch_guidance=batch_guidance)
+    try:
+        out = sampler.sample(text, empty, LATENT, None, num_inference_steps=3, guidance_scale=2.0)
+    finally:
+        handle.remove()
+    assert out.map_bits is None and out.latents.shape == (2, *LATENT)
+    assert torch.isfinite(out.latents).all()
+    assert calls == ([4, 4, 4] if batch_guidance else [2] * 6)  # cond + uncond, no map branch
+    with pytest.raises(ConfigError, match="image-only"):
+        sampler.sample(text, empty, LATENT, None, map_bits=torch.ones(2, *MAP))

@@ -85,3 +85,14 @@ def test_hash_is_stable_and_sensitive(tmp_path):
     assert load_config(tmp_path / "round.yaml").hash() == a.hash()
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_world_recipes_of_the_bundled_model_and_its_two_stream_twin():
+    """The three built-in-world recipes share schedule and loss; they differ in the variant."""
+    recipes = {n: load_config(CONFIGS / f"{n}.yaml") for n in ("world-s-pixel", "world-s-t2i", "world-s-two-stream")}
+    assert [c.model.variant for c in recipes.values()] == ["unified", "image-only", "two-stream"]
+    for config in recipes.values():
+        assert config.model.preset == "world-s-pixel"
+        assert config.schedule.beta_schedule == "squaredcos_cap_v2"
+        assert config.schedule.image_prediction == "sample" and config.loss.x0_weight_cap == 5.0
+    assert recipes["world-s-two-stream"].model.image_stream == "runs/world-s-t2i/final/model"

@@ -158,3 +158,53 @@ def test_train_command_trains_resumes_and_exports(tmp_path, tiny_features, tiny_
         "checkpoint-00000004",
         "checkpoint-00000006",
     ]
+
+
+def test_image_only_stream_then_two_stream(tmp_path, tiny_features, tiny_config, tiny_model):
+    """The two-stream recipe: a text-to-image U-ViT trained first (image loss only), exported,
+    then taken as the frozen image stream of a two-stream model."""
+    from pandiff.errors import WeightsError
+    from pandiff.model import UViT
+    from pandiff.pipeline import PanopticDiffusionPipeline
+    from pandiff.training.config import ModelConfig
+    from pandiff.training.setup import build_model
+
+    config = tiny_config(
+        tmp_path / "uvit", tiny_features, "train.steps=40", "sample.every=40", variant="image-only"
+    )
+    trainer, history = run(config)
+    assert isinstance(trainer.model, UViT)
+    losses = [h["image_loss"] for h in history]
+    assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
+    assert all(h["map_loss"] == 0 for h in history)
+    assert (tmp_path / "uvit" / "samples" / "step-00000040.png").is_file()
+    out = trainer.export(tmp_path / "uvit-export")
+    with pytest.raises(WeightsError, match="image-only"):
+        PanopticDiffusionPipeline.from_pretrained(out)
+
+    cfg = ModelConfig("world-s", "two-stream", dict(tiny_model), image_stream=str(out / "model"))
+    two_stream = build_model(cfg, seed=0)
+    stream = load_pdm(out / "model")
+    for name, value in two_stream.image_stream.state_dict().items():
+        assert torch.equal(value, stream.state_dict()[name]), name
+
+
+def test_image_only_run_can_start_from_a_unified_model(tmp_path, tiny_model):
+    """model.init of an image-only run may name a unified PDM: its image side is the U-ViT."""
+    from pandiff.model import UViT, pdm_from_preset
+    from pandiff.training.config import ModelConfig
+    from pandiff.training.setup import build_model
+
+    torch.manual_seed(0)
+    unified = pdm_from_preset("world-s", **tiny_model)
+    with torch.no_grad():
+        for p in unified.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    unified.save_pretrained(tmp_path / "unified")
+    uvit = build_model(ModelConfig("world-s", "image-only", dict(tiny_model), init=str(tmp_path / "unified")), 0)
+    assert isinstance(uvit, UViT)
+    x, text = torch.randn(2, 3, 16, 16), torch.randn(2, 16, 32)
+    t = torch.tensor([10, 700])
+    with torch.no_grad():
+        expected = unified.eval()(x, t, text).image  # no map tokens: the unified model's U-ViT pass
+        torch.testing.assert_close(uvit.eval()(x, t, text).image, expected)

@@ -117,7 +117,8 @@ def check_model_matches(spec: FeatureSpec, model_config: Any, map_size: int, sou
     Args:
         spec: what the features were made with.
         model_config: the model's config (``latent_channels``, ``latent_size``, ``text_dim``,
-            ``text_len``, ``map_bits``); ``map_size``: the model's map side.
+            ``text_len``, ``map_bits``); ``map_size``: the model's map side (None: an image-only
+            model, whose map fields are not checked).
         source: where the features come from, for the message.
     """
     from pandiff.data.analog_bits import MapBitCodec
@@ -136,11 +137,14 @@ def check_model_matches(spec: FeatureSpec, model_config: Any, map_size: int, sou
             "--image-size",
             "latent_size",
         ),
-        ("map size", spec.map_size, map_size, "--map-size", "patch_factor"),
         ("text feature dim", spec.text_dim, model_config.text_dim, "--text-encoder", "text_dim"),
         ("text length", spec.text_len, model_config.text_len, "--text-max-length", "text_len"),
-        (map_name, bits.num_bits, model_config.map_bits, "--instance-bits", "map_bits"),
     ]
+    if map_size is not None:  # None: an image-only model, which ignores the maps
+        checks += [
+            ("map size", spec.map_size, map_size, "--map-size", "patch_factor"),
+            (map_name, bits.num_bits, model_config.map_bits, "--instance-bits", "map_bits"),
+        ]
     for name, theirs, ours, flag, key in checks:
         if int(theirs) != int(ours):
             raise DataError(

@@ -14,6 +14,9 @@ The image head predicts noise (epsilon MSE, the paper's; ``schedule.image_predic
 offers v and the clean image); the map head predicts clean bits (x0 MSE).
 Independently, the caption is swapped for the empty prompt with probability ``text_dropout``
 (text classifier-free guidance).
+
+An image-only model (``model.with_map`` False: the text-to-image U-ViT that becomes a two-stream
+PDM's frozen image stream) is trained on the image term alone, every example noised.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ class LossConfig:
     text_dropout: float = 0.1
     p_clean_map: float = 0.1
     p_clean_image: float = 0.1
+    # With schedule.image_prediction == "sample" (clean-image prediction), each example's x0 error
+    # is weighted by min(1 + SNR_t, x0_weight_cap): 1 + SNR makes it exactly the v-prediction loss
+    # of the same model; the cap stops nearly clean steps from dominating. 1 = plain x0 MSE.
+    x0_weight_cap: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("text_dropout", "p_clean_map", "p_clean_image"):
@@ -44,6 +51,8 @@ class LossConfig:
             raise ConfigError("loss.p_clean_map + loss.p_clean_image must not exceed 1")
         if self.map_loss_weight < 0:
             raise ConfigError("loss.map_loss_weight must be >= 0")
+        if self.x0_weight_cap < 1:
+            raise ConfigError(f"loss.x0_weight_cap must be >= 1 (1: plain x0 MSE), got {self.x0_weight_cap}")
 
 
 @dataclass
@@ -82,6 +91,9 @@ def joint_loss(
         generator: draws timesteps, noise, modes and dropout (on the tensors' device).
     """
     b, device = latents.shape[0], latents.device
+    with_map = getattr(model, "with_map", None)
+    if with_map is None:  # a DDP wrapper: ask the wrapped module
+        with_map = getattr(getattr(model, "module", None), "with_map", True)
 
     def rand(*shape):
         return torch.rand(shape, generator=generator, device=device)
@@ -90,8 +102,11 @@ def joint_loss(
         return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
 
     u = rand(b)
-    clean_map = u < config.p_clean_map
-    clean_image = (u >= config.p_clean_map) & (u < config.p_clean_map + config.p_clean_image)
+    if with_map:
+        clean_map = u < config.p_clean_map
+        clean_image = (u >= config.p_clean_map) & (u < config.p_clean_map + config.p_clean_image)
+    else:
+        clean_map = clean_image = torch.zeros(b, dtype=torch.bool, device=device)
     drop_text = rand(b) < config.text_dropout
     t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=generator, device=device)
     zero = torch.zeros_like(t)
@@ -102,12 +117,14 @@ def joint_loss(
     x_image = noiser.add_noise(latents, eps, t)
     x_image = torch.where(clean_image.view(b, 1, 1, 1), latents, x_image)
 
-    map0 = schedule.bits_to_diffusion(map_bits)
-    x_map = noiser.add_noise(map0, randn_like(map0), t)
-    x_map = torch.where(clean_map.view(b, 1, 1, 1), map0, x_map)
+    x_map = None
+    if with_map:
+        map0 = schedule.bits_to_diffusion(map_bits)
+        x_map = noiser.add_noise(map0, randn_like(map0), t)
+        x_map = torch.where(clean_map.view(b, 1, 1, 1), map0, x_map)
 
     text = torch.where(drop_text.view(b, 1, 1), empty_text.to(text.dtype).expand_as(text), text)
-    out = model(x_image, t_image, text, x_map, t_map)
+    out = model(x_image, t_image, text, x_map, t_map if with_map else None)
 
     if schedule.image_prediction == "v_prediction":
         image_target = noiser.get_velocity(latents, eps, t)
@@ -116,7 +133,13 @@ def joint_loss(
     else:
         image_target = eps
     image_err = (out.image.float() - image_target.float()).pow(2).mean(dim=(1, 2, 3))  # B
-    map_err = (out.map.float() - map_bits.float()).pow(2).mean(dim=(1, 2, 3))  # B
+    if schedule.image_prediction == "sample" and config.x0_weight_cap > 1:
+        alpha_bar = noiser.alphas_cumprod.to(device)[t].float()
+        snr = alpha_bar / (1 - alpha_bar).clamp_min(1e-8)
+        image_err = image_err * (1 + snr).clamp(max=config.x0_weight_cap)
     image_loss = _masked_mean(image_err, ~clean_image)
+    if not with_map:
+        return LossOutput(image_loss, image_loss.detach(), torch.zeros_like(image_loss).detach())
+    map_err = (out.map.float() - map_bits.float()).pow(2).mean(dim=(1, 2, 3))  # B
     map_loss = _masked_mean(map_err, ~clean_map)
     return LossOutput(image_loss + config.map_loss_weight * map_loss, image_loss.detach(), map_loss.detach())

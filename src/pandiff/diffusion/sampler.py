@@ -33,7 +33,7 @@ from pandiff.errors import ConfigError
 @dataclass
 class SampleOutput:
     latents: torch.Tensor  # B C h w, scaled image latents
-    map_bits: torch.Tensor  # B K H W, analog bits in [-1, 1] (threshold at 0 to decode)
+    map_bits: torch.Tensor | None  # B K H W, analog bits in [-1, 1] (threshold at 0); None: image-only
 
 
 @dataclass
@@ -43,8 +43,8 @@ class _Branches:
     image: torch.Tensor
     t_image: torch.Tensor
     text: torch.Tensor
-    map: torch.Tensor
-    t_map: torch.Tensor
+    map: torch.Tensor | None
+    t_map: torch.Tensor | None
     names: tuple[str, ...]
 
 
@@ -83,7 +83,7 @@ class LockstepSampler:
         text: torch.Tensor,
         empty_text: torch.Tensor,
         latent_shape: tuple[int, int, int],
-        map_shape: tuple[int, int, int],
+        map_shape: tuple[int, int, int] | None,
         num_inference_steps: int = 20,
         guidance_scale: float = 3.0,
         map_guidance_scale: float = 1.0,
@@ -98,7 +98,8 @@ class LockstepSampler:
 
         Args:
             text: ``B L D`` prompt features; ``empty_text``: ``1 L D``.
-            latent_shape / map_shape: ``(C, h, w)`` and ``(K, H, W)`` of one sample.
+            latent_shape / map_shape: ``(C, h, w)`` and ``(K, H, W)`` of one sample; ``map_shape``
+                None samples an image-only model (text guidance only).
             image: ``B C h w`` clean latents to condition on (image -> map, or inpainting).
             map_bits: ``B K H W`` clean bits in {-1, +1} to condition on (map -> image, inpainting).
             image_mask / map_mask: ``B 1 h w`` / ``B 1 H W``, 1 where to generate, 0 where to
@@ -112,17 +113,26 @@ class LockstepSampler:
         for given, mask, name in ((image, image_mask, "image"), (map_bits, map_mask, "map")):
             if mask is not None and given is None:
                 raise ConfigError(f"a {name} mask needs the {name} it applies to")
+        with_map = map_shape is not None
+        if not with_map and (map_bits is not None or map_mask is not None):
+            raise ConfigError("map_shape is None (an image-only model), so no map can be given")
         gen_image = image is None or image_mask is not None
-        gen_map = map_bits is None or map_mask is not None
+        gen_map = with_map and (map_bits is None or map_mask is not None)
         if not (gen_image or gen_map):
-            raise ConfigError("both image and map are given without masks: there is nothing to generate")
+            raise ConfigError(
+                "both image and map are given without masks: there is nothing to generate"
+                if with_map
+                else "the image is given without a mask: there is nothing to generate"
+            )
 
         b = text.shape[0]
         device, dtype = text.device, text.dtype
         map0 = self.schedule.bits_to_diffusion(map_bits) if map_bits is not None else None
         x_image = torch.randn((b, *latent_shape), generator=generator, device=device, dtype=dtype)
-        x_map = torch.randn((b, *map_shape), generator=generator, device=device, dtype=dtype)
-        free_noise = torch.randn((b, *map_shape), generator=generator, device=device, dtype=dtype)
+        x_map = free_noise = None
+        if with_map:
+            x_map = torch.randn((b, *map_shape), generator=generator, device=device, dtype=dtype)
+            free_noise = torch.randn((b, *map_shape), generator=generator, device=device, dtype=dtype)
         if not gen_image:
             x_image = image
         if not gen_map:
@@ -133,7 +143,8 @@ class LockstepSampler:
         image_sched.set_timesteps(num_inference_steps, device=device)
         map_sched.set_timesteps(num_inference_steps, device=device)
         x_image = x_image * (image_sched.init_noise_sigma if gen_image else 1.0)
-        x_map = x_map * (map_sched.init_noise_sigma if gen_map else 1.0)
+        if gen_map:
+            x_map = x_map * map_sched.init_noise_sigma
         timesteps = image_sched.timesteps
 
         use_uncond = guidance_scale > 0
@@ -154,18 +165,19 @@ class LockstepSampler:
             )
             preds = self._forward(branches, b)
             eps = self._combine(preds, "image", guidance_scale, 0.0)  # or v / x0: see image_prediction
-            bits = self._combine(preds, "map", guidance_scale, map_guidance_scale).clamp(-1, 1)
+            bits = self._combine(preds, "map", guidance_scale, map_guidance_scale) if with_map else None
             t_next = timesteps[i + 1] if i + 1 < len(timesteps) else None
             if gen_image:
                 x_image = image_sched.step(eps, t, x_image, generator=generator).prev_sample
                 if image_mask is not None:
                     x_image = self._keep_known(x_image, image, image_mask, t_next, generator)
             if gen_map:
-                x0_map = self.schedule.bits_to_diffusion(bits)
+                x0_map = self.schedule.bits_to_diffusion(bits.clamp(-1, 1))
                 x_map = map_sched.step(x0_map, t, x_map, generator=generator).prev_sample
                 if map_mask is not None:
                     x_map = self._keep_known(x_map, map0, map_mask, t_next, generator)
-        return SampleOutput(latents=x_image, map_bits=self.schedule.diffusion_to_bits(x_map).clamp(-1, 1))
+        out_bits = self.schedule.diffusion_to_bits(x_map).clamp(-1, 1) if with_map else None
+        return SampleOutput(latents=x_image, map_bits=out_bits)
 
     def _branches(
         self, x_image, x_map, t, text, empty_text, free_noise, gen_image, gen_map, use_uncond, use_free
@@ -195,12 +207,13 @@ class LockstepSampler:
             maps.append(free_noise)
             t_maps.append(torch.full_like(t, self.schedule.num_train_timesteps - 1))
             names.append("free")
+        with_map = x_map is not None
         return _Branches(
             torch.cat(images),
             torch.cat(t_images),
             torch.cat(texts),
-            torch.cat(maps),
-            torch.cat(t_maps),
+            torch.cat(maps) if with_map else None,
+            torch.cat(t_maps) if with_map else None,
             tuple(names),
         )
 
@@ -208,25 +221,25 @@ class LockstepSampler:
         """Model predictions per branch name: ``{"cond": {"image": ..., "map": ...}, ...}``."""
         if self.batch_guidance:
             image_out, map_out = self._model(br.image, br.t_image, br.text, br.map, br.t_map)
-            image_chunks, map_chunks = image_out.split(b), map_out.split(b)
+            image_chunks = image_out.split(b)
+            map_chunks = map_out.split(b) if map_out is not None else [None] * len(br.names)
         else:
             image_chunks, map_chunks = [], []
             for k in range(len(br.names)):
                 sl = slice(k * b, (k + 1) * b)
-                image_out, map_out = self._model(
-                    br.image[sl], br.t_image[sl], br.text[sl], br.map[sl], br.t_map[sl]
-                )
+                map_in, t_map = (br.map[sl], br.t_map[sl]) if br.map is not None else (None, None)
+                image_out, map_out = self._model(br.image[sl], br.t_image[sl], br.text[sl], map_in, t_map)
                 image_chunks.append(image_out)
                 map_chunks.append(map_out)
         return {n: {"image": im, "map": mp} for n, im, mp in zip(br.names, image_chunks, map_chunks)}
 
-    def _model(self, image, t_image, text, map_in, t_map) -> tuple[torch.Tensor, torch.Tensor]:
+    def _model(self, image, t_image, text, map_in, t_map) -> tuple[torch.Tensor, torch.Tensor | None]:
         dtype = image.dtype
         with torch.autocast(
             image.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
         ):
             out = self.model(image, t_image, text, map_in, t_map)
-        return out.image.to(dtype), out.map.to(dtype)
+        return out.image.to(dtype), (out.map.to(dtype) if out.map is not None else None)
 
     @staticmethod
     def _combine(preds, key: str, text_scale: float, map_scale: float) -> torch.Tensor:

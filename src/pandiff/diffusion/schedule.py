@@ -24,11 +24,23 @@ SCHEDULERS = {
 }
 
 
-# What the image head predicts. The paper's is epsilon (as U-ViT and Stable Diffusion). With few
-# training steps, epsilon errors at high noise are amplified ~1/alpha (x14 at t=999 of this
-# schedule) when turned into the clean image, so a briefly trained model samples noise; v
-# (alpha eps - sigma x0) predicts the clean image at high noise and the noise at low noise, and
-# converges much sooner. The map head always predicts the clean bits (x0), as in the paper.
+# What the image head predicts. The paper's is epsilon (as U-ViT and Stable Diffusion, whose
+# 4-channel latents have 2x2 patches of 16 values). What we measured on the built-in world in
+# PIXEL space (8x8x3 = 192 values per token, as wide as the D=192 model):
+#
+# * epsilon: errors at high noise are amplified ~1/alpha (x14 at t=999 of the scaled-linear
+#   schedule) when turned into the clean image; after 2750 steps it sampled noise;
+# * v (alpha eps - sigma x0): a sensible path, but images stayed patchy noise after 2500 steps;
+# * sample (the clean image, x0, as the map head): clean images after a few hundred steps. The
+#   network outputs a point on the low-dimensional image manifold instead of carrying 192-d noise
+#   through every block (the argument of Li & He 2025, "Back to Basics: Let Denoising Generative
+#   Models Denoise"). Train it with LossConfig.x0_weight_cap > 1 (the v loss, capped).
+#
+# Pixel space also needs a zero-terminal-SNR schedule: at t=999 scaled-linear keeps alpha=0.068
+# of the image, and averaged over an 8x8 patch that signal stands above the noise, so the model
+# learns to read the layout out of the "noise" - and at sampling time, starting from pure noise,
+# reads a random layout (too many objects, prompt ignored). ``beta_schedule="squaredcos_cap_v2"``
+# (cosine, alpha ~ 0 at t=999) removes the leak. The map head always predicts the clean bits.
 IMAGE_PREDICTIONS = ("epsilon", "v_prediction", "sample")
 
 

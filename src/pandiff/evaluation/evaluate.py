@@ -102,22 +102,24 @@ class Samples:
 
 
 def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> Samples:
-    """Sample the model once per real scene: by batches of prompts (``cogen``), or one scene per
-    call with its map (``map2image``) or image (``image2map``)."""
+    """Sample the model once per real scene, in batches of ``opts.batch`` scenes: prompts
+    (``cogen``), prompts with their maps (``map2image``) or with their images (``image2map``)."""
     from PIL import Image
 
     scales = pipe.default_scales(opts.guidance, opts.map_guidance)
     gen = torch.Generator(opts.device).manual_seed(opts.seed)
     prompts = [caps[0] for caps in real.captions]
     images, maps = [], []
-    step = opts.batch if mode == "cogen" else 1
+    step = opts.batch
     with tqdm(total=len(prompts), desc=f"evaluate {mode}", disable=not opts.progress) as bar:
         for start in range(0, len(prompts), step):
             kwargs = dict(num_inference_steps=opts.steps, generator=gen, **scales)
             if mode == "map2image":
-                kwargs["map"] = real.maps[start]
+                kwargs["map"] = real.maps[start : start + step]
             elif mode == "image2map":
-                kwargs["image"] = Image.fromarray(real.images[start].permute(1, 2, 0).numpy())
+                kwargs["image"] = [
+                    Image.fromarray(im.permute(1, 2, 0).numpy()) for im in real.images[start : start + step]
+                ]
             out = pipe(prompts[start : start + step], **kwargs)
             images += out.images
             maps += out.maps

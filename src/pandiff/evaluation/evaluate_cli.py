@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--map-guidance", type=float, default=None, help="map guidance scale (default: the model's)"
     )
     p.add_argument(
-        "--batch", type=int, default=16, help="prompts per sampling call in cogen mode (default 16)"
+        "--batch", type=int, default=16, help="scenes per sampling call (default 16)"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(

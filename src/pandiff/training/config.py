@@ -8,7 +8,8 @@ Schema (every key optional in YAML; the defaults below are the paper's where it 
               on the fly), split, sample_split, codec and text_encoder (needed on the fly; with
               features the manifest names them), image_size, instance_bits, max_captions (on the
               fly), shuffle_buffer, num_workers
-    model:    preset, variant ("unified" | "two-stream"), overrides (keyword arguments of
+    model:    preset, variant ("unified" | "two-stream" | "image-only": the text-to-image U-ViT
+              that a two-stream model then takes as its frozen image stream), overrides (keyword arguments of
               ``pdm_from_preset``), init (a saved model folder to start from), image_stream (a
               pretrained image U-ViT, saved folder or checkpoint file: the frozen image stream of
               a two-stream model; the start of a unified model's image part)
@@ -126,7 +127,7 @@ class Config:
 
 LR_SCHEDULES = ("constant_with_warmup", "linear", "cosine")
 MIXED_PRECISION = ("fp32", "bf16", "fp16")
-VARIANTS = ("unified", "two-stream")
+VARIANTS = ("unified", "two-stream", "image-only")
 
 
 def config_from_dict(data: dict | None) -> Config:

@@ -47,7 +47,7 @@ def sample_pairs(
         text,
         empty_text,
         (c.latent_channels, c.latent_size, c.latent_size),
-        (c.map_bits, model.map_size, model.map_size),
+        (c.map_bits, model.map_size, model.map_size) if model.with_map else None,
         num_inference_steps=cfg.steps,
         guidance_scale=cfg.guidance_scale,
         map_guidance_scale=cfg.map_guidance_scale,
@@ -55,7 +55,10 @@ def sample_pairs(
     )
     images = codec.decode(out.latents.float())  # n 3 H W in [-1, 1]
     pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    maps = [colorize(bit_codec.decode_map(bits.float(), table)) for bits in out.map_bits]
+    if out.map_bits is None:  # an image-only model (a two-stream image stream): blank map tiles
+        maps = [np.full_like(p, 128) for p in pixels]
+    else:
+        maps = [colorize(bit_codec.decode_map(bits.float(), table)) for bits in out.map_bits]
     return list(zip(pixels, maps))
 
 

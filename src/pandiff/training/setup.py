@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
@@ -44,11 +45,16 @@ def build_model(cfg: ModelConfig, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
         if cfg.init is not None:
             model = load_pdm(cfg.init)
+            if cfg.variant == "image-only" and getattr(model, "with_map", False):
+                model = _image_side(model)
         elif cfg.image_stream is not None and cfg.variant == "two-stream":
             fields = {**PRESETS.get(cfg.preset, {}), **cfg.overrides}
             model = PDMTwoStream.from_image_stream(
                 _pretrained_uvit(cfg), fields["map_bits"], fields["patch_factor"]
             )
+        elif cfg.variant == "image-only":  # the map fields of a shared config do not apply
+            fields = {k: v for k, v in cfg.overrides.items() if k not in ("map_bits", "patch_factor")}
+            model = pdm_from_preset(cfg.preset, "image-only", **fields)
         else:
             model = pdm_from_preset(cfg.preset, cfg.variant, **cfg.overrides)
             if cfg.image_stream is not None:
@@ -61,6 +67,20 @@ def build_model(cfg: ModelConfig, seed: int) -> torch.nn.Module:
             raise ConfigError(f"model.init {cfg.init} holds a {type(model).__name__}, not a two-stream model")
         model.freeze_image_stream()
     return model.train()
+
+
+def _image_side(model):
+    """The image-only U-ViT inside a unified PDM: its image-side modules carry U-ViT's names and
+    shapes, so they load as they are (the map modules are left out)."""
+    from pandiff.model import UViT
+
+    known = set(inspect.signature(UViT.__init__).parameters) - {"self"}
+    uvit = UViT(**{k: v for k, v in model.config.items() if k in known})
+    own = uvit.state_dict()
+    missing, _ = uvit.load_state_dict({k: v for k, v in model.state_dict().items() if k in own}, strict=False)
+    if missing:
+        raise ConfigError(f"{type(model).__name__} lacks the U-ViT weights {missing[:5]}")
+    return uvit
 
 
 def _pretrained_uvit(cfg: ModelConfig):

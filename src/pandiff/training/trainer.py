@@ -82,7 +82,7 @@ class Trainer:
         self.model = build_model(config.model, seed)
         self.data = load_training_data(
             config.data,
-            self.model.map_size,
+            self.model.map_size or config.data.image_size,  # an image-only model ignores the maps
             self.model.config.text_len,
             t.batch_size,
             seed,
