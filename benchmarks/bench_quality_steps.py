@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_common import append_results  # noqa: E402
+from bench_common import append_results
 
 
 def measure(args) -> list[dict]:

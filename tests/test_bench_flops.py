@@ -9,14 +9,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from bench_train import training_flops  # noqa: E402
+from bench_train import training_flops
 
-from pandiff.model import pdm_from_preset  # noqa: E402
-from pandiff.model.pdm import PDMTwoStream  # noqa: E402
+from pandiff.model import pdm_from_preset
+from pandiff.model.pdm import PDMTwoStream
 
 # A tiny image-only U-ViT: latents 4x8x8 in patches of 2 -> N = 16 image tokens; D = 32, MLP 128;
 # depth 2 = 1 in-block, 1 mid-block, 1 out-block (with a 2D -> D skip Linear); text 4 x 16.
-TINY = {"latent_size": 8, "patch_size": 2, "embed_dim": 32, "depth": 2, "num_heads": 2, "text_dim": 16, "text_len": 4}
+TINY = {
+    "latent_size": 8,
+    "patch_size": 2,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "text_dim": 16,
+    "text_len": 4,
+}
 C, S, P, D, L, TD = 4, 8, 2, 32, 4, 16
 N = (S // P) ** 2  # 16 image tokens
 SEQ = 1 + L + N  # time + text + image = 21 tokens
@@ -84,7 +92,9 @@ def test_two_stream_counts_the_frozen_image_stream_where_gradient_flows():
     map_blocks = 3 * (3 * (block_linears(g) + attention(g)) + linear(g, 2 * D, D))
     map_head = 3 * (linear(N, D, P * P * map_bits) + conv(3, map_bits, map_bits, S * S))
     zero_projs = 3 * 3 * linear(SEQ, D, D)  # one per block, on the image-stream positions
-    training = image_embed + image_block0 + image_rest + image_head + map_embed + map_blocks + map_head + zero_projs
+    training = (
+        image_embed + image_block0 + image_rest + image_head + map_embed + map_blocks + map_head + zero_projs
+    )
 
     forward = (
         image_embed
@@ -102,6 +112,31 @@ def test_two_stream_counts_the_frozen_image_stream_where_gradient_flows():
     )
     count = training_flops(model)
     assert (count.forward, count.training, count.tokens) == (forward, training, g)
+
+
+@pytest.mark.parametrize("variant", ["unified", "two-stream"])
+def test_training_flops_equal_torchs_flop_counter_on_a_real_step(variant):
+    """Cross-check with ``torch.utils.flop_counter`` over a real forward + backward (SDPA's math
+    backend, whose matmuls torch counts; it does not count the fused CPU kernel)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if variant == "unified":
+        model = pdm_from_preset("world-s", "unified", map_bits=3, patch_factor=1, **TINY)
+    else:
+        model = PDMTwoStream.from_image_stream(tiny_uvit(), map_bits=3, patch_factor=1)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    t = torch.full((2,), 500)
+    image, text = torch.randn(2, C, S, S, generator=g), torch.randn(2, L, TD, generator=g)
+    bits = torch.randn(2, 3, S, S, generator=g)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        out = model(image, t, text, bits, t)
+        forward = counter.get_total_flops()
+        (out.image.square().mean() + out.map.square().mean()).backward()
+    count = training_flops(model, batch_size=2)
+    assert (count.forward, count.training) == (forward, counter.get_total_flops())
 
 
 if __name__ == "__main__":

@@ -169,8 +169,9 @@ class PanopticDiffusionPipeline:
         return next(self.model.parameters()).device
 
     # -- inputs ----------------------------------------------------------------------------------
-    def check_prompts(self, prompt: str | Sequence[str]) -> list[str]:
-        """Validate prompts: non-empty strings that fit the text encoder's window."""
+    def check_prompts(self, prompt: str | Sequence[str], truncate: bool = False) -> list[str]:
+        """Validate prompts: non-empty strings that fit the text encoder's window (``truncate``:
+        longer prompts are cut to the window instead, as ``pandiff prepare`` cut training captions)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ConfigError("no prompt given")
@@ -181,7 +182,7 @@ class PanopticDiffusionPipeline:
                     "the prompt is empty; describe the scene, e.g. 'two red circles on the grass'"
                 )
             n = self.text_encoder.count_tokens(p)
-            if n > limit:
+            if n > limit and not truncate:
                 raise ConfigError(
                     f"the prompt is {n} tokens long but the text encoder reads at most {limit}; shorten it"
                 )
@@ -246,6 +247,7 @@ class PanopticDiffusionPipeline:
         mask: np.ndarray | None = None,
         resize: bool = False,
         progress: bool = False,
+        truncate: bool = False,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -257,10 +259,11 @@ class PanopticDiffusionPipeline:
             mask: ``H W`` array, 1 where to generate and 0 where to keep the given image/map
                 (inpainting); any size, resized by nearest neighbour to each modality.
             resize: allow lossy resizing of a given map or image to the model's sizes.
+            truncate: cut prompts longer than the text encoder's window instead of refusing them.
         Returns:
             :class:`PipelineOutput` with PIL images, panoptic maps and overlays.
         """
-        prompts = self.check_prompts(prompt)
+        prompts = self.check_prompts(prompt, truncate)
         if num_images < 1:
             raise ConfigError(f"num_images must be >= 1, got {num_images}")
         if mask is not None and map is None and image is None:

@@ -108,12 +108,12 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
 
     scales = pipe.default_scales(opts.guidance, opts.map_guidance)
     gen = torch.Generator(opts.device).manual_seed(opts.seed)
-    prompts = [caps[0] for caps in real.captions]
+    prompts = [_fitting_caption(pipe, caps) for caps in real.captions]
     images, maps = [], []
     step = opts.batch
     with tqdm(total=len(prompts), desc=f"evaluate {mode}", disable=not opts.progress) as bar:
         for start in range(0, len(prompts), step):
-            kwargs = dict(num_inference_steps=opts.steps, generator=gen, **scales)
+            kwargs = dict(num_inference_steps=opts.steps, generator=gen, truncate=True, **scales)
             if mode == "map2image":
                 kwargs["map"] = real.maps[start : start + step]
             elif mode == "image2map":
@@ -125,6 +125,16 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
             maps += out.maps
             bar.update(len(out.images))
     return Samples(_uint8(images), maps, prompts)
+
+
+def _fitting_caption(pipe, captions: list[str]) -> str:
+    """The scene's first caption that fits the text encoder's window, else its shortest one (the
+    pipeline is then called with ``truncate=True`` and cuts it to the window, as ``pandiff
+    prepare`` cut the training captions)."""
+    limit = pipe.text_encoder.max_length
+    counts = [pipe.text_encoder.count_tokens(c) for c in captions]
+    fitting = [c for c, n in zip(captions, counts) if n <= limit]
+    return fitting[0] if fitting else min(zip(counts, captions))[1]
 
 
 def _load_judge(opts: EvaluationOptions, pipe, report: Report):
@@ -327,7 +337,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         **scales,
         "seed": opts.seed,
         "batch": opts.batch,
-        "prompts": "first caption of each scene",
+        "prompts": "first caption of each scene that fits the text encoder, else its shortest, cut to the window",
         "judge": None,
         "options": asdict(opts),
     }
