@@ -116,7 +116,9 @@ def training_flops(model: nn.Module, batch_size: int = 1, device: str | None = "
       gradient, otherwise ``F``.
 
     Recomputation (activation checkpointing, SDPA's backward) is not counted: these are model
-    FLOPs, as MFU asks, not hardware FLOPs.
+    FLOPs, as MFU asks, not hardware FLOPs. The count equals ``torch.utils.flop_counter`` over a
+    real forward + backward with SDPA's math backend (``tests/test_bench_flops.py``); torch's
+    counter alone misses the fused CPU SDPA kernel.
 
     Args:
         model: a pandiff model (``UViT``, ``PDMUnified`` or ``PDMTwoStream``); it is not modified.
