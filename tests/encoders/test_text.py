@@ -129,22 +129,24 @@ def test_folder_without_config(tmp_path):
         load_text_encoder(str(tmp_path))
 
 
+def _copy(src, dst, skip_suffix=None):
+    """A copy of the encoder folder ``src`` at ``dst``, without files ending in ``skip_suffix``."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.suffix != skip_suffix:
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
 def test_corrupt_config(tiny_clip_dir, tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for f in tiny_clip_dir.iterdir():
-        (broken / f.name).write_bytes(f.read_bytes())
+    broken = _copy(tiny_clip_dir, tmp_path / "broken")
     (broken / "config.json").write_text("{ not json")
     with pytest.raises(WeightsError, match="cannot load text encoder"):
         load_text_encoder(str(broken))
 
 
 def test_missing_weights_file(tiny_clip_dir, tmp_path):
-    folder = tmp_path / "no-weights"
-    folder.mkdir()
-    for f in tiny_clip_dir.iterdir():
-        if f.suffix != ".safetensors":
-            (folder / f.name).write_bytes(f.read_bytes())
+    folder = _copy(tiny_clip_dir, tmp_path / "no-weights", skip_suffix=".safetensors")
     with pytest.raises(WeightsError, match=str(folder)):
         load_text_encoder(str(folder))
 

@@ -181,13 +181,9 @@ def _extractors(opts: EvaluationOptions, report: Report):
 
 def _image_metrics(samples: Samples, real: LabelledImages, inception, clip, report: Report) -> None:
     from pandiff.evaluation.clip_score import ClipScorer
-    from pandiff.evaluation.fid import FeatureDistance
 
     if inception is not None:
-        dist = FeatureDistance(inception)
-        dist.update(real.images, real=True)
-        dist.update(samples.images, real=False)
-        scores = dist.compute()
+        scores = _distance(inception, real, samples)
         how = (
             f"torchmetrics on Inception-v3 pool features, {scores['n_generated']} generated vs "
             f"{scores['n_real']} real images at the model's size"
@@ -204,11 +200,20 @@ def _image_metrics(samples: Samples, real: LabelledImages, inception, clip, repo
         )
 
 
+def _distance(extractor, real: LabelledImages, samples: Samples) -> dict:
+    """FID/KID scores of the generated against the real images on ``extractor``'s features."""
+    from pandiff.evaluation.fid import FeatureDistance
+
+    dist = FeatureDistance(extractor)
+    dist.update(real.images, real=True)
+    dist.update(samples.images, real=False)
+    return dist.compute()
+
+
 def _world_metrics(
     samples: Samples, real: LabelledImages, specs: list[dict], judge, mode: str, report: Report
 ) -> None:
     from pandiff.evaluation import world_checks as wc
-    from pandiff.evaluation.fid import FeatureDistance
     from pandiff.evaluation.judge import JudgeFeatures, segment_images
     from pandiff.evaluation.panoptic_quality import map_miou, panoptic_quality
 
@@ -241,10 +246,7 @@ def _world_metrics(
         "judge_miou", map_miou(judged_maps, maps), f"semantic mIoU of judge(generated image) vs the {target}"
     )
     report.add("judge_pq", pq["pq"], f"torchmetrics PQ of judge(generated image) vs the {target}", details=pq)
-    dist = FeatureDistance(JudgeFeatures(judge))
-    dist.update(real.images, real=True)
-    dist.update(samples.images, real=False)
-    scores = dist.compute()
+    scores = _distance(JudgeFeatures(judge), real, samples)
     how = (
         f"on the judge's pooled features, {scores['n_generated']} generated vs {scores['n_real']} real "
         f"{report.header['split']} images"

@@ -146,6 +146,15 @@ def _optimizer(params, lr: float, steps: int):
     )
 
 
+def _flipped_batch(gen: torch.Generator, batch: int, inputs: torch.Tensor, *targets: torch.Tensor):
+    """A random batch of ``inputs`` (``N C H W``) and the matching ``targets`` (``N H W``), each
+    example mirrored left-right with probability 1/2 (the same flip for input and targets)."""
+    idx = torch.randint(len(inputs), (min(batch, len(inputs)),), generator=gen)
+    flip = torch.rand(len(idx), 1, 1, generator=gen) < 0.5
+    x = torch.where(flip[:, None], inputs[idx].flip(-1), inputs[idx])
+    return (x, *(torch.where(flip, t[idx].flip(-1), t[idx]) for t in targets))
+
+
 def fit_judge(
     data: LabelledImages,
     steps: int = 1200,
@@ -178,11 +187,7 @@ def fit_judge(
     judge.train()
     optimizer, schedule = _optimizer(judge.region.parameters(), lr, steps)
     for _ in tqdm(range(steps), desc="judge regions", disable=not progress):
-        idx = torch.randint(len(images), (min(batch, len(images)),), generator=gen)
-        flip = torch.rand(len(idx), 1, 1, generator=gen) < 0.5
-        x = torch.where(flip[:, None], images[idx].flip(-1), images[idx])
-        y = torch.where(flip, region[idx].flip(-1), region[idx])
-        b = torch.where(flip, boundary[idx].flip(-1), boundary[idx])
+        x, y, b = _flipped_batch(gen, batch, images, region, boundary)
         logits = judge.region(x)  # B R+1 S S
         loss = F.cross_entropy(logits[:, :-1], y) + F.binary_cross_entropy_with_logits(
             logits[:, -1], b, pos_weight=BOUNDARY_POS_WEIGHT
@@ -206,10 +211,7 @@ def fit_judge(
     targets = _thing_targets(masks, categories, data.table, crop // 2)  # N C/2 C/2
     optimizer, schedule = _optimizer(judge.things.parameters(), lr, thing_steps)
     for _ in tqdm(range(thing_steps), desc="judge things", disable=not progress):
-        idx = torch.randint(len(crops), (min(thing_batch, len(crops)),), generator=gen)
-        flip = torch.rand(len(idx), 1, 1, generator=gen) < 0.5
-        x = torch.where(flip[:, None], crops[idx].flip(-1), crops[idx])
-        y = torch.where(flip, targets[idx].flip(-1), targets[idx])
+        x, y = _flipped_batch(gen, thing_batch, crops, targets)
         loss = F.cross_entropy(judge.things(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
