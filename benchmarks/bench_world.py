@@ -1,8 +1,14 @@
-"""Speed of ``pandiff make-world``: scenes per second for a few world sizes.
+"""Speed of ``pandiff make-world`` and ``pandiff prepare``: scenes per second.
 
 Usage::
 
     python benchmarks/bench_world.py [--n 2000 20000] [--size 64] [--workers W]
+        [--prepare N] [--prepare-only] [--device cpu] [--batch 32] [--decode-workers 0]
+
+``--prepare N`` also times feature preparation (the bundled model's settings: identity codec,
+MiniLM text, 64 px images and maps, 3 captions per scene) of a fresh world of ``N`` scenes (its
+generation is not timed), train and val splits together; ``--prepare-only`` skips the
+make-world rows.
 
 Each run writes a complete world (PNGs and JSON files) to a temporary folder that is deleted
 afterwards. The table is printed and appended to ``benchmarks/RESULTS.md`` together with the
@@ -36,10 +42,29 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[2000, 20000], help="world sizes to time")
     parser.add_argument("--size", type=int, default=64, help="picture side in pixels")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    parser.add_argument("--prepare", type=int, default=0, metavar="N", help="also time prepare on N scenes")
+    parser.add_argument("--prepare-only", action="store_true", help="skip the make-world rows")
+    parser.add_argument("--device", default="cpu", help="torch device of the encoders for --prepare")
+    parser.add_argument("--batch", type=int, default=32, help="prepare's --batch-size")
+    parser.add_argument("--decode-workers", type=int, default=0, help="prepare's --workers (image decoding)")
     parser.add_argument("--note", default="", help="a remark stored with the results (e.g. other load)")
     args = parser.parse_args()
 
     header = machine_description()
+    if not args.prepare_only:
+        _bench_make_world(args, header)
+    if args.prepare:
+        _bench_prepare(args, header)
+
+
+def _append(table: str) -> None:
+    print(table)
+    # One appending write: other benchmarks may append to the same file.
+    with open(RESULTS, "a") as fh:
+        fh.write("\n" + table)
+
+
+def _bench_make_world(args, header: str) -> None:
     rows = []
     for n in args.n:
         with tempfile.TemporaryDirectory(prefix="bench-world-") as tmp:
@@ -65,10 +90,56 @@ def main() -> None:
             *([args.note, ""] if args.note else []),
         ]
     )
-    print(table)
-    # One appending write: other benchmarks may append to the same file.
-    with open(RESULTS, "a") as fh:
-        fh.write("\n" + table)
+    _append(table)
+
+
+def _bench_prepare(args, header: str) -> None:
+    from pandiff.data.prepare_cli import prepare_features
+    from pandiff.encoders.codec import load_codec
+    from pandiff.encoders.text import MINILM, load_text_encoder
+
+    n, captions = args.prepare, 3
+    codec = load_codec("identity", device=args.device)
+    text_encoder = load_text_encoder(MINILM, device=args.device)
+    with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
+        generate_world(Path(tmp) / "world", n, size=args.size, seed=0, workers=args.workers)
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
+        prepare_features(
+            Path(tmp) / "world",
+            Path(tmp) / "features",
+            codec,
+            "identity",
+            text_encoder,
+            splits=["train", "val"],
+            image_size=args.size,
+            map_size=args.size,
+            max_captions=captions,
+            batch_size=args.batch,
+            num_workers=args.decode_workers,
+            progress=False,
+        )
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        disk = sum(p.stat().st_size for p in (Path(tmp) / "features").rglob("*") if p.is_file()) / 2**20
+    row = (
+        f"| {n} | {args.device} | {args.batch} | {args.decode_workers} | {seconds:.1f} | {n / seconds:.0f} | "
+        f"{n * captions / seconds:.0f} | {cpu:.1f} | {disk:.1f} |"
+    )
+    table = "\n".join(
+        [
+            f"## prepare ({time.strftime('%Y-%m-%d')})",
+            "",
+            f"Machine: {header}",
+            "",
+            "Identity codec (pixels), MiniLM text (24 tokens), 3 captions per scene, 64 px images and maps.",
+            "",
+            "| scenes | device | batch | decode workers | seconds | scenes/s | captions/s | CPU s | MiB written |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+            row,
+            "",
+            *([args.note, ""] if args.note else []),
+        ]
+    )
+    _append(table)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Replays the training chain of the bundled model (src/pandiff/weights/world-s/TRAINING.md says
-# why each stage exists). About 3.5 hours on 2 idle CPU cores; every stage resumes with the same
-# command after an interruption (add --resume to the interrupted `pandiff train`).
+# why each stage exists). Stages 1-5 took about 3.5 hours on 2 idle CPU cores; stage 6 (batch 512)
+# took 14 minutes on one H100 and would take days on a CPU: run it where a GPU is (DEVICE=cuda
+# also puts the feature preparation there). Every stage resumes with the same command after an
+# interruption (add --resume to the interrupted `pandiff train`).
 #
 #   bash scripts/train_bundled.sh            # data in ./data, runs in ./runs, result in runs/bundled
+#   DEVICE=cuda bash scripts/train_bundled.sh
 set -euo pipefail
 DATA=${DATA:-data}
 RUNS=${RUNS:-runs}
+DEVICE=${DEVICE:-cpu}
 
 [ -d "$DATA/world-20k" ] || pandiff make-world --out "$DATA/world-20k" --n 20000 --seed 0
 [ -f "$DATA/features-pixel/manifest.json" ] || pandiff prepare --data "$DATA/world-20k" \
@@ -35,5 +39,17 @@ train bundled-4 --set train.warmup_steps=100 --set train.steps=3750 \
 # 5: cool-down: lr 2e-4 decaying linearly to 0, faster EMA
 train bundled-5 --set train.lr=2e-4 --set train.lr_schedule=linear --set train.warmup_steps=20 \
     --set train.steps=1200 --set train.ema_decay=0.995 --set "model.init=$RUNS/bundled-4/final/model"
-rm -rf "$RUNS/bundled" && cp -r "$RUNS/bundled-5/final" "$RUNS/bundled"
+# 6: a fresh 50k-scene world (seed 1: none of the seed-0 val scenes used for evaluation), batch
+# 512, lr 8e-4 decaying linearly to 0 over 11500 steps. The shipped weights are the EMA at step
+# 10800 (the GPU lease ended there; the lr was down to 5e-5). To replay them exactly, interrupt
+# after checkpoint-00010800 and export it: the same command with --resume --set train.steps=10800.
+[ -d "$DATA/world-50k-s1" ] || pandiff make-world --out "$DATA/world-50k-s1" --n 50000 --seed 1
+[ -f "$DATA/features-50k-s1/manifest.json" ] || pandiff prepare --data "$DATA/world-50k-s1" \
+    --out "$DATA/features-50k-s1" --codec identity --text-encoder minilm --image-size 64 --map-size 64 \
+    --max-captions 3 --device "$DEVICE" --workers 8 --batch-size 512
+train bundled-6 --set "data.features=$DATA/features-50k-s1" --set data.num_workers=6 --set sample.every=0 \
+    --set train.batch_size=512 --set train.lr=8e-4 --set train.lr_schedule=linear --set train.warmup_steps=300 \
+    --set train.steps=11500 --set train.ema_decay=0.999 --set train.checkpoint_every=300 \
+    --set "model.init=$RUNS/bundled-5/final/model"
+rm -rf "$RUNS/bundled" && cp -r "$RUNS/bundled-6/final" "$RUNS/bundled"
 echo "bundled model: $RUNS/bundled (compare with src/pandiff/weights/world-s)"
