@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_common import RESULTS, machine_description
+from bench_common import append_results
 
 from pandiff.data.world import generate_world
 
@@ -50,50 +51,43 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a remark stored with the results (e.g. other load)")
     args = parser.parse_args()
 
-    header = machine_description()
+    command = "python benchmarks/bench_world.py " + " ".join(sys.argv[1:])
     if not args.prepare_only:
-        _bench_make_world(args, header)
+        _bench_make_world(args, command)
     if args.prepare:
-        _bench_prepare(args, header)
+        _bench_prepare(args, command)
 
 
-def _append(table: str) -> None:
-    print(table)
-    # One appending write: other benchmarks may append to the same file.
-    with open(RESULTS, "a") as fh:
-        fh.write("\n" + table)
+def _mib(folder: Path) -> float:
+    """Size of the files under ``folder`` in MiB."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
-def _bench_make_world(args, header: str) -> None:
+def _report(title: str, command: str, lines: list[str], note: str) -> None:
+    print("\n".join(lines))
+    append_results(title, command, lines, note)
+
+
+def _bench_make_world(args, command: str) -> None:
     rows = []
     for n in args.n:
         with tempfile.TemporaryDirectory(prefix="bench-world-") as tmp:
             start, cpu_start = time.perf_counter(), _cpu_seconds()
             summary = generate_world(Path(tmp) / "world", n, size=args.size, seed=0, workers=args.workers)
             seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-            disk = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20
+            disk = _mib(Path(tmp))
         rows.append(
             f"| {n} | {args.size} | {summary['workers']} | {seconds:.1f} | {n / seconds:.0f} | "
             f"{seconds * 20000 / n:.0f} | {cpu:.1f} | {disk:.1f} |"
         )
         print(rows[-1], flush=True)
-    table = "\n".join(
-        [
-            f"## make-world ({time.strftime('%Y-%m-%d')})",
-            "",
-            f"Machine: {header}",
-            "",
-            "| scenes | size | workers | seconds | scenes/s | s per 20k (extrapolated) | CPU s | MiB written |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
-            *rows,
-            "",
-            *([args.note, ""] if args.note else []),
-        ]
+    header = (
+        "| scenes | size | workers | seconds | scenes/s | s per 20k (extrapolated) | CPU s | MiB written |"
     )
-    _append(table)
+    _report("make-world", command, [header, "|---:|---:|---:|---:|---:|---:|---:|---:|", *rows], args.note)
 
 
-def _bench_prepare(args, header: str) -> None:
+def _bench_prepare(args, command: str) -> None:
     from pandiff.data.prepare_cli import prepare_features
     from pandiff.encoders.codec import load_codec
     from pandiff.encoders.text import MINILM, load_text_encoder
@@ -119,27 +113,16 @@ def _bench_prepare(args, header: str) -> None:
             progress=False,
         )
         seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-        disk = sum(p.stat().st_size for p in (Path(tmp) / "features").rglob("*") if p.is_file()) / 2**20
-    row = (
+        disk = _mib(Path(tmp) / "features")
+    lines = [
+        "Identity codec (pixels), MiniLM text (24 tokens), 3 captions per scene, 64 px images and maps.",
+        "",
+        "| scenes | device | batch | decode workers | seconds | scenes/s | captions/s | CPU s | MiB written |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
         f"| {n} | {args.device} | {args.batch} | {args.decode_workers} | {seconds:.1f} | {n / seconds:.0f} | "
-        f"{n * captions / seconds:.0f} | {cpu:.1f} | {disk:.1f} |"
-    )
-    table = "\n".join(
-        [
-            f"## prepare ({time.strftime('%Y-%m-%d')})",
-            "",
-            f"Machine: {header}",
-            "",
-            "Identity codec (pixels), MiniLM text (24 tokens), 3 captions per scene, 64 px images and maps.",
-            "",
-            "| scenes | device | batch | decode workers | seconds | scenes/s | captions/s | CPU s | MiB written |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-            row,
-            "",
-            *([args.note, ""] if args.note else []),
-        ]
-    )
-    _append(table)
+        + f"{n * captions / seconds:.0f} | {cpu:.1f} | {disk:.1f} |",
+    ]
+    _report("prepare", command, lines, args.note)
 
 
 if __name__ == "__main__":
