@@ -229,3 +229,43 @@ def test_bad_inputs_and_config_give_config_errors():
         UViT(**{**TINY, "depth": 3})
     with pytest.raises(ConfigError, match="divisible"):
         UViT(**{**TINY, "num_heads": 3})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matmul_attention_matches_sdpa_values_and_gradients(dtype):
+    from pandiff.model.uvit import matmul_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, generator=g) * 2 for _ in range(3))
+    ref = [t.clone().requires_grad_() for t in (q, k, v)]
+    ours = [t.clone().to(dtype).requires_grad_() for t in (q, k, v)]
+    want = F.scaled_dot_product_attention(*ref)
+    got = matmul_attention(*ours)
+    assert got.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert torch.allclose(got.float(), want, atol=tol * 4, rtol=tol)
+    upstream = torch.randn(want.shape, generator=g)
+    want.backward(upstream)
+    got.backward(upstream.to(dtype))
+    for a, b in zip(ref, ours):
+        assert torch.allclose(b.grad.float(), a.grad, atol=tol * 10, rtol=tol * 4)
+
+
+def test_bf16_autocast_attention_on_cpu_takes_the_matmul_path_and_agrees_with_fp32(monkeypatch):
+    from pandiff.model import uvit
+
+    torch.manual_seed(0)
+    attn = uvit.Attention(dim=32, num_heads=4)
+    x = torch.randn(2, 10, 32)
+    want = attn(x)
+    calls = []
+    original = uvit.matmul_attention
+    monkeypatch.setattr(uvit, "matmul_attention", lambda *a: calls.append(1) or original(*a))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attn(x)
+    assert calls, "bf16 attention on the CPU should use matmul_attention"
+    calls.clear()
+    attn(x)  # fp32 keeps the fused SDPA kernel
+    assert not calls
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - want).abs().max() < 5e-2

@@ -99,8 +99,15 @@ class Trainer:
 
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.param_names, self.params = [n for n, _ in named], [p for _, p in named]
+        # The fused AdamW kernel (CPU and CUDA): 3x faster than the default per-tensor loop on the
+        # CPU (2.7 against 8.7 ms a step for world-s-pixel's 4.7M parameters).
         optimizer = torch.optim.AdamW(
-            self.params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, eps=t.adam_eps
+            self.params,
+            lr=t.lr,
+            betas=tuple(t.betas),
+            weight_decay=t.weight_decay,
+            eps=t.adam_eps,
+            fused=acc.device.type in ("cpu", "cuda"),
         )
         self.lr_scheduler = get_scheduler(
             t.lr_schedule, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.steps
