@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -51,3 +52,11 @@ def append_results(title: str, command: str, lines: list[str], note: str = "") -
     )
     with open(RESULTS, "a") as fh:
         fh.write(text)
+
+
+def publish(title: str, lines: list[str], append: bool = True, note: str = "") -> None:
+    """Print ``lines`` and, if ``append``, add them to RESULTS.md with this run's command line."""
+    print("\n" + "\n".join(lines) + "\n", flush=True)
+    if append:
+        command = " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+        append_results(title, command, lines, note)

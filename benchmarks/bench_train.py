@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_train.py [--models world-s-pixel uvit-s2 uvit-s2-two-stream]
         [--batch 32] [--steps 10] [--warmup 3] [--n 160] [--uvit-batch 8] [--uvit-steps 5]
         [--uvit-warmup 2] [--threads N]
-        [--curves STEPS] [--curve-tol 0.05] [--no-append] [--note TEXT]
+        [--curves STEPS] [--curve-tol 0.05] [--compile] [--no-append] [--note TEXT]
 
 Models (``--models``):
 
@@ -13,7 +13,9 @@ Models (``--models``):
   built-in world (``--n`` scenes) prepared as ``pandiff prepare`` does it (identity codec, MiniLM
   text, 64 px images, 64x64 maps), timed twice per precision: ``data included`` is
   ``Trainer.fit`` itself (its own per-step metrics); ``data excluded`` the same optimizer steps
-  (forward, backward, clip, AdamW, EMA) on one batch held in memory.
+  (forward, backward, clip, AdamW, EMA) on one batch held in memory; with ``--compile`` also
+  ``data excluded, compiled``: the same with ``train.compile=true`` (Accelerate's
+  ``torch.compile``, inductor; compiling happens in the untimed warm-up steps).
 * ``uvit-s2`` / ``uvit-s2-two-stream``: the paper's COCO size (U-ViT-S/2, D=512, 12+1 blocks),
   unified, and two-stream around a frozen image-only U-ViT-S/2
   (``PDMTwoStream.from_image_stream`` + ``freeze_image_stream``). No data set: the same
@@ -51,14 +53,13 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from bench_common import append_results, machine_description
+from bench_common import machine_description, publish
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -450,6 +451,11 @@ def main() -> None:
         default=0.05,
         help="largest relative difference of smoothed losses that counts as equal",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time world-s-pixel with train.compile=true (torch.compile through Accelerate)",
+    )
     parser.add_argument("--no-append", action="store_true", help="print only; do not write RESULTS.md")
     parser.add_argument("--note", default="", help="a remark stored with the results")
     args = parser.parse_args()
@@ -490,11 +496,21 @@ def main() -> None:
                         "train.log_every=1",
                     )
                     mem = pixel_config(features, tmp / f"mem-{precision}", args.batch, precision)
-                    for data, rate in (
-                        ("included", time_fit(fit, args.warmup)),
-                        ("excluded", time_compute(mem, args.steps, args.warmup)),
-                    ):
-                        rows.append((name, precision, data, args.batch, rate, flops, params))
+                    timings = [
+                        ("included", time_fit, fit, (args.warmup,)),
+                        ("excluded", time_compute, mem, (args.steps, args.warmup)),
+                    ]
+                    if args.compile:
+                        compiled = pixel_config(
+                            features, tmp / f"jit-{precision}", args.batch, precision, "train.compile=true"
+                        )
+                        timings.append(
+                            ("excluded, compiled", time_compute, compiled, (args.steps, args.warmup))
+                        )
+                    for data, timing, config, extra in timings:
+                        rows.append(
+                            (name, precision, data, args.batch, timing(config, *extra), flops, params)
+                        )
                         _report(rows[-1])
             else:
                 model = build_uvit_s2("two-stream" if name.endswith("two-stream") else "unified")
@@ -580,19 +596,20 @@ def main() -> None:
 
     # Issue #8's targets, per model (compute-only rows: data excluded / synthetic).
     lines += ["", "| model | target | measured | verdict |", "|---|---|---:|---|"]
-    for model in dict.fromkeys(r[0] for r in rows):
-        rate = {r[1]: r for r in rows if r[0] == model and r[2] != "included"}
+    for model, data in dict.fromkeys((r[0], r[2]) for r in rows if r[2] != "included"):
+        rate = {r[1]: r for r in rows if r[0] == model and r[2] == data}
+        label = f"{model} ({data})"
         if "fp32" in rate and "bf16" in rate:
             ratio = rate["bf16"][4] / rate["fp32"][4]
             lines.append(
-                f"| {model} | bf16 >= {SPEED_TARGET:.0f}x fp32 steps/s | {ratio:.2f}x | "
+                f"| {label} | bf16 >= {SPEED_TARGET:.0f}x fp32 steps/s | {ratio:.2f}x | "
                 f"{verdict(ratio >= SPEED_TARGET)} |"
             )
         if "bf16" in rate:
             _, _, _, _, r, flops, _ = rate["bf16"]
             mfu = flops.training * r / peak["bf16"]
             lines.append(
-                f"| {model} | bf16 MFU >= {100 * MFU_TARGET:.0f}% of bf16 matmul | {100 * mfu:.1f}% | "
+                f"| {label} | bf16 MFU >= {100 * MFU_TARGET:.0f}% of bf16 matmul | {100 * mfu:.1f}% | "
                 f"{verdict(mfu >= MFU_TARGET)} |"
             )
     if curves is not None:
@@ -610,14 +627,7 @@ def main() -> None:
             *curve_lines,
         ]
 
-    print("\n" + "\n".join(lines) + "\n", flush=True)
-    if not args.no_append:
-        append_results(
-            "bench_train.py: training throughput, MFU, bf16 vs fp32",
-            "python benchmarks/bench_train.py " + " ".join(sys.argv[1:]),
-            lines,
-            args.note,
-        )
+    publish("bench_train.py: training throughput, MFU, bf16 vs fp32", lines, not args.no_append, args.note)
 
 
 def _params(model: nn.Module) -> tuple[int, int]:

@@ -101,15 +101,20 @@ class Attention(nn.Module):
         # U-ViT's fused layout is (3 heads head_dim) along the last axis.
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B H N Dh
+        return self.proj(self.attend(q, k, v).transpose(1, 2).reshape(b, n, d))
+
+    @staticmethod
+    def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """``softmax(Q K^T / sqrt(Dh)) V`` for ``B H N Dh`` inputs with the fastest kernel for them:
+        :func:`matmul_attention` for bf16/fp16 on the CPU up to ``MATMUL_ATTENTION_MAX_TOKENS``,
+        otherwise PyTorch's fused SDPA."""
         if (
             q.device.type == "cpu"
             and q.dtype in (torch.bfloat16, torch.float16)
-            and n <= MATMUL_ATTENTION_MAX_TOKENS
+            and q.shape[-2] <= MATMUL_ATTENTION_MAX_TOKENS
         ):
-            x = matmul_attention(q, k, v)
-        else:
-            x = F.scaled_dot_product_attention(q, k, v)  # B H N Dh
-        return self.proj(x.transpose(1, 2).reshape(b, n, d))
+            return matmul_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 # Above this many tokens the fused kernel is as fast in bf16 and never holds the N x N scores.

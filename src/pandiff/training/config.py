@@ -16,7 +16,9 @@ Schema (every key optional in YAML; the defaults below are the paper's where it 
     schedule: the fields of :class:`~pandiff.diffusion.schedule.NoiseSchedule`
     loss:     the fields of :class:`~pandiff.diffusion.loss.LossConfig`
     train:    steps, batch_size (per process), grad_accum, lr, weight_decay, betas, adam_eps,
-              lr_schedule, warmup_steps, grad_clip, mixed_precision, ema_decay,
+              lr_schedule, warmup_steps, grad_clip, mixed_precision, compile (torch.compile the
+              model through Accelerate's dynamo backend "inductor"; costs ~30-60 s of compiling on
+              2 CPU cores at start, then ~9% faster world-s steps), ema_decay,
               checkpoint_every, keep_checkpoints, log_every
     sample:   every, num, steps, guidance_scale, map_guidance_scale, scheduler
 
@@ -84,6 +86,7 @@ class TrainConfig:
     warmup_steps: int = 5000
     grad_clip: float = 1.0
     mixed_precision: str = "fp32"
+    compile: bool = False
     ema_decay: float = 0.9999
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3

@@ -17,17 +17,19 @@ from pandiff.errors import ConfigError
 from pandiff.training.config import ModelConfig
 
 
-def make_accelerator(mixed_precision: str, grad_accum: int) -> Accelerator:
+def make_accelerator(mixed_precision: str, grad_accum: int, compile: bool = False) -> Accelerator:
     """A fresh Accelerator. Accelerate keeps precision and accumulation in process-wide singletons;
     they are reset (the distributed state is kept) so that several trainers can run one after
     another in one process (tests, benchmarks). Without a GPU, ``cpu=True`` is what makes
-    Accelerate see a ``torchrun`` launch as MULTI_CPU (gloo) instead of several lone processes."""
+    Accelerate see a ``torchrun`` launch as MULTI_CPU (gloo) instead of several lone processes.
+    ``compile``: Accelerate wraps the prepared model in ``torch.compile`` (inductor backend)."""
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     return Accelerator(
         mixed_precision="no" if mixed_precision == "fp32" else mixed_precision,
         gradient_accumulation_steps=grad_accum,
         cpu=not torch.cuda.is_available(),
+        dynamo_backend="inductor" if compile else "no",
     )
 
 

@@ -72,7 +72,7 @@ class Trainer:
     def __init__(self, config: Config, resume: bool = False, progress: bool = True) -> None:
         self.config, self.progress = config, progress
         t = config.train
-        self.accelerator = acc = make_accelerator(t.mixed_precision, t.grad_accum)
+        self.accelerator = acc = make_accelerator(t.mixed_precision, t.grad_accum, t.compile)
         self.run_dir = Path(config.run.dir)
         seed = config.run.seed
         random.seed(seed)
