@@ -78,6 +78,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["steps"] for r in rows}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())  # no 3x10^1 labels
         ax.set_xlabel("sampling steps")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

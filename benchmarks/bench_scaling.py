@@ -66,6 +66,7 @@ class Timer:
 
     def __init__(self, mode: str, precision: str, repeats: int) -> None:
         self.mode, self.repeats = mode, repeats
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32  # what matmuls emit
         self.autocast = (
             torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
         )
@@ -87,8 +88,8 @@ class Timer:
         return statistics.median(seconds)
 
 
-def leaf(*shape: int, grad: bool) -> torch.Tensor:
-    return torch.randn(*shape).requires_grad_(grad)
+def leaf(*shape: int, grad: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, dtype=dtype).requires_grad_(grad)
 
 
 def measure(config: dict, batch: int, timer: Timer) -> dict[str, float]:
@@ -109,9 +110,11 @@ def measure(config: dict, batch: int, timer: Timer) -> dict[str, float]:
     d, heads = cfg.embed_dim, cfg.num_heads
     blocks = [*model.in_blocks, model.mid_block, *model.out_blocks]
     blk, skip_blk = model.in_blocks[0], model.out_blocks[0]
+    # Inside the step the residual stream is fp32 (position embeddings and residual adds are fp32
+    # under autocast) but Q, K, V and the attention output come out of bf16 matmuls.
     x = leaf(batch, n, d, grad=grad)
-    qkv = [leaf(batch, heads, n, d // heads, grad=grad) for _ in range(3)]
-    attn_out = leaf(batch, n, d, grad=grad)
+    qkv = [leaf(batch, heads, n, d // heads, grad=grad, dtype=timer.dtype) for _ in range(3)]
+    attn_out = leaf(batch, n, d, grad=grad, dtype=timer.dtype)
     skip = leaf(batch, n, d, grad=grad)
     img_tokens = leaf(batch, n_img, d, grad=grad)
 
