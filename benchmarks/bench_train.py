@@ -261,6 +261,7 @@ def pixel_config(features: Path, run_dir: Path, batch: int, precision: str, *ext
             f"run.dir={run_dir}",
             f"train.batch_size={batch}",
             f"train.mixed_precision={precision}",
+            "train.compile=false",  # eager unless a row asks for train.compile=true
             "sample.every=0",
             "train.checkpoint_every=1000000",
             *extra,

@@ -201,7 +201,9 @@ def test_image_only_run_can_start_from_a_unified_model(tmp_path, tiny_model):
         for p in unified.parameters():
             p.add_(0.05 * torch.randn_like(p))
     unified.save_pretrained(tmp_path / "unified")
-    uvit = build_model(ModelConfig("world-s", "image-only", dict(tiny_model), init=str(tmp_path / "unified")), 0)
+    uvit = build_model(
+        ModelConfig("world-s", "image-only", dict(tiny_model), init=str(tmp_path / "unified")), 0
+    )
     assert isinstance(uvit, UViT)
     x, text = torch.randn(2, 3, 16, 16), torch.randn(2, 16, 32)
     t = torch.tensor([10, 700])
@@ -220,12 +222,34 @@ def test_compile_option_reaches_accelerate():
 
 
 @pytest.mark.slow
-def test_compiled_training_repeats_the_eager_losses_and_saves_plain_weights(tmp_path, tiny_features, tiny_config):
+def test_compiled_training_repeats_the_eager_losses_and_saves_plain_weights(
+    tmp_path, tiny_features, tiny_config
+):
     """train.compile=true (torch.compile through Accelerate): same losses as eager up to kernel
     rounding, and the checkpoint keeps the plain module's parameter names."""
     eager = [h["loss"] for h in run(tiny_config(tmp_path / "eager", tiny_features, "train.steps=6"))[1]]
-    trainer, history = run(tiny_config(tmp_path / "jit", tiny_features, "train.steps=6", "train.compile=true"))
+    trainer, history = run(
+        tiny_config(tmp_path / "jit", tiny_features, "train.steps=6", "train.compile=true")
+    )
     assert trainer.ddp_model is not trainer.model  # the compiled wrapper ran the steps
     assert [h["loss"] for h in history] == pytest.approx(eager, rel=1e-3)
     saved = ckpt.load_checkpoint(tmp_path / "jit" / "checkpoint-00000006")[0]
     assert set(saved) == set(trainer.model.state_dict())
+
+
+def test_a_model_that_cannot_be_compiled_stops_with_a_clear_message(
+    tmp_path, tiny_features, tiny_config, monkeypatch
+):
+    from torch._dynamo.exc import TorchDynamoException
+
+    from pandiff.training import trainer as trainer_module
+
+    def fail(*args, **kwargs):
+        raise TorchDynamoException("InvalidCxxCompiler: No working C++ compiler found")
+
+    monkeypatch.setattr(trainer_module, "joint_loss", fail)
+    config = tiny_config(tmp_path / "run", tiny_features, "train.steps=2", "train.compile=true")
+    with pytest.raises(
+        ConfigError, match=r"train.compile=true.*No working C\+\+ compiler.*train.compile=false"
+    ):
+        run(config)

@@ -176,7 +176,7 @@ class Trainer:
                 self.data.stream.set_epoch(self.state.epoch, self.state.batch_in_epoch)
                 for batch in self.loader:
                     self.state.batch_in_epoch += 1
-                    step_sums += self._micro_step(batch)
+                    step_sums += self._compiled_step(batch) if t.compile else self._micro_step(batch)
                     if not acc.sync_gradients:
                         continue
                     self._end_step(step_sums)
@@ -207,6 +207,22 @@ class Trainer:
         if self._last_saved != self.state.step:
             self.save()
         return self.history
+
+    def _compiled_step(self, batch: dict) -> torch.Tensor:
+        """``_micro_step`` under ``train.compile=true``: a model torch.compile cannot build (most
+        often: no working C++ compiler for inductor's CPU kernels) stops with a clear message."""
+        from torch._dynamo.exc import TorchDynamoException
+        from torch._inductor.exc import InductorError
+
+        try:
+            return self._micro_step(batch)
+        except (TorchDynamoException, InductorError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ConfigError(
+                f"train.compile=true: torch.compile could not compile the model ({reason}). On a CPU it "
+                "needs a working C++ compiler (g++); install one or train without compiling: "
+                "--set train.compile=false (the checkpoints are the same either way, so --resume works)"
+            ) from exc
 
     def _micro_step(self, batch: dict) -> torch.Tensor:
         acc = self.accelerator
