@@ -29,6 +29,9 @@ from pandiff.io import atomic_dir
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 EVAL_IMAGES = 256  # validation images scored at each periodic evaluation (all at the end)
 SCALE_IMAGES = 1024  # train images whose latents set the scaling factor
+# Default widths for the built-in world's 64 px codec. In 20 minutes on 2 CPU cores (bf16):
+# 32,64,128 reaches val PSNR 28.7 dB in 2336 steps; 16,32,64 (fp32, 15 min, 3145 steps) 27.5 dB.
+WORLD_CODEC_CHANNELS = [32, 64, 128]
 # Initial posterior log-variance. At diffusers' default init it is about 0, i.e. noise as large as
 # the latents themselves, and the reconstruction learns nothing until it has shrunk; starting
 # narrow (std ~0.02) lets every step count while the posterior stays trainable.
@@ -58,12 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channels",
         type=channel_list,
-        default=TINY_VAE_CONFIG["block_out_channels"],
+        default=WORLD_CODEC_CHANNELS,
         help="channels of each encoder/decoder level, comma-separated; n levels downsample by 2^(n-1) "
-        f"(default {','.join(map(str, TINY_VAE_CONFIG['block_out_channels']))})",
+        f"(default {','.join(map(str, WORLD_CODEC_CHANNELS))})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward pass")
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bf16 autocast for the forward pass (default on: 1.4-1.8x faster steps on a bf16-capable CPU)",
+    )
     parser.add_argument("--eval-every", type=int, default=250, help="steps between validation PSNR checks")
     parser.add_argument(
         "--max-minutes",
