@@ -167,3 +167,43 @@ def test_training_on_the_fly_without_shards(
     assert trainer.spec.text_len == 16 and trainer.data.text_encoder.max_length == 16
     batch = next(iter(trainer.loader))
     assert batch["image"].shape == (8, 3, 16, 16) and len(batch["caption"]) == 8
+
+
+def test_prepare_batches_across_shards_and_workers_give_the_same_shards(
+    tmp_path, tiny_world, tiny_text_encoder_dir, tiny_features, monkeypatch
+):
+    """One loader serves the whole split; batches that do not divide the shard size are cut at
+    shard boundaries, and decoding in worker processes changes nothing."""
+    from pandiff.encoders.codec import load_codec
+    from pandiff.encoders.text import load_text_encoder
+
+    out = tmp_path / "features"
+    sizes = []
+    real_encode = prepare_cli._encode_batch
+
+    def encode(batch, *a):
+        sizes.append(len(batch["captions"]))
+        return real_encode(batch, *a)
+
+    monkeypatch.setattr(prepare_cli, "_encode_batch", encode)
+    prepare_cli.prepare_features(
+        tiny_world,
+        out,
+        load_codec("identity"),
+        "identity",
+        load_text_encoder(str(tiny_text_encoder_dir), max_length=16),
+        splits=["train"],
+        image_size=16,
+        map_size=16,
+        shard_size=16,
+        batch_size=5,
+        num_workers=2,
+        progress=False,
+    )
+    counts = [c for _, c in FeatureManifest.read(out).shard_files("train")]
+    assert sizes[:4] == [5, 5, 5, 1] and sum(sizes) == sum(counts)  # never a batch across a boundary
+    reference = FeatureManifest.read(tiny_features).shard_files("train")
+    assert counts == [c for _, c in reference]
+    for (a, _), (b, _) in zip(FeatureManifest.read(out).shard_files("train"), reference):
+        x, y = load_file(str(a)), load_file(str(b))
+        assert all(torch.equal(x[k], y[k]) for k in y)

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pandiff.data.shards import (
@@ -178,23 +178,32 @@ def _encode_split(
         disable=not progress,
     )
     category_dtype = torch.uint8 if len(spec.categories) < 256 else torch.int16
-    for index in range(done, num_shards):
-        items = Subset(dataset, range(index * size, min((index + 1) * size, total)))
-        loader = DataLoader(items, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn)
-        parts: dict[str, list[torch.Tensor]] = {}
-        captions: list[list[str]] = []
-        for batch in loader:
-            encoded = _encode_batch(batch, codec, text_encoder, spec.max_captions)
-            encoded["category"] = batch["category"].to(category_dtype)
-            encoded["instance"] = batch["instance"].to(torch.uint8)
-            encoded["image_id"] = batch["image_id"].long()
-            for key, value in encoded.items():
-                parts.setdefault(key, []).append(value)
-            captions += [list(c) for c in batch["captions"]]
-            bar.update(len(batch["captions"]))
-        name = shard_name(split, index)
-        write_shard(manifest.folder / name, {k: torch.cat(v) for k, v in parts.items()}, captions)
-        manifest.add_shard(split, name, len(items))
+    # One DataLoader for the whole split, its batches cut at shard boundaries: a loader per shard
+    # restarted its workers every `shard_size` items and left most of them idle (a shard of 1024
+    # at batch 512 kept two busy), which made decoding the bottleneck with a GPU encoder.
+    batches = [
+        list(range(start, min(start + batch_size, end)))
+        for index in range(done, num_shards)
+        for end in [min((index + 1) * size, total)]
+        for start in range(index * size, end, batch_size)
+    ]
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_fn)
+    index, parts, captions, filled = done, {}, [], 0
+    for batch in loader:
+        encoded = _encode_batch(batch, codec, text_encoder, spec.max_captions)
+        encoded["category"] = batch["category"].to(category_dtype)
+        encoded["instance"] = batch["instance"].to(torch.uint8)
+        encoded["image_id"] = batch["image_id"].long()
+        for key, value in encoded.items():
+            parts.setdefault(key, []).append(value)
+        captions += [list(c) for c in batch["captions"]]
+        filled += len(batch["captions"])
+        bar.update(len(batch["captions"]))
+        if filled == min((index + 1) * size, total) - index * size:
+            name = shard_name(split, index)
+            write_shard(manifest.folder / name, {k: torch.cat(v) for k, v in parts.items()}, captions)
+            manifest.add_shard(split, name, filled)
+            index, parts, captions, filled = index + 1, {}, [], 0
     bar.close()
 
 
