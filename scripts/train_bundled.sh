@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Replays the training chain of the bundled model (src/pandiff/weights/world-s/TRAINING.md says
-# why each stage exists). Stages 1-5 took about 3.5 hours on 2 idle CPU cores; stage 6 (batch 512)
-# took 14 minutes on one H100 and would take days on a CPU: run it where a GPU is (DEVICE=cuda
-# also puts the feature preparation there). Every stage resumes with the same command after an
-# interruption (add --resume to the interrupted `pandiff train`).
+# why each stage exists). Stages 1-5 took about 3.5 hours on 2 idle CPU cores; stages 6-8 (batch
+# 512-1024) took 14 minutes on one H100 and 9 minutes on one H200 and would take days on a CPU: run
+# them where a GPU is (DEVICE=cuda also puts the feature preparation there). Every stage resumes
+# with the same command after an interruption (add --resume to the interrupted `pandiff train`).
 #
 #   bash scripts/train_bundled.sh            # data in ./data, runs in ./runs, result in runs/bundled
 #   DEVICE=cuda bash scripts/train_bundled.sh
@@ -48,8 +48,22 @@ train bundled-5 --set train.lr=2e-4 --set train.lr_schedule=linear --set train.w
     --out "$DATA/features-50k-s1" --codec identity --text-encoder minilm --image-size 64 --map-size 64 \
     --max-captions 3 --device "$DEVICE" --workers 8 --batch-size 512
 train bundled-6 --set "data.features=$DATA/features-50k-s1" --set data.num_workers=6 --set sample.every=0 \
-    --set train.batch_size=512 --set train.lr=8e-4 --set train.lr_schedule=linear --set train.warmup_steps=300 \
-    --set train.steps=11500 --set train.ema_decay=0.999 --set train.checkpoint_every=300 \
+    --set train.compile=false --set train.batch_size=512 --set train.lr=8e-4 --set train.lr_schedule=linear \
+    --set train.warmup_steps=300 --set train.steps=11500 --set train.ema_decay=0.999 \
+    --set train.checkpoint_every=300 \
     --set "model.init=$RUNS/bundled-5/final/model"
-rm -rf "$RUNS/bundled" && cp -r "$RUNS/bundled-6/final" "$RUNS/bundled"
+# 7-8: another fresh world (seed 2, 60k scenes), batch 1024 with 10 data-loader workers: lr 6e-4
+# (200 warm-up) -> 0 linear over 3050 steps, then 3e-4 (100 warm-up) -> 0 over 2000 steps
+[ -d "$DATA/world-60k-s2" ] || pandiff make-world --out "$DATA/world-60k-s2" --n 60000 --seed 2
+[ -f "$DATA/features-60k-s2/manifest.json" ] || pandiff prepare --data "$DATA/world-60k-s2" \
+    --out "$DATA/features-60k-s2" --codec identity --text-encoder minilm --image-size 64 --map-size 64 \
+    --max-captions 3 --device "$DEVICE" --workers 14 --batch-size 256
+BIG=(--set "data.features=$DATA/features-60k-s2" --set data.num_workers=10 --set sample.every=0
+    --set train.compile=false --set train.batch_size=1024 --set train.lr_schedule=linear
+    --set train.ema_decay=0.999 --set train.checkpoint_every=250)
+train bundled-7 "${BIG[@]}" --set train.lr=6e-4 --set train.warmup_steps=200 --set train.steps=3050 \
+    --set "model.init=$RUNS/bundled-6/final/model"
+train bundled-8 "${BIG[@]}" --set train.lr=3e-4 --set train.warmup_steps=100 --set train.steps=2000 \
+    --set "model.init=$RUNS/bundled-7/final/model"
+rm -rf "$RUNS/bundled" && cp -r "$RUNS/bundled-8/final" "$RUNS/bundled"
 echo "bundled model: $RUNS/bundled (compare with src/pandiff/weights/world-s)"
