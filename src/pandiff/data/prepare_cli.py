@@ -181,12 +181,10 @@ def _encode_split(
     # One DataLoader for the whole split, its batches cut at shard boundaries: a loader per shard
     # restarted its workers every `shard_size` items and left most of them idle (a shard of 1024
     # at batch 512 kept two busy), which made decoding the bottleneck with a GPU encoder.
-    batches = [
-        list(range(start, min(start + batch_size, end)))
-        for index in range(done, num_shards)
-        for end in [min((index + 1) * size, total)]
-        for start in range(index * size, end, batch_size)
-    ]
+    batches = []
+    for index in range(done, num_shards):
+        end = min((index + 1) * size, total)
+        batches += [list(range(i, min(i + batch_size, end))) for i in range(index * size, end, batch_size)]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_fn)
     index, parts, captions, filled = done, {}, [], 0
     for batch in loader:
