@@ -33,8 +33,8 @@ SCALE_IMAGES = 1024  # train images whose latents set the scaling factor
 # at 32,64,128 on 2 CPU cores), so within 20 minutes (bf16) a cheaper codec that sees more images
 # wins up to a point. Val PSNR after 20 minutes: 32,64,128 28.67 dB (2336 steps, 2.74 GFLOP per
 # image); 32,48,96 29.17 dB (3268 steps, 1.76 GFLOP); 24,48,96 29.29 dB (3215 steps, 1.55 GFLOP,
-# ahead of 32,48,96 at every check); 32,40,80 behind 32,48,96 at every check (26.7 vs 28.2 dB at
-# step 1750, stopped); 16,32,64 (fp32, 15 min) 27.5 dB.
+# ahead of 32,48,96 at every check); 16,48,96 29.23 dB (3995 steps, 1.38 GFLOP); 32,40,80 behind
+# 32,48,96 at every check (26.7 vs 28.2 dB at step 1750, stopped); 16,32,64 (fp32, 15 min) 27.5 dB.
 WORLD_CODEC_CHANNELS = [24, 48, 96]
 # Initial posterior log-variance. At diffusers' default init it is about 0, i.e. noise as large as
 # the latents themselves, and the reconstruction learns nothing until it has shrunk; starting
