@@ -40,7 +40,15 @@ def tiny_text_encoder_dir(tmp_path_factory) -> Path:
     return save_tiny_clip_text_encoder(tmp_path_factory.mktemp("clip") / "clip", hidden_size=32, num_layers=1)
 
 
-def make_features(world: Path, out: Path, text_dir: Path, shard_size: int = 16, splits=("train", "val")):
+def make_features(
+    world: Path,
+    out: Path,
+    text_dir: Path,
+    shard_size: int = 16,
+    splits=("train", "val"),
+    batch_size: int = 16,
+    num_workers: int = 0,
+):
     from pandiff.data.prepare_cli import prepare_features
     from pandiff.encoders.codec import load_codec
     from pandiff.encoders.text import load_text_encoder
@@ -56,9 +64,16 @@ def make_features(world: Path, out: Path, text_dir: Path, shard_size: int = 16, 
         map_size=16,
         shard_size=shard_size,
         max_captions=5,
-        batch_size=16,
+        batch_size=batch_size,
+        num_workers=num_workers,
         progress=False,
     )
+
+
+@pytest.fixture(scope="session")
+def features_of():
+    """``make_features`` for tests that prepare with other settings."""
+    return make_features
 
 
 @pytest.fixture(scope="session")

@@ -170,37 +170,28 @@ def test_training_on_the_fly_without_shards(
 
 
 def test_prepare_batches_across_shards_and_workers_give_the_same_shards(
-    tmp_path, tiny_world, tiny_text_encoder_dir, tiny_features, monkeypatch
+    tmp_path, tiny_world, tiny_text_encoder_dir, tiny_features, features_of, monkeypatch
 ):
-    """One loader serves the whole split; batches that do not divide the shard size are cut at
-    shard boundaries, and decoding in worker processes changes nothing."""
-    from pandiff.encoders.codec import load_codec
-    from pandiff.encoders.text import load_text_encoder
-
-    out = tmp_path / "features"
-    sizes = []
-    real_encode = prepare_cli._encode_batch
+    """One loader serves the whole split (not one per shard, which restarted the decode workers
+    every shard); batches that do not divide the shard size are cut at shard boundaries, and
+    decoding in worker processes changes nothing."""
+    sizes, loaders = [], []
+    real_encode, real_loader = prepare_cli._encode_batch, prepare_cli.DataLoader
 
     def encode(batch, *a):
         sizes.append(len(batch["captions"]))
         return real_encode(batch, *a)
 
+    def loader(*a, **k):
+        loaders.append(k["num_workers"])
+        return real_loader(*a, **k)
+
     monkeypatch.setattr(prepare_cli, "_encode_batch", encode)
-    prepare_cli.prepare_features(
-        tiny_world,
-        out,
-        load_codec("identity"),
-        "identity",
-        load_text_encoder(str(tiny_text_encoder_dir), max_length=16),
-        splits=["train"],
-        image_size=16,
-        map_size=16,
-        shard_size=16,
-        batch_size=5,
-        num_workers=2,
-        progress=False,
-    )
+    monkeypatch.setattr(prepare_cli, "DataLoader", loader)
+    out = tmp_path / "features"
+    features_of(tiny_world, out, tiny_text_encoder_dir, splits=["train"], batch_size=5, num_workers=2)
     counts = [c for _, c in FeatureManifest.read(out).shard_files("train")]
+    assert len(counts) == 3 and loaders == [2]  # three shards, one loader with its 2 workers
     assert sizes[:4] == [5, 5, 5, 1] and sum(sizes) == sum(counts)  # never a batch across a boundary
     reference = FeatureManifest.read(tiny_features).shard_files("train")
     assert counts == [c for _, c in reference]

@@ -181,10 +181,10 @@ def _encode_split(
     # One DataLoader for the whole split, its batches cut at shard boundaries: a loader per shard
     # restarted its workers every `shard_size` items and left most of them idle (a shard of 1024
     # at batch 512 kept two busy), which made decoding the bottleneck with a GPU encoder.
-    batches = []
-    for index in range(done, num_shards):
-        end = min((index + 1) * size, total)
-        batches += [list(range(i, min(i + batch_size, end))) for i in range(index * size, end, batch_size)]
+    shards = [range(i * size, min((i + 1) * size, total)) for i in range(num_shards)]
+    batches = [
+        list(shard[i : i + batch_size]) for shard in shards[done:] for i in range(0, len(shard), batch_size)
+    ]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_fn)
     index, parts, captions, filled = done, {}, [], 0
     for batch in loader:
@@ -197,7 +197,7 @@ def _encode_split(
         captions += [list(c) for c in batch["captions"]]
         filled += len(batch["captions"])
         bar.update(len(batch["captions"]))
-        if filled == min((index + 1) * size, total) - index * size:
+        if filled == len(shards[index]):
             name = shard_name(split, index)
             write_shard(manifest.folder / name, {k: torch.cat(v) for k, v in parts.items()}, captions)
             manifest.add_shard(split, name, filled)
