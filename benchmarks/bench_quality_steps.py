@@ -1,7 +1,8 @@
 """Quality per sampling step: adherence and MCD of a model at several step counts and samplers.
 
     python benchmarks/bench_quality_steps.py --data WORLD [--model FOLDER] [--n 200] \
-        [--steps 5 10 20 50] [--schedulers dpmsolver++ ddim] [--plot benchmarks/quality_steps.png]
+        [--steps 5 10 20 50] [--schedulers dpmsolver++ ddim] [--map-cleanup N] \
+        [--plot benchmarks/quality_steps.png]
 
 Each (sampler, steps) cell runs ``pandiff evaluate`` in co-generation mode on the same held-out
 world prompts with the same seed, so cells differ only in the sampler. Prints a table, appends
@@ -39,6 +40,7 @@ def measure(args) -> list[dict]:
                     steps=steps,
                     batch=args.batch,
                     scheduler=scheduler,
+                    map_cleanup=args.map_cleanup,
                     progress=False,
                 )
                 start = time.perf_counter()
@@ -98,6 +100,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=25)
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50])
     parser.add_argument("--schedulers", nargs="+", default=["dpmsolver++", "ddim"])
+    parser.add_argument(
+        "--map-cleanup", type=int, default=None, help="map clean-up (default: the model's; 0 = raw bits)"
+    )
     parser.add_argument("--plot", default=str(Path(__file__).with_name("quality_steps.png")))
     parser.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args()
@@ -114,6 +119,8 @@ def main() -> None:
         )
     print("\n".join(lines))
     model = args.model or "bundled model"
+    if args.map_cleanup is not None:
+        model += f", map clean-up {args.map_cleanup}"
     plot(rows, Path(args.plot), f"{model}, {args.n} held-out world prompts, text guidance from the model")
     if not args.no_append:
         command = "python " + " ".join(sys.argv)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Replays the training chain of the bundled model (src/pandiff/weights/world-s/TRAINING.md says
-# why each stage exists). Stages 1-5 took about 3.5 hours on 2 idle CPU cores; stages 6-8 (batch
-# 512-1024) took 14 minutes on one H100 and 9 minutes on one H200 and would take days on a CPU: run
+# why each stage exists). Stages 1-5 took about 3.5 hours on 2 idle CPU cores; stages 6-10 (batch
+# 512-2048) took 14 minutes on one H100 and 18 minutes on one H200 and would take days on a CPU: run
 # them where a GPU is (DEVICE=cuda also puts the feature preparation there). Every stage resumes
 # with the same command after an interruption (add --resume to the interrupted `pandiff train`).
 #
@@ -65,5 +65,19 @@ train bundled-7 "${BIG[@]}" --set train.lr=6e-4 --set train.warmup_steps=200 --s
     --set "model.init=$RUNS/bundled-6/final/model"
 train bundled-8 "${BIG[@]}" --set train.lr=3e-4 --set train.warmup_steps=100 --set train.steps=2000 \
     --set "model.init=$RUNS/bundled-7/final/model"
-rm -rf "$RUNS/bundled" && cp -r "$RUNS/bundled-8/final" "$RUNS/bundled"
+# 9-10: another fresh world (seed 3): batch 2048 with 12 workers, lr 5e-4 (150 warm-up) -> 0 over
+# 1750 steps; then batch 1024, 2e-4 (100 warm-up) -> 0 over 1700 steps
+[ -d "$DATA/world-60k-s3" ] || pandiff make-world --out "$DATA/world-60k-s3" --n 60000 --seed 3
+[ -f "$DATA/features-60k-s3/manifest.json" ] || pandiff prepare --data "$DATA/world-60k-s3" \
+    --out "$DATA/features-60k-s3" --codec identity --text-encoder minilm --image-size 64 --map-size 64 \
+    --max-captions 3 --device "$DEVICE" --workers 14 --batch-size 256
+S3=(--set "data.features=$DATA/features-60k-s3" --set sample.every=0 --set train.compile=false
+    --set train.lr_schedule=linear --set train.ema_decay=0.999)
+train bundled-9 "${S3[@]}" --set data.num_workers=12 --set train.batch_size=2048 --set train.lr=5e-4 \
+    --set train.warmup_steps=150 --set train.steps=1750 --set train.checkpoint_every=150 \
+    --set "model.init=$RUNS/bundled-8/final/model"
+train bundled-10 "${S3[@]}" --set data.num_workers=10 --set train.batch_size=1024 --set train.lr=2e-4 \
+    --set train.warmup_steps=100 --set train.steps=1700 --set train.checkpoint_every=250 \
+    --set "model.init=$RUNS/bundled-9/final/model"
+rm -rf "$RUNS/bundled" && cp -r "$RUNS/bundled-10/final" "$RUNS/bundled"
 echo "bundled model: $RUNS/bundled (compare with src/pandiff/weights/world-s)"

@@ -32,6 +32,7 @@ def test_generate_writes_a_coco_panoptic_folder(export):
         assert (export / "panoptic" / f"{i:03d}.png").is_file()
     panoptic = json.loads((export / "panoptic.json").read_text())
     assert panoptic["info"]["steps"] == 2 and panoptic["info"]["sampler"] == "dpmsolver++"
+    assert panoptic["info"]["map_cleanup"] == 3  # the default sliver size, recorded with the output
     for ann in panoptic["annotations"]:
         ids = rgb_to_id(np.asarray(Image.open(export / "panoptic" / ann["file_name"])))
         listed = {s["id"]: s for s in ann["segments_info"]}
@@ -76,6 +77,7 @@ def test_map_to_image_and_segment(tiny_pipeline_dir, export, tmp_path):
         (["--steps", "0"], "--steps must be >= 1"),
         (["--guidance", "-1"], "--guidance must be >= 0"),
         (["--map-guidance", "-2"], "--map-guidance must be >= 0"),
+        (["--map-cleanup", "-1"], "--map-cleanup must be >= 0"),
         (["--n", "0"], "--n must be >= 1"),
     ],
 )

@@ -1,10 +1,14 @@
 """The pipeline on a tiny random model: every mode, batching, determinism and input errors."""
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from pandiff.data.analog_bits import MapBitCodec
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError, DataError, WeightsError
 from pandiff.pipeline import PanopticDiffusionPipeline
@@ -115,3 +119,28 @@ def test_missing_or_broken_folders(tmp_path, tiny_pipeline_dir):
     (tmp_path / "pandiff_pipeline.json").write_text("{not json")
     with pytest.raises(WeightsError, match="not valid JSON"):
         PanopticDiffusionPipeline.from_pretrained(tmp_path)
+
+
+def test_generated_maps_are_cleaned_given_maps_are_not(pipe, tiny_pipeline_dir, tmp_path, monkeypatch):
+    rimmed = _map(pipe, 0)
+    rimmed.category[12, :] = pipe.table.index_of_name("square")  # a 1-pixel line: a sliver
+    rimmed.instance[12, :] = 1
+    # The random tiny model draws arbitrary bits; decode every sample to the rimmed map instead.
+    monkeypatch.setattr(MapBitCodec, "decode_map", lambda self, bits, table: PanopticMap(
+        rimmed.category.copy(), rimmed.instance.copy(), table))  # fmt: skip
+    assert pipe.map_cleanup == 3  # the default when the folder names none
+    cleaned = pipe("two blue squares", num_inference_steps=1, generator=_gen())
+    assert ("square" not in {pipe.table[c].name for c, _ in cleaned.maps[0].segments()})
+    expected = rimmed.absorb_slivers(3)
+    np.testing.assert_array_equal(cleaned.maps[0].category, expected.category)
+    raw = pipe("two blue squares", num_inference_steps=1, generator=_gen(), map_cleanup=0)
+    np.testing.assert_array_equal(raw.maps[0].category, rimmed.category)
+    out = pipe("a circle", map=rimmed, num_inference_steps=1, generator=_gen())  # map -> image
+    np.testing.assert_array_equal(out.maps[0].category, rimmed.category)  # returned as given
+    with pytest.raises(ConfigError, match="map_cleanup must be >= 0"):
+        pipe("a circle", num_inference_steps=1, map_cleanup=-1)
+    folder = tmp_path / "pipe"
+    shutil.copytree(tiny_pipeline_dir, folder)
+    spec = json.loads((folder / "pandiff_pipeline.json").read_text())
+    (folder / "pandiff_pipeline.json").write_text(json.dumps({**spec, "map_cleanup": 0}))
+    assert PanopticDiffusionPipeline.from_pretrained(folder).map_cleanup == 0

@@ -33,6 +33,14 @@ def add_common(p: argparse.ArgumentParser, default_n: int) -> None:
         help="classifier-free map guidance scale (default: the model's)",
     )
     p.add_argument(
+        "--map-cleanup",
+        type=int,
+        default=None,
+        help="generated maps: pieces of a segment without a NxN block of their own pixels (bit-threshold "
+        "rims between segments) join their nearest neighbour; 0 keeps the thresholded bits as they are "
+        "(default: the model's, 3)",
+    )
+    p.add_argument(
         "--scheduler", default="dpmsolver++", choices=["dpmsolver++", "ddim", "ddpm"], help="sampler"
     )
     p.add_argument("--out", default="outputs/generate", help="output folder (default outputs/generate)")
@@ -105,7 +113,7 @@ def _check_args(args) -> None:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    for name in ("guidance", "map_guidance"):
+    for name in ("guidance", "map_guidance", "map_cleanup"):
         value = getattr(args, name)
         if value is not None and value < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
@@ -134,6 +142,7 @@ def _run(args, image: Image.Image | None = None) -> int:
         image=image,
         resize=args.resize,
         progress=True,
+        map_cleanup=args.map_cleanup,
         **scales,
     )
     done = time.perf_counter()
@@ -143,6 +152,7 @@ def _run(args, image: Image.Image | None = None) -> int:
         "steps": args.steps,
         "seed": args.seed,
         **scales,
+        "map_cleanup": pipe.map_cleanup if args.map_cleanup is None else args.map_cleanup,
     }
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)
     print(

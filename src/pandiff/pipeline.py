@@ -30,6 +30,9 @@ from pandiff.diffusion.schedule import NoiseSchedule
 from pandiff.errors import ConfigError, DataError, WeightsError
 
 PIPELINE_FILE = "pandiff_pipeline.json"
+# Side of the block a generated map segment must contain to survive decoding (smaller pieces are
+# bit-threshold rims, see PanopticMap.absorb_slivers); 0 keeps the thresholded bits as they are.
+MAP_CLEANUP = 3
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "world-s"
 
 
@@ -92,6 +95,7 @@ class PanopticDiffusionPipeline:
         self._empty: torch.Tensor | None = None
         self.guidance_scale = 3.0
         self.map_guidance_scale = 1.0
+        self.map_cleanup = MAP_CLEANUP
         # Model forwards under bf16 autocast where the CPU multiplies bf16 natively (avx512_bf16);
         # set to None for full fp32 sampling.
         self.autocast_dtype: torch.dtype | None = torch.bfloat16 if cpu_has_fast_bf16() else None
@@ -153,6 +157,7 @@ class PanopticDiffusionPipeline:
             codec.to(device)
         pipe.guidance_scale = float(spec.get("guidance_scale", pipe.guidance_scale))
         pipe.map_guidance_scale = float(spec.get("map_guidance_scale", pipe.map_guidance_scale))
+        pipe.map_cleanup = int(spec.get("map_cleanup", pipe.map_cleanup))
         return pipe
 
     def default_scales(
@@ -248,6 +253,7 @@ class PanopticDiffusionPipeline:
         resize: bool = False,
         progress: bool = False,
         truncate: bool = False,
+        map_cleanup: int | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -260,10 +266,17 @@ class PanopticDiffusionPipeline:
                 (inpainting); any size, resized by nearest neighbour to each modality.
             resize: allow lossy resizing of a given map or image to the model's sizes.
             truncate: cut prompts longer than the text encoder's window instead of refusing them.
+            map_cleanup: sliver size for generated maps (:meth:`PanopticMap.absorb_slivers`);
+                default the model folder's ``map_cleanup`` (else 3); 0 returns the thresholded bits
+                as they are (the paper's decoding). Maps of map -> image and map inpainting are
+                returned as decoded.
         Returns:
             :class:`PipelineOutput` with PIL images, panoptic maps and overlays.
         """
         prompts = self.check_prompts(prompt, truncate)
+        cleanup = self.map_cleanup if map_cleanup is None else int(map_cleanup)
+        if cleanup < 0:
+            raise ConfigError(f"map_cleanup must be >= 0 (0 = off), got {cleanup}")
         if num_images < 1:
             raise ConfigError(f"num_images must be >= 1, got {num_images}")
         if mask is not None and map is None and image is None:
@@ -309,6 +322,8 @@ class PanopticDiffusionPipeline:
         pixels = self.codec.decode(out.latents)  # B 3 S S in [-1, 1]
         arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         maps = [self.bit_codec.decode_map(bits.float(), self.table) for bits in out.map_bits]
+        if maps_in is None and cleanup:
+            maps = [m.absorb_slivers(cleanup) for m in maps]
         images = [Image.fromarray(a) for a in arrays]
         overlays = [Image.fromarray(overlay(a, m)) for a, m in zip(arrays, maps)]
         return PipelineOutput(prompts, images, maps, overlays)

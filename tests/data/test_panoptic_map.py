@@ -211,6 +211,85 @@ def test_map_resize_and_crop_keep_category_instance_pairs():
     np.testing.assert_array_equal(small.category[1:3, 1:3], PERSON)
 
 
+# -- sliver clean-up of generated maps --------------------------------------------------------------------
+def _sky(h=12, w=12):
+    return np.full((h, w), SKY), np.zeros((h, w), dtype=np.int64)
+
+
+def test_a_rim_between_two_instances_joins_its_neighbours():
+    category, instance = _sky()
+    category[2:10, 1:11] = PERSON
+    instance[2:10, 1:5], instance[2:10, 5], instance[2:10, 6:11] = 1, 3, 2  # a 1-pixel rim of instance 3
+    out = PanopticMap(category, instance, TABLE).absorb_slivers(3)
+    assert out.segments() == [(PERSON, 1), (PERSON, 2), (SKY, 0)]
+    assert set(out.instance[2:10, 5].tolist()) <= {1, 2}
+    keep = np.ones_like(category, dtype=bool)
+    keep[2:10, 5] = False
+    np.testing.assert_array_equal(out.instance[keep], instance[keep])  # solid pixels never change
+    np.testing.assert_array_equal(out.category, category)
+
+
+def test_a_fringe_of_another_category_goes_to_the_nearest_solid_pixel():
+    category, instance = _sky()
+    category[3:9, 3:9], instance[3:9, 3:9] = CAR, 1  # a car with a person-coloured outline
+    category[4:8, 4:8], instance[4:8, 4:8] = PERSON, 1
+    out = PanopticMap(category, instance, TABLE).absorb_slivers(3)
+    assert out.segments() == [(PERSON, 1), (SKY, 0)]
+    ring = category == CAR
+    # Each outline pixel takes its nearest solid pixel: the sky outside or the person inside (the
+    # corners are nearer the sky; edge pixels are as near to both); the person's square is untouched.
+    assert SKY in set(out.category[ring].tolist()) <= {PERSON, SKY}
+    assert (out.category[3, 3], out.category[8, 8]) == (SKY, SKY)
+    assert out.instance[out.category == SKY].max() == 0  # stuff gets instance 0
+    np.testing.assert_array_equal(out.category[4:8, 4:8], PERSON)
+
+
+@pytest.mark.parametrize("size, survives", [(0, True), (1, True), (2, True), (3, True), (4, False)])
+def test_a_segment_survives_when_it_holds_a_size_block(size, survives):
+    category, instance = _sky()
+    category[4:7, 4:7], instance[4:7, 4:7] = CAR, 1  # a 3 x 3 car
+    out = PanopticMap(category, instance, TABLE).absorb_slivers(size)
+    assert ((CAR, 1) in out.segments()) is survives
+
+
+def test_the_frame_does_not_thin_what_touches_it():
+    category, instance = _sky()
+    category[0:2, 2:9], instance[0:2, 2:9] = CAR, 1  # 2 rows along the top edge: kept
+    category[6:8, 2:9], instance[6:8, 2:9] = CAR, 2  # the same strip inside the picture: a sliver
+    out = PanopticMap(category, instance, TABLE).absorb_slivers(3)
+    assert out.segments() == [(CAR, 1), (SKY, 0)]
+
+
+def test_void_never_changes_and_never_spreads():
+    category, instance = _sky()
+    category[:, 6] = 0  # a void line
+    category[5, :6] = PERSON  # a person sliver touching the void and the sky
+    instance[5, :6] = 1
+    out = PanopticMap(category, instance, TABLE).absorb_slivers(3)
+    np.testing.assert_array_equal(out.category == 0, category == 0)
+    assert out.segments() == [(SKY, 0)]
+    lone = PanopticMap(np.where(category == SKY, 0, category), instance, TABLE).absorb_slivers(3)
+    np.testing.assert_array_equal(lone.category, np.where(category == SKY, 0, category))  # no solid source
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), cells=st.integers(1, 5))
+def test_maps_of_solid_blocks_are_unchanged(seed, cells):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, size=(cells, cells))  # one label per 3 x 3 cell
+    category = np.kron(labels, np.ones((3, 3), dtype=np.int64))
+    instance = np.where(np.isin(category, (PERSON, CAR)), 1 + (category == CAR), 0)
+    pmap = PanopticMap(category, instance, TABLE)
+    out = pmap.absorb_slivers(3)
+    np.testing.assert_array_equal(out.category, category)
+    np.testing.assert_array_equal(out.instance, instance)
+
+
+def test_negative_sliver_size_is_an_error():
+    with pytest.raises(DataError, match="sliver size"):
+        PanopticMap(*_sky(), TABLE).absorb_slivers(-1)
+
+
 # -- palette --------------------------------------------------------------------------------------------
 def test_category_colours_are_fixed():
     colors = category_colors(TABLE)

@@ -9,7 +9,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "seed", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "seed", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -41,6 +41,7 @@ def test_cogen_command_writes_json_and_markdown(
     assert report["mode"] == "cogen" and report["dataset"] == "world" and report["n"] == 4
     assert report["sampler"] == "dpmsolver++" and report["steps"] == 2
     assert report["guidance_scale"] == 2.0 and report["map_guidance_scale"] == 1.0  # the model folder's
+    assert report["map_cleanup"] == 3  # the pipeline default
     assert report["judge"]["path"] == str(tiny_judge_dir) and report["judge"]["val_miou"] > 0
     metrics = report["metrics"]
     assert set(metrics) == {
@@ -101,3 +102,5 @@ def test_bad_options_are_rejected(tiny_pipeline_dir, tiny_world, tmp_path, coco_
         evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="text2video"))
     with pytest.raises(ConfigError, match=".json"):
         evaluate(EvaluationOptions(model=None, data=str(tiny_world), out=str(tmp_path / "report.md")))
+    with pytest.raises(ConfigError, match="--map-cleanup must be >= 0"):
+        evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, map_cleanup=-1))

@@ -114,6 +114,49 @@ class PanopticMap:
         out = resize_labels(seg, size)
         return PanopticMap(out // 65536, out % 65536, self.table)
 
+    def absorb_slivers(self, size: int = 3) -> PanopticMap:
+        """Decoding clean-up of a generated map: every connected piece (4-connectivity) of a
+        non-void segment that holds no ``size x size`` block of its own pixels is a *sliver*, and
+        each of its pixels takes the segment of the nearest pixel that is neither void nor a sliver.
+        Outside the picture counts as inside a piece, so the frame does not thin what touches it.
+
+        Why: analog bits are thresholded per pixel, and where the model crosses from one code to
+        another (the boundary between two instances, a shape's edge) the bits in between decode to
+        a third code: a rim of instance 3 between instances 1 and 2, a fringe of ``circle`` (001)
+        around a ``star`` (100). Such rims add instances and categories that are in neither the
+        image nor the prompt. Real segments have an interior; a rim has none. ``size`` < 2 returns
+        the map unchanged. Void is never relabelled and never spreads. Cost on real annotations
+        (``size`` 3): pieces too thin to hold the block merge into their neighbours: 0.02% of the
+        pixels of 2000 built-in-world val maps (no counted instance changes), 44 of 4096 pixels of
+        the COCO test sample at 64 x 64, 25 of 16384 at 128 x 128.
+        """
+        from scipy import ndimage
+
+        if size < 0:
+            raise DataError(f"the sliver size must be >= 0 pixels, got {size}")
+        seg = self.category * 65536 + self.instance
+        sliver = np.zeros(seg.shape, dtype=bool)
+        if size >= 2:
+            block = np.ones((size, size), dtype=bool)
+            for code in np.unique(seg[self.category > 0]):
+                mask = seg == code
+                pieces, _ = ndimage.label(mask)
+                solid = np.unique(pieces[ndimage.binary_erosion(mask, block, border_value=1)])
+                sliver |= mask & ~np.isin(pieces, solid)
+        seg = fill_from_nearest(seg, sliver, ~sliver & (self.category > 0))
+        return PanopticMap(seg // 65536, seg % 65536, self.table)
+
+
+def fill_from_nearest(labels: np.ndarray, holes: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """``labels`` with every ``holes`` pixel set to the label of its nearest ``sources`` pixel
+    (Euclidean); unchanged where there are no holes or no sources."""
+    from scipy import ndimage
+
+    if not holes.any() or not sources.any():
+        return labels.copy()
+    _, (iy, ix) = ndimage.distance_transform_edt(~sources, return_indices=True)
+    return np.where(holes, labels[iy, ix], labels)
+
 
 def canonicalize(
     category: np.ndarray,

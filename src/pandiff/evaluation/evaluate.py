@@ -49,6 +49,7 @@ class EvaluationOptions:
     split: str = "val"
     guidance: float | None = None
     map_guidance: float | None = None
+    map_cleanup: int | None = None
     batch: int = 16
     seed: int = 0
     scheduler: str = "dpmsolver++"
@@ -66,6 +67,8 @@ class EvaluationOptions:
         for name in ("n", "steps", "batch", "judge_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.map_cleanup is not None and self.map_cleanup < 0:
+            raise ConfigError(f"--map-cleanup must be >= 0 (0 = off), got {self.map_cleanup}")
         if self.n < 2 and self.mode != "image2map":
             raise ConfigError("--n must be >= 2: FID/KID and the judge need at least two samples")
         if Path(self.out).suffix != ".json":
@@ -113,7 +116,13 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
     step = opts.batch
     with tqdm(total=len(prompts), desc=f"evaluate {mode}", disable=not opts.progress) as bar:
         for start in range(0, len(prompts), step):
-            kwargs = dict(num_inference_steps=opts.steps, generator=gen, truncate=True, **scales)
+            kwargs = dict(
+                num_inference_steps=opts.steps,
+                generator=gen,
+                truncate=True,
+                map_cleanup=opts.map_cleanup,
+                **scales,
+            )
             if mode == "map2image":
                 kwargs["map"] = real.maps[start : start + step]
             elif mode == "image2map":
@@ -337,6 +346,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "sampler": pipe.scheduler,
         "steps": opts.steps,
         **scales,
+        "map_cleanup": pipe.map_cleanup if opts.map_cleanup is None else opts.map_cleanup,
         "seed": opts.seed,
         "batch": opts.batch,
         "prompts": "first caption of each scene that fits the text encoder, else its shortest, cut to the window",

@@ -25,8 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--map-guidance", type=float, default=None, help="map guidance scale (default: the model's)"
     )
     p.add_argument(
-        "--batch", type=int, default=16, help="scenes per sampling call (default 16)"
+        "--map-cleanup",
+        type=int,
+        default=None,
+        help="generated maps (cogen, image2map): pieces of a segment without a NxN block of their own pixels (bit-threshold "
+        "rims between segments) join their nearest neighbour; 0 keeps the thresholded bits as they are "
+        "(default: the model's, 3)",
     )
+    p.add_argument("--batch", type=int, default=16, help="scenes per sampling call (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
         "--scheduler", default="dpmsolver++", choices=["dpmsolver++", "ddim", "ddpm"], help="sampler"
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         guidance=args.guidance,
         map_guidance=args.map_guidance,
+        map_cleanup=args.map_cleanup,
         batch=args.batch,
         seed=args.seed,
         scheduler=args.scheduler,

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pandiff.data.categories import CategoryTable
-from pandiff.data.panoptic_map import PanopticMap, canonicalize
+from pandiff.data.panoptic_map import PanopticMap, canonicalize, fill_from_nearest
 from pandiff.errors import ConfigError, DataError, WeightsError
 
 MIN_JUDGE_MIOU = 0.95
@@ -212,10 +212,7 @@ def absorb_specks(region: np.ndarray, min_area: int) -> np.ndarray:
         sizes = np.bincount(pieces.ravel(), minlength=n + 1)
         small = np.flatnonzero(sizes < min_area)
         keep &= ~np.isin(pieces, small[small > 0])
-    if keep.all() or not keep.any():
-        return region
-    _, (iy, ix) = ndimage.distance_transform_edt(~keep, return_indices=True)
-    return region[iy, ix]
+    return fill_from_nearest(region, ~keep, keep)
 
 
 def colour_edges(pixels: np.ndarray, threshold: float = COLOUR_EDGE) -> np.ndarray:

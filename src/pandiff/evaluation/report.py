@@ -21,6 +21,7 @@ _SUMMARY = (
     "steps",
     "guidance_scale",
     "map_guidance_scale",
+    "map_cleanup",
     "seed",
 )
 

@@ -4,7 +4,7 @@
     DIR/codec/                 a copy of the image codec, when it is a local folder
     DIR/pandiff_pipeline.json  {"model", "codec", "text_encoder", "schedule", "instance_bits",
                                 "categories", "image_size", "guidance_scale", "map_guidance_scale",
-                                "trained_steps", "weights"}
+                                "map_cleanup", "trained_steps", "weights"}
 
 ``codec`` is ``"codec"`` (the copy), ``"identity"`` or a hub id; ``text_encoder`` is ``"minilm"``,
 a hub id or an absolute folder path. The folder is written atomically.
@@ -19,7 +19,7 @@ from pathlib import Path
 from pandiff.data.shards import FeatureSpec
 from pandiff.diffusion.schedule import NoiseSchedule
 from pandiff.io import atomic_dir
-from pandiff.pipeline import PIPELINE_FILE
+from pandiff.pipeline import MAP_CLEANUP, PIPELINE_FILE
 from pandiff.training.config import SampleConfig
 
 
@@ -51,6 +51,7 @@ def export_pipeline(
             "image_size": spec.image_size,
             "guidance_scale": sample.guidance_scale,
             "map_guidance_scale": sample.map_guidance_scale,
+            "map_cleanup": MAP_CLEANUP,
             "trained_steps": step,
             "weights": "ema",
         }
