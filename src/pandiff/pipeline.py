@@ -2,7 +2,8 @@
 
 A pipeline folder (diffusers-style) holds::
 
-    pandiff_pipeline.json   codec, text encoder, schedule, instance bits, category table, image size
+    pandiff_pipeline.json   codec, text encoder, schedule, instance bits, category table, image size,
+                            default guidance scales and map clean-up
     model/                  config.json + safetensors of the PDM transformer (EMA weights)
     codec/                  the image codec (AutoencoderKL folder), unless the JSON names another path
 
