@@ -58,9 +58,9 @@ train bundled-6 --set "data.features=$DATA/features-50k-s1" --set data.num_worke
 [ -f "$DATA/features-60k-s2/manifest.json" ] || pandiff prepare --data "$DATA/world-60k-s2" \
     --out "$DATA/features-60k-s2" --codec identity --text-encoder minilm --image-size 64 --map-size 64 \
     --max-captions 3 --device "$DEVICE" --workers 14 --batch-size 256
-BIG=(--set "data.features=$DATA/features-60k-s2" --set data.num_workers=10 --set sample.every=0
-    --set train.compile=false --set train.batch_size=1024 --set train.lr_schedule=linear
-    --set train.ema_decay=0.999 --set train.checkpoint_every=250)
+GPU=(--set sample.every=0 --set train.compile=false --set train.lr_schedule=linear --set train.ema_decay=0.999)
+BIG=("${GPU[@]}" --set "data.features=$DATA/features-60k-s2" --set data.num_workers=10
+    --set train.batch_size=1024 --set train.checkpoint_every=250)
 train bundled-7 "${BIG[@]}" --set train.lr=6e-4 --set train.warmup_steps=200 --set train.steps=3050 \
     --set "model.init=$RUNS/bundled-6/final/model"
 train bundled-8 "${BIG[@]}" --set train.lr=3e-4 --set train.warmup_steps=100 --set train.steps=2000 \
@@ -71,8 +71,7 @@ train bundled-8 "${BIG[@]}" --set train.lr=3e-4 --set train.warmup_steps=100 --s
 [ -f "$DATA/features-60k-s3/manifest.json" ] || pandiff prepare --data "$DATA/world-60k-s3" \
     --out "$DATA/features-60k-s3" --codec identity --text-encoder minilm --image-size 64 --map-size 64 \
     --max-captions 3 --device "$DEVICE" --workers 14 --batch-size 256
-S3=(--set "data.features=$DATA/features-60k-s3" --set sample.every=0 --set train.compile=false
-    --set train.lr_schedule=linear --set train.ema_decay=0.999)
+S3=("${GPU[@]}" --set "data.features=$DATA/features-60k-s3")
 train bundled-9 "${S3[@]}" --set data.num_workers=12 --set train.batch_size=2048 --set train.lr=5e-4 \
     --set train.warmup_steps=150 --set train.steps=1750 --set train.checkpoint_every=150 \
     --set "model.init=$RUNS/bundled-8/final/model"

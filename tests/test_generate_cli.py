@@ -10,6 +10,7 @@ from pycocotools.coco import COCO
 from pandiff.cli import main
 from pandiff.data.coco import CocoPanoptic
 from pandiff.data.coco_format import rgb_to_id
+from pandiff.data.panoptic_map import PanopticMap
 
 
 def _generate(tiny_pipeline_dir, out, *extra):
@@ -113,3 +114,13 @@ def test_map_with_unknown_category_or_missing_json(tiny_pipeline_dir, export, tm
     (folder / "panoptic.json").write_text(json.dumps(panoptic))
     assert main(args) == 2
     assert "unknown category id 999" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, size", [([], 3), (["--map-cleanup", "0"], 0), (["--map-cleanup", "5"], 5)])
+def test_map_cleanup_reaches_the_pipeline(tiny_pipeline_dir, tmp_path, monkeypatch, extra, size):
+    sizes = []
+    real = PanopticMap.absorb_slivers
+    monkeypatch.setattr(PanopticMap, "absorb_slivers", lambda self, s=3: sizes.append(s) or real(self, s))
+    assert _generate(tiny_pipeline_dir, tmp_path / "out", *extra) == 0
+    assert sizes == ([size] * 2 if size else [])  # one clean-up per generated map, none when off
+    assert json.loads((tmp_path / "out" / "panoptic.json").read_text())["info"]["map_cleanup"] == size

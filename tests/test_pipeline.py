@@ -130,7 +130,7 @@ def test_generated_maps_are_cleaned_given_maps_are_not(pipe, tiny_pipeline_dir, 
         rimmed.category.copy(), rimmed.instance.copy(), table))  # fmt: skip
     assert pipe.map_cleanup == 3  # the default when the folder names none
     cleaned = pipe("two blue squares", num_inference_steps=1, generator=_gen())
-    assert ("square" not in {pipe.table[c].name for c, _ in cleaned.maps[0].segments()})
+    assert "square" not in {pipe.table[c].name for c, _ in cleaned.maps[0].segments()}
     expected = rimmed.absorb_slivers(3)
     np.testing.assert_array_equal(cleaned.maps[0].category, expected.category)
     raw = pipe("two blue squares", num_inference_steps=1, generator=_gen(), map_cleanup=0)

@@ -152,7 +152,7 @@ def _run(args, image: Image.Image | None = None) -> int:
         "steps": args.steps,
         "seed": args.seed,
         **scales,
-        "map_cleanup": pipe.map_cleanup if args.map_cleanup is None else args.map_cleanup,
+        "map_cleanup": pipe.cleanup_size(args.map_cleanup),
     }
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)
     print(

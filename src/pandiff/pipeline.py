@@ -170,6 +170,13 @@ class PanopticDiffusionPipeline:
             "map_guidance_scale": self.map_guidance_scale if map_guidance is None else map_guidance,
         }
 
+    def cleanup_size(self, map_cleanup: int | None = None) -> int:
+        """The sliver size a call uses: ``map_cleanup``, else the model folder's (see ``__call__``)."""
+        size = self.map_cleanup if map_cleanup is None else int(map_cleanup)
+        if size < 0:
+            raise ConfigError(f"map_cleanup must be >= 0 (0 = off), got {size}")
+        return size
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -275,9 +282,7 @@ class PanopticDiffusionPipeline:
             :class:`PipelineOutput` with PIL images, panoptic maps and overlays.
         """
         prompts = self.check_prompts(prompt, truncate)
-        cleanup = self.map_cleanup if map_cleanup is None else int(map_cleanup)
-        if cleanup < 0:
-            raise ConfigError(f"map_cleanup must be >= 0 (0 = off), got {cleanup}")
+        cleanup = self.cleanup_size(map_cleanup)
         if num_images < 1:
             raise ConfigError(f"num_images must be >= 1, got {num_images}")
         if mask is not None and map is None and image is None:

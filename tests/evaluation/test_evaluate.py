@@ -5,6 +5,7 @@ import json
 import pytest
 
 from pandiff.cli import main
+from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
@@ -95,6 +96,18 @@ def test_downstream_mode_compares_generated_and_real_training_data(tiny_pipeline
         pytest.approx(expected) if expected is not None else None
     )
     assert report["split"] == "train" and report["n"] == 3
+
+
+@pytest.mark.parametrize("size", [0, 4])
+def test_map_cleanup_reaches_the_pipeline_and_the_report(
+    tiny_pipeline_dir, tiny_world, tmp_path, monkeypatch, size
+):
+    sizes = []
+    real = PanopticMap.absorb_slivers
+    monkeypatch.setattr(PanopticMap, "absorb_slivers", lambda self, s=3: sizes.append(s) or real(self, s))
+    report = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map", map_cleanup=size))
+    assert sizes == ([size] * 3 if size else [])  # one clean-up per generated map (n=3), none when off
+    assert report["map_cleanup"] == size
 
 
 def test_bad_options_are_rejected(tiny_pipeline_dir, tiny_world, tmp_path, coco_sample_dir):

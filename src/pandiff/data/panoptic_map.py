@@ -23,6 +23,8 @@ import numpy as np
 from pandiff.data.categories import CategoryTable
 from pandiff.errors import DataError
 
+_CODE = 65536  # instance indices stay below it (they are at most 2**instance_bits - 1)
+
 
 @dataclass
 class PanopticMap:
@@ -58,11 +60,20 @@ class PanopticMap:
     def shape(self) -> tuple[int, int]:
         return self.category.shape  # type: ignore[return-value]
 
+    def codes(self) -> np.ndarray:
+        """``H W`` int array with one code per ``(category, instance)`` pair: ``category * 65536 +
+        instance``, sorted like the pairs (:meth:`from_codes` inverts it)."""
+        return self.category * _CODE + self.instance
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, table: CategoryTable) -> PanopticMap:
+        """The map whose :meth:`codes` are ``codes``."""
+        return cls(codes // _CODE, codes % _CODE, table)
+
     def segments(self) -> list[tuple[int, int]]:
         """Distinct non-void ``(category, instance)`` pairs, sorted."""
-        seg = self.category * 65536 + self.instance
-        ids = np.unique(seg[self.category > 0])
-        return [(int(s // 65536), int(s % 65536)) for s in ids]
+        ids = np.unique(self.codes()[self.category > 0])
+        return [(int(s // _CODE), int(s % _CODE)) for s in ids]
 
     def thing_counts(self) -> dict[int, int]:
         """Number of identified instances (instance > 0) per thing category index."""
@@ -110,9 +121,7 @@ class PanopticMap:
 
     def resize(self, size: int) -> PanopticMap:
         """Resize to ``size x size`` with :func:`resize_labels` (square maps only)."""
-        seg = self.category * 65536 + self.instance
-        out = resize_labels(seg, size)
-        return PanopticMap(out // 65536, out % 65536, self.table)
+        return PanopticMap.from_codes(resize_labels(self.codes(), size), self.table)
 
     def absorb_slivers(self, size: int = 3) -> PanopticMap:
         """Decoding clean-up of a generated map: every connected piece (4-connectivity) of a
@@ -134,7 +143,7 @@ class PanopticMap:
 
         if size < 0:
             raise DataError(f"the sliver size must be >= 0 pixels, got {size}")
-        seg = self.category * 65536 + self.instance
+        seg = self.codes()
         sliver = np.zeros(seg.shape, dtype=bool)
         if size >= 2:
             block = np.ones((size, size), dtype=bool)
@@ -143,8 +152,9 @@ class PanopticMap:
                 pieces, _ = ndimage.label(mask)
                 solid = np.unique(pieces[ndimage.binary_erosion(mask, block, border_value=1)])
                 sliver |= mask & ~np.isin(pieces, solid)
-        seg = fill_from_nearest(seg, sliver, ~sliver & (self.category > 0))
-        return PanopticMap(seg // 65536, seg % 65536, self.table)
+        return PanopticMap.from_codes(
+            fill_from_nearest(seg, sliver, ~sliver & (self.category > 0)), self.table
+        )
 
 
 def fill_from_nearest(labels: np.ndarray, holes: np.ndarray, sources: np.ndarray) -> np.ndarray:

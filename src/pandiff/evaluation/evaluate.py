@@ -346,7 +346,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "sampler": pipe.scheduler,
         "steps": opts.steps,
         **scales,
-        "map_cleanup": pipe.map_cleanup if opts.map_cleanup is None else opts.map_cleanup,
+        "map_cleanup": pipe.cleanup_size(opts.map_cleanup),
         "seed": opts.seed,
         "batch": opts.batch,
         "prompts": "first caption of each scene that fits the text encoder, else its shortest, cut to the window",
