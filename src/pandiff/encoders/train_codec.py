@@ -31,10 +31,11 @@ from pandiff.io import atomic_dir
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 EVAL_IMAGES = 256  # validation images scored at each periodic evaluation (all at the end)
 SCALE_IMAGES = 1024  # train images whose latents set the scaling factor
-# Images per step. On 2 CPU cores batch 8 runs 5.8 steps/s (46 images/s) and batch 16 3.0 steps/s
-# (48 images/s): nearly the same images per minute, twice the updates. Val PSNR after 20 minutes
-# (24,48,96, beta2 0.99): batch 16 29.78 dB (3254 steps), batch 8 30.33 dB (5947 steps; behind up
-# to step ~1000, ahead from 1250 on, with one dip to 24.7 dB at step 1750 that it recovered by 2000).
+# Images per step. On 2 CPU cores batch 8 runs 335 steps/min (2676 images/min) and batch 16 173
+# steps/min (2763 images/min; benchmarks/bench_codec.py): nearly the same images, twice the updates.
+# Val PSNR after 20 minutes (24,48,96, beta2 0.99): batch 16 29.78 dB (3254 steps); batch 8
+# 30.33 dB (5947 steps; behind up to step ~1000, ahead from 1250 on, one dip to 24.7 dB at step
+# 1750 recovered by 2000), with seed 1 30.28 dB (5751 steps).
 BATCH = 8
 EVAL_BATCH = 64  # images per forward pass when scoring (no gradients: larger than a training batch)
 # Default widths for the built-in world's 64 px codec. Training is convolution-bound (~33 images/s
@@ -222,8 +223,9 @@ def make_codec(channels: list[int], size: int, device: torch.device | str, seed:
     torch.manual_seed(seed)
     vae = AutoencoderKL(**codec_config(channels, size))
     narrow_posterior(vae)
-    # channels_last: oneDNN's (and cuDNN's) faster convolution layout, 8% more steps per minute on
-    # 2 CPU cores at batch 16; the weights go back to the standard layout before saving.
+    # channels_last: oneDNN's (and cuDNN's) faster convolution layout; on 2 CPU cores 22% more
+    # steps per minute at batch 8, 3% at batch 16 (benchmarks/bench_codec.py). The weights go back
+    # to the standard layout before saving.
     return vae.to(device, memory_format=torch.channels_last).train()
 
 
