@@ -35,7 +35,8 @@ SCALE_IMAGES = 1024  # train images whose latents set the scaling factor
 # steps/min (2763 images/min; benchmarks/bench_codec.py): nearly the same images, twice the updates.
 # Val PSNR after 20 minutes (24,48,96, beta2 0.99): batch 16 29.78 dB (3254 steps); batch 8
 # 30.33 dB (5947 steps; behind up to step ~1000, ahead from 1250 on, one dip to 24.7 dB at step
-# 1750 recovered by 2000), with seed 1 30.28 dB (5751 steps).
+# 1750 recovered by 2000); seed 1 30.28 dB (5751 steps); seed 0 again, committed code, 30.03 dB
+# (5585 steps: the machine ran 6% slower, and the step count sets where the schedule ends).
 BATCH = 8
 EVAL_BATCH = 64  # images per forward pass when scoring (no gradients: larger than a training batch)
 # Default widths for the built-in world's 64 px codec. Training is convolution-bound (~33 images/s
