@@ -59,13 +59,10 @@ def psnr_at(record: dict, seconds: float) -> str:
     written before the history held ``elapsed_s`` get it estimated from the step at the run's
     mean step rate (marked ``~``)."""
     rate = record["wall_time_s"] / record["steps"]
-    timed = [
-        (h.get("elapsed_s", h["step"] * rate), h["val_psnr_db"])
-        for h in record["history"]
-        if h.get("elapsed_s", h["step"] * rate) <= seconds
-    ]
+    checks = [(h.get("elapsed_s", h["step"] * rate), h["val_psnr_db"]) for h in record["history"]]
+    timed = [psnr for elapsed, psnr in checks if elapsed <= seconds]
     mark = "" if all("elapsed_s" in h for h in record["history"]) else "~"
-    return f"{mark}{timed[-1][1]:.2f}" if timed else "-"
+    return f"{mark}{timed[-1]:.2f}" if timed else "-"
 
 
 def run_rows(folders: list[Path]) -> list[str]:

@@ -41,8 +41,9 @@ BATCH = 8
 EVAL_BATCH = 64  # images per forward pass when scoring (no gradients: larger than a training batch)
 # Default widths for the built-in world's 64 px codec. Training is convolution-bound (~33 images/s
 # at 32,64,128 on 2 CPU cores), so within 20 minutes (bf16) a cheaper codec that sees more images
-# wins up to a point. Val PSNR after 20 minutes (with Adam beta2 0.999, before the change below): 32,64,128 28.67 dB (2336 steps, 2.74 GFLOP per
-# image); 32,48,96 29.17 dB (3268 steps, 1.76 GFLOP); 24,48,96 29.29 dB (3215 steps, 1.55 GFLOP,
+# wins up to a point. Val PSNR after 20 minutes (batch 16, Adam beta2 0.999: measured before
+# BATCH and make_optimizer changed): 32,64,128 28.67 dB (2336 steps, 2.74 GFLOP per image);
+# 32,48,96 29.17 dB (3268 steps, 1.76 GFLOP); 24,48,96 29.29 dB (3215 steps, 1.55 GFLOP,
 # ahead of 32,48,96 at every check); 16,48,96 29.23 dB (3995 steps, 1.38 GFLOP); 32,40,80 behind
 # 32,48,96 at every check (26.7 vs 28.2 dB at step 1750, stopped); 16,32,64 (fp32, 15 min) 27.5 dB.
 WORLD_CODEC_CHANNELS = [24, 48, 96]
