@@ -1,6 +1,6 @@
-"""Quality per sampling step: adherence and MCD of a model at several step counts and samplers.
+"""Quality per sampling step: image-judged adherence and MCD of a model at several step counts and samplers.
 
-    python benchmarks/bench_quality_steps.py --data WORLD [--model FOLDER] [--n 200] \
+    python benchmarks/bench_quality_steps.py --data WORLD --judge JUDGE [--model FOLDER] [--n 200] \
         [--steps 5 10 20 50] [--schedulers dpmsolver++ ddim] [--map-cleanup N] \
         [--plot benchmarks/quality_steps.png]
 
@@ -41,6 +41,7 @@ def measure(args) -> list[dict]:
                     batch=args.batch,
                     scheduler=scheduler,
                     map_cleanup=args.map_cleanup,
+                    judge=args.judge,
                     progress=False,
                 )
                 start = time.perf_counter()
@@ -51,8 +52,9 @@ def measure(args) -> list[dict]:
                     {
                         "scheduler": scheduler,
                         "steps": steps,
-                        "adherence": metrics["adherence"]["value"],
-                        "colour": metrics["colour_accuracy"]["value"],
+                        "adherence": metrics["image_adherence"]["value"],
+                        "map_adherence": metrics["map_adherence"]["value"],
+                        "colour": metrics["image_colour_accuracy"]["value"],
                         "mcd": metrics["mcd"]["value"],
                         "seconds": seconds,
                     }
@@ -76,7 +78,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         steps = [r["steps"] for r in mine]
         axes[0].plot(steps, [100 * r["adherence"] for r in mine], marker="o", label=scheduler)
         axes[1].plot(steps, [r["mcd"] for r in mine], marker="o", label=scheduler)
-    for ax, label in zip(axes, ("category + count adherence (%)", "MCD (lower is better)")):
+    for ax, label in zip(axes, ("category + count adherence on the image (%)", "MCD (lower is better)")):
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["steps"] for r in rows}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -96,6 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="built-in world folder (held-out val split)")
     parser.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
+    parser.add_argument(
+        "--judge", required=True, help="judge folder (pandiff train-judge): figures are judged on the image"
+    )
     parser.add_argument("--n", type=int, default=200, help="prompts per cell (default 200)")
     parser.add_argument("--batch", type=int, default=25)
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50])
@@ -109,12 +114,13 @@ def main() -> None:
 
     rows = measure(args)
     lines = [
-        "| scheduler | steps | adherence | colour accuracy | MCD | seconds |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| scheduler | steps | adherence (image) | adherence (map) | colour (image) | MCD | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['scheduler']} | {r['steps']} | {100 * r['adherence']:.1f}% | {100 * r['colour']:.1f}% "
+            f"| {r['scheduler']} | {r['steps']} | {100 * r['adherence']:.1f}% | {100 * r['map_adherence']:.1f}% "
+            f"| {100 * r['colour']:.1f}% "
             f"| {r['mcd']:.3f} | {r['seconds']:.0f} |"
         )
     print("\n".join(lines))

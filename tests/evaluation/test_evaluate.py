@@ -47,8 +47,11 @@ def test_cogen_command_writes_json_and_markdown(
     metrics = report["metrics"]
     assert set(metrics) == {
         "mcd",
-        "adherence",
-        "colour_accuracy",
+        "map_adherence",
+        "image_adherence",
+        "image_colour_accuracy",
+        "image_relations",
+        "image_map_agreement",
         "judge_miou",
         "judge_pq",
         "world_fid",
@@ -56,18 +59,23 @@ def test_cogen_command_writes_json_and_markdown(
     }
     assert all(m["how"] for m in metrics.values())
     assert 0.0 <= metrics["mcd"]["value"] <= 2.0
-    assert 0.0 <= metrics["adherence"]["value"] <= 1.0
-    assert set(metrics["adherence"]["details"]) >= {
-        "counts",
-        "categories",
-        "stuff_present",
-        "relation",
-        "counts_n",
-    }
+    assert 0.0 <= metrics["map_adherence"]["value"] <= 1.0
+    assert set(metrics["map_adherence"]["details"]) >= {"counts", "categories", "stuff_present", "by_bucket"}
+    assert (
+        metrics["image_adherence"]["judged_on"] == "image" and metrics["map_adherence"]["judged_on"] == "map"
+    )
+    by_bucket = metrics["image_adherence"]["details"]
+    assert (
+        by_bucket["all"]["n"] == 4
+        and sum(by_bucket[b]["n"] for b in ("1", "2", "3", "4+") if b in by_bucket) == 4
+    )
+    truth = report["judge"]["ground_truth"]
+    assert 0.0 <= truth["count_accuracy"] <= 1.0 and 0.0 <= truth["miou"] <= 1.0
     assert set(report["skipped"]) == {"fid", "clip_score"}
     assert "--inception" in report["skipped"]["fid"] and "--clip" in report["skipped"]["clip_score"]
     markdown = (tmp_path / "eval" / "report.md").read_text()
-    assert "| metric | value | how it was measured |" in markdown and "| mcd |" in markdown
+    assert "| metric | judged on | value | how it was measured |" in markdown and "| mcd | map |" in markdown
+    assert markdown.index("| image_adherence |") < markdown.index("| map_adherence |")
     assert "skipped fid" in capsys.readouterr().out
 
 
@@ -77,7 +85,7 @@ def test_map2image_and_image2map_modes(tiny_pipeline_dir, tiny_world, tiny_judge
     assert set(m2i["metrics"]) == {"colour_accuracy", "judge_miou", "judge_pq", "world_fid", "world_kid"}
     assert "given map" in m2i["metrics"]["judge_pq"]["how"]
     i2m = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))
-    assert set(i2m["metrics"]) == {"mcd", "pq", "miou", "adherence"}
+    assert set(i2m["metrics"]) == {"mcd", "pq", "miou", "map_adherence"}
     assert 0.0 <= i2m["metrics"]["pq"]["value"] <= 1.0
     assert i2m["skipped"] == {}  # image -> map needs no Inception, CLIP or judge
 

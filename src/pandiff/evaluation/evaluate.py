@@ -197,15 +197,22 @@ def _image_metrics(samples: Samples, real: LabelledImages, inception, clip, repo
             f"torchmetrics on Inception-v3 pool features, {scores['n_generated']} generated vs "
             f"{scores['n_real']} real images at the model's size"
         )
-        report.add("fid", scores["fid"], how)
+        report.add("fid", scores["fid"], how, on="image")
         report.add(
-            "kid", scores["kid_mean"], f"{how}; mean over subsets of {scores['kid_subset_size']}", scores
+            "kid",
+            scores["kid_mean"],
+            f"{how}; mean over subsets of {scores['kid_subset_size']}",
+            scores,
+            on="image",
         )
     if clip is not None:
         scorer = ClipScorer(clip)
         scorer.update(samples.images, samples.prompts)
         report.add(
-            "clip_score", scorer.compute(), "torchmetrics CLIPScore: max(0, mean 100 * cos(image, prompt))"
+            "clip_score",
+            scorer.compute(),
+            "torchmetrics CLIPScore: max(0, mean 100 * cos(image, prompt))",
+            on="image",
         )
 
 
@@ -222,6 +229,7 @@ def _distance(extractor, real: LabelledImages, samples: Samples) -> dict:
 def _world_metrics(
     samples: Samples, real: LabelledImages, specs: list[dict], judge, mode: str, report: Report
 ) -> None:
+    from pandiff.evaluation import judged as jd
     from pandiff.evaluation import world_checks as wc
     from pandiff.evaluation.judge import JudgeFeatures, segment_images
     from pandiff.evaluation.panoptic_quality import map_miou, panoptic_quality
@@ -229,39 +237,56 @@ def _world_metrics(
     maps = real.maps if mode == "map2image" else samples.maps
     images = (real if mode == "image2map" else samples).images.permute(0, 2, 3, 1).numpy()
     if mode != "map2image":
-        verdicts = [wc.check_adherence(m, s, im) for m, s, im in zip(maps, specs, images)]
-        rates = wc.adherence_rates(verdicts)
-        how = "share of maps whose thing categories and instance counts (instance bits) equal the spec's"
-        report.add("adherence", rates["counts"], how, details=rates)
-    if mode != "image2map":
+        own = jd.summarise([jd.map_sample(m, s, im) for m, s, im in zip(maps, specs, images)], specs)
+        rates = wc.adherence_rates([wc.check_adherence(m, s, im) for m, s, im in zip(maps, specs, images)])
+        how = (
+            "share of the model's own maps whose thing counts per category equal the prompt's and that "
+            f"hold every named stuff; by things named: {jd.by_bucket(own, 'adherence')}"
+        )
+        report.add("map_adherence", own["all"]["adherence"], how, {**rates, "by_bucket": own}, on="map")
+    if mode == "map2image":
         matches = [wc.colour_matches(m, im, s) for m, im, s in zip(maps, images, specs)]
         correct, judged = sum(c for c, _ in matches), sum(j for _, j in matches)
-        which = "given" if mode == "map2image" else "generated"
-        how = f"dominant image colour under each {which} instance vs the prompt's colour, {judged} instances"
-        report.add("colour_accuracy", correct / judged if judged else float("nan"), how)
+        how = f"dominant image colour under each given instance vs the prompt's colour, {judged} instances"
+        report.add("colour_accuracy", correct / judged if judged else float("nan"), how, on="image")
     if mode == "image2map":  # the map is the output; no generated image to judge
         return
     if judge is None:
         report.skip(
             "judge_metrics",
-            "image-map consistency, world FID/KID and map fidelity need a judge: pass --judge DIR "
-            "(trained with pandiff train-judge)",
+            "image-judged adherence, colour, relations, image-map agreement, world FID/KID and map "
+            "fidelity need a judge: pass --judge DIR (trained with pandiff train-judge)",
         )
         return
     judged_maps = segment_images(judge, samples.images)
+    jd.report_judge_ceiling(judge, real, specs, report)
+    if mode == "cogen":
+        jd.report_image_figures(jd.summarise(
+            [jd.judge_sample(j, s, im, m) for j, s, im, m in zip(judged_maps, specs, images, maps)], specs
+        ), report)  # fmt: skip
     target = "given map" if mode == "map2image" else "generated map"
     pq = panoptic_quality(judged_maps, maps)
     report.add(
-        "judge_miou", map_miou(judged_maps, maps), f"semantic mIoU of judge(generated image) vs the {target}"
+        "judge_miou",
+        map_miou(judged_maps, maps),
+        f"semantic mIoU of judge(generated image) vs the {target}",
+        on="image vs map",
     )
-    report.add("judge_pq", pq["pq"], f"torchmetrics PQ of judge(generated image) vs the {target}", details=pq)
+    how = f"torchmetrics PQ of judge(generated image) vs the {target}"
+    report.add("judge_pq", pq["pq"], how, details=pq, on="image vs map")
     scores = _distance(JudgeFeatures(judge), real, samples)
     how = (
         f"on the judge's pooled features, {scores['n_generated']} generated vs {scores['n_real']} real "
         f"{report.header['split']} images"
     )
-    report.add("world_fid", scores["fid"], "FID " + how)
-    report.add("world_kid", scores["kid_mean"], f"KID {how}; subsets of {scores['kid_subset_size']}", scores)
+    report.add("world_fid", scores["fid"], "FID " + how, on="image")
+    report.add(
+        "world_kid",
+        scores["kid_mean"],
+        f"KID {how}; subsets of {scores['kid_subset_size']}",
+        scores,
+        on="image",
+    )
 
 
 def _map_metrics(samples: Samples, real: LabelledImages, mode: str, report: Report) -> None:
@@ -271,14 +296,16 @@ def _map_metrics(samples: Samples, real: LabelledImages, mode: str, report: Repo
     if mode == "map2image":
         return
     how = "mean L1 of normalised category histograms (void a bin) vs the ground-truth map (0 best, 2 worst)"
-    report.add("mcd", mean_count_difference(samples.maps, real.maps), how)
+    report.add("mcd", mean_count_difference(samples.maps, real.maps), how, on="map")
     if mode == "image2map":
         pq = panoptic_quality(samples.maps, real.maps)
-        report.add("pq", pq["pq"], "torchmetrics PQ of the generated map vs the ground-truth map", details=pq)
+        how = "torchmetrics PQ of the generated map vs the ground-truth map"
+        report.add("pq", pq["pq"], how, details=pq, on="map vs ground truth")
         report.add(
             "miou",
             map_miou(samples.maps, real.maps),
             "semantic mIoU of the generated map vs the ground-truth map",
+            on="map vs ground truth",
         )
 
 

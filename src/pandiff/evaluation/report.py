@@ -26,6 +26,10 @@ _SUMMARY = (
 )
 
 
+# What a figure is judged on, in the order the Markdown table shows it: the generated image first.
+_ORDER = {"image": 0, "image vs map": 1, "map": 2, "map vs ground truth": 3}
+
+
 def _json_safe(value: Any) -> Any:
     """NaN/inf -> None (JSON has no NaN), recursively through dicts and lists."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -51,9 +55,15 @@ class Report:
         self.metrics: dict[str, dict[str, Any]] = {}
         self.skipped: dict[str, str] = {}
 
-    def add(self, name: str, value: float, how: str, details: dict | None = None) -> None:
-        """Record ``value`` with a sentence saying how it was measured (and optional sub-numbers)."""
-        entry: dict[str, Any] = {"value": float(value), "how": how}
+    def add(
+        self, name: str, value: float, how: str, details: dict | None = None, on: str | None = None
+    ) -> None:
+        """Record ``value`` with a sentence saying how it was measured (and optional sub-numbers).
+
+        ``on`` says what the figure is judged on (``"image"``, ``"map"``, ``"image vs map"``, ...):
+        the Markdown table leads with the image-judged figures and labels every row.
+        """
+        entry: dict[str, Any] = {"value": float(value), "how": how, "judged_on": on}
         if details is not None:
             entry["details"] = details
         self.metrics[name] = entry
@@ -71,8 +81,20 @@ class Report:
         judge = self.header.get("judge")
         if judge:
             lines.append(f"- **judge**: {judge['path']} (validation mIoU {_fmt(judge.get('val_miou'))})")
-        lines += ["", "| metric | value | how it was measured |", "|---|---|---|"]
-        lines += [f"| {name} | {_fmt(m['value'])} | {m['how']} |" for name, m in self.metrics.items()]
+            truth = judge.get("ground_truth")
+            if truth:
+                lines.append(
+                    f"- **judge on the real images of these scenes** (the ceiling of every image-judged "
+                    f"figure): count accuracy {_fmt(truth['count_accuracy'])}, adherence "
+                    f"{_fmt(truth['adherence'])}, mIoU {_fmt(truth['miou'])}"
+                )
+        lines += ["", "| metric | judged on | value | how it was measured |", "|---|---|---|---|"]
+        rows = sorted(
+            self.metrics.items(), key=lambda item: _ORDER.get(item[1].get("judged_on"), len(_ORDER))
+        )
+        lines += [
+            f"| {name} | {m.get('judged_on') or '-'} | {_fmt(m['value'])} | {m['how']} |" for name, m in rows
+        ]
         if self.skipped:
             lines += ["", "Skipped:", ""] + [f"- **{name}**: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines) + "\n"
