@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from pandiff.cli import main
 from pandiff.data import prepare_cli
 from pandiff.data.shards import FeatureManifest
-from pandiff.data.streams import ShardStream, buffer_shuffle
+from pandiff.data.streams import ResidentStream, ShardStream, buffer_shuffle
 from pandiff.errors import DataError
 from pandiff.training.trainer import Trainer
 
@@ -133,6 +133,25 @@ def test_stream_order_is_deterministic_and_rank_aware(tiny_features):
     shuffled = buffer_shuffle(stream, 10, rng)
     assert sorted(shuffled) == list(stream) and not np.array_equal(shuffled, stream)
     assert np.max(np.arange(100) - np.argsort(shuffled)) <= 10  # no item comes out more than 10 places early
+
+
+def test_resident_stream_gives_the_shard_stream_batches(tiny_features):
+    """The in-memory stream (features held on the training device) reads exactly the batches,
+    captions included, of the memory-mapped one, in every epoch and after a resume."""
+    manifest = FeatureManifest.read(tiny_features)
+    kw = dict(batch_size=4, seed=5, shuffle_buffer=8)
+    mapped, resident = ShardStream(manifest, "train", **kw), ResidentStream(manifest, "train", **kw)
+    assert resident.nbytes > 0 and resident.batches_per_epoch == mapped.batches_per_epoch
+    for epoch, skip in ((0, 0), (1, 0), (2, 2)):
+        for stream in (mapped, resident):
+            stream.set_epoch(epoch, skip)
+        pairs = list(zip(DataLoader(mapped, batch_size=None), DataLoader(resident, batch_size=None)))
+        assert len(pairs) == mapped.batches_per_epoch - skip
+        for a, b in pairs:
+            assert set(a) == set(b)
+            assert all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+    texts = torch.cat([b["text"].flatten(1) for b in DataLoader(resident, batch_size=None)])
+    assert len(torch.unique(texts, dim=0)) > 1  # a real comparison: the captions differ
 
 
 def test_trainer_refuses_features_that_do_not_match_the_model(tmp_path, tiny_features, tiny_config):

@@ -253,3 +253,14 @@ def test_a_model_that_cannot_be_compiled_stops_with_a_clear_message(
         ConfigError, match=r"train.compile=true.*No working C\+\+ compiler.*train.compile=false"
     ):
         run(config)
+
+
+def test_resident_features_train_exactly_as_the_shard_stream(tmp_path, tiny_features, tiny_config):
+    """data.resident (the split held in the device's memory) feeds the same batches: identical losses."""
+    steps = ["train.steps=6", "sample.every=0"]
+    _, streamed = run(tiny_config(tmp_path / "a", tiny_features, *steps))
+    trainer, resident = run(tiny_config(tmp_path / "b", tiny_features, *steps, "data.resident=true"))
+    assert type(trainer.data.stream).__name__ == "ResidentStream"
+    assert resident == streamed
+    with pytest.raises(ConfigError, match="data.resident"):
+        tiny_config(tmp_path / "c", tiny_features, "data.resident=true", "data.num_workers=2")

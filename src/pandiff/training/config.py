@@ -7,7 +7,8 @@ Schema (every key optional in YAML; the defaults below are the paper's where it 
     data:     features (shard folder from ``pandiff prepare``) | root (COCO-format folder, encoded
               on the fly), split, sample_split, codec and text_encoder (needed on the fly; with
               features the manifest names them), image_size, instance_bits, max_captions (on the
-              fly), shuffle_buffer, num_workers
+              fly), shuffle_buffer, num_workers, resident (hold the feature split in the training
+              device's memory and index batches there: same batches, no input-pipeline wait)
     model:    preset, variant ("unified" | "two-stream" | "image-only": the text-to-image U-ViT
               that a two-stream model then takes as its frozen image stream), overrides (keyword arguments of
               ``pdm_from_preset``), init (a saved model folder to start from), image_stream (a
@@ -62,6 +63,7 @@ class DataConfig:
     max_captions: int = 5
     shuffle_buffer: int = 2048
     num_workers: int = 0
+    resident: bool = False
 
 
 @dataclass
@@ -262,6 +264,10 @@ def _validate(c: Config) -> None:
     need(
         c.data.shuffle_buffer >= 1 and c.data.num_workers >= 0,
         "data.shuffle_buffer >= 1, data.num_workers >= 0",
+    )
+    need(
+        not c.data.resident or (c.data.features is not None and c.data.num_workers == 0),
+        "data.resident holds feature shards in memory: it needs data.features and data.num_workers 0",
     )
     need(
         c.data.max_captions >= 1 and c.data.instance_bits >= 0,

@@ -21,7 +21,7 @@ from pandiff.data.shards import (
     resolve_reference,
     text_encoder_fingerprint,
 )
-from pandiff.data.streams import BatchStream, ShardStream
+from pandiff.data.streams import BatchStream, ResidentStream, ShardStream
 from pandiff.errors import ConfigError, DataError
 from pandiff.training.config import DataConfig
 
@@ -76,6 +76,7 @@ def load_training_data(
     rank: int,
     world_size: int,
     num_samples: int,
+    device: str | torch.device = "cpu",
 ) -> TrainingData:
     """Open the features (``cfg.features``) or the COCO-format folder (``cfg.root``).
 
@@ -84,18 +85,20 @@ def load_training_data(
             captions tokenized to match them).
         batch_size: per-process batch size; seed, rank, world_size: the data order.
         num_samples: prompts to keep for sample grids.
+        device: where ``cfg.resident`` features are held (the training device).
     """
     if cfg.features is not None:
-        return _from_features(cfg, batch_size, seed, rank, world_size, num_samples)
+        return _from_features(cfg, batch_size, seed, rank, world_size, num_samples, device)
     return _on_the_fly(cfg, map_size, text_len, batch_size, seed, rank, world_size, num_samples)
 
 
-def _from_features(cfg, batch_size, seed, rank, world_size, num_samples) -> TrainingData:
+def _from_features(cfg, batch_size, seed, rank, world_size, num_samples, device) -> TrainingData:
     from pandiff.encoders.codec import load_codec
 
     manifest = FeatureManifest.read(cfg.features)
     spec = manifest.spec
-    stream = ShardStream(manifest, cfg.split, batch_size, seed, cfg.shuffle_buffer, rank, world_size)
+    order = (manifest, cfg.split, batch_size, seed, cfg.shuffle_buffer, rank, world_size)
+    stream = ResidentStream(*order, device=device) if cfg.resident else ShardStream(*order)
     codec = load_codec(cfg.codec or spec.codec, scaling_factor=spec.scaling_factor)
     if cfg.codec is not None and codec_fingerprint(codec) != spec.codec_hash:
         raise DataError(

@@ -89,6 +89,7 @@ class Trainer:
             acc.process_index,
             acc.num_processes,
             config.sample.num,
+            acc.device,
         )
         self.spec = self.data.spec
         check_model_matches(self.spec, self.model.config, self.model.map_size, self.data.source)
@@ -124,7 +125,7 @@ class Trainer:
             self.data.stream,
             batch_size=None,
             num_workers=config.data.num_workers,
-            pin_memory=acc.device.type == "cuda",
+            pin_memory=acc.device.type == "cuda" and not config.data.resident,
             generator=torch.Generator().manual_seed(seed),
         )
         self.state = TrainState()
