@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("pandiff.data.prepare_cli", "encode a dataset once into feature shards for training"),
     "train": ("pandiff.training.train_cli", "train a PDM model (Accelerate; resumable checkpoints; EMA export)"),
     "generate": ("pandiff.generate_cli", "generate image + panoptic map pairs from a prompt (or an image for a map)"),
+    "synthesize": ("pandiff.synthesize_cli", "generate a whole panoptic dataset (COCO layout; resumable, multi-process)"),
     "segment": ("pandiff.segment_cli", "draw the panoptic map of a given image with the same model"),
     "train-judge": ("pandiff.evaluation.train_judge_cli", "train the built-in world's judge segmentation network"),
     "evaluate": ("pandiff.evaluation.evaluate_cli", "sample a model on a dataset and write a metrics report"),

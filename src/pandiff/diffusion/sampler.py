@@ -91,7 +91,7 @@ class LockstepSampler:
         map_bits: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
         map_mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         progress: bool = False,
     ) -> SampleOutput:
         """Generate what is not given.
@@ -104,7 +104,8 @@ class LockstepSampler:
             map_bits: ``B K H W`` clean bits in {-1, +1} to condition on (map -> image, inpainting).
             image_mask / map_mask: ``B 1 h w`` / ``B 1 H W``, 1 where to generate, 0 where to
                 keep the given values (requires the matching ``image`` / ``map_bits``).
-            generator: makes the result reproducible.
+            generator: makes the result reproducible; a list of ``B`` generators draws sample i's
+                noise from generator i alone, so a sample does not depend on its batch.
         """
         if num_inference_steps < 1:
             raise ConfigError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
@@ -128,11 +129,13 @@ class LockstepSampler:
         b = text.shape[0]
         device, dtype = text.device, text.dtype
         map0 = self.schedule.bits_to_diffusion(map_bits) if map_bits is not None else None
-        x_image = torch.randn((b, *latent_shape), generator=generator, device=device, dtype=dtype)
+        if isinstance(generator, (list, tuple)) and len(generator) != b:
+            raise ConfigError(f"got {len(generator)} generators for {b} samples; give one, or one per sample")
+        x_image = randn((b, *latent_shape), generator, device, dtype)
         x_map = free_noise = None
         if with_map:
-            x_map = torch.randn((b, *map_shape), generator=generator, device=device, dtype=dtype)
-            free_noise = torch.randn((b, *map_shape), generator=generator, device=device, dtype=dtype)
+            x_map = randn((b, *map_shape), generator, device, dtype)
+            free_noise = randn((b, *map_shape), generator, device, dtype)
         if not gen_image:
             x_image = image
         if not gen_map:
@@ -257,7 +260,17 @@ class LockstepSampler:
         if t_next is None:
             noised = known
         else:
-            noise = torch.randn(known.shape, generator=generator, device=known.device, dtype=known.dtype)
+            noise = randn(known.shape, generator, known.device, known.dtype)
             t = torch.full((known.shape[0],), int(t_next), device=known.device, dtype=torch.long)
             noised = self._noiser.add_noise(known, noise, t)
         return mask * x + (1 - mask) * noised
+
+
+def randn(shape, generator, device, dtype) -> torch.Tensor:
+    """Standard normal noise of ``shape`` (``B ...``). With a list of generators, row i is drawn
+    by generator i alone, on that generator's device, then moved: a sample's noise then depends
+    neither on its batch nor on the device that samples it."""
+    if isinstance(generator, (list, tuple)):
+        rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
+        return torch.cat(rows).to(device)
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)

@@ -1,0 +1,406 @@
+"""``pandiff synthesize``: a whole generated dataset, in the COCO 2017 panoptic layout.
+
+Layout of ``OUT`` (``SPLIT`` is ``train`` unless asked otherwise)::
+
+    OUT/SPLIT2017/000000000001.png                   generated images (image id = pair index + 1)
+    OUT/panoptic_SPLIT2017/000000000001.png          COCO panoptic PNGs (RGB-encoded segment ids)
+    OUT/annotations/panoptic_SPLIT2017.json          images, annotations, categories, info
+    OUT/annotations/captions_SPLIT2017.json          one caption per image: its prompt
+    OUT/synthesize.json                              the run's settings (checked by --resume)
+    OUT/shards/shard-000000.json ...                 the records of each finished shard
+
+``CocoPanoptic(OUT, SPLIT)``, ``pandiff prepare --data OUT --splits SPLIT`` and training read it
+as they read COCO. The two JSON files appear last, atomically, once every shard is done.
+
+Determinism: pair i is drawn with its own generator seeded from ``(seed, i)`` (:func:`pair_seed`)
+and prompt ``prompts[(i // per_prompt) % len(prompts)]``, so it depends neither on the batch, nor
+on the number of processes, nor on interruptions. (Batched matrix products may round differently
+at other batch sizes; in bf16 on CPUs with native bf16 they do not, see tests/test_synthesize.py.)
+
+Resume: shard s holds pairs ``[s * shard_size, (s + 1) * shard_size)``. Its PNGs are written
+first; its record file, written atomically afterwards, is what marks it done. After a kill,
+``--resume`` redoes every shard without a record (rewriting the same files), so no pair is
+duplicated or missing. With several processes (``accelerate launch`` / ``torchrun``) the missing
+shards are dealt round-robin; the main process assembles the JSON files after all are done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from pandiff.errors import ConfigError, DataError
+from pandiff.io import atomic_write_text
+
+MANIFEST = "synthesize.json"
+MARKER = ".pandiff-output"  # pandiff.io's marker of folders pandiff owns (#18)
+PRECISIONS = ("auto", "bf16", "fp32")
+# Settings that change the pairs: --resume refuses a folder made with other values.
+_OUTPUT_KEYS = (
+    "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
+    "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256",
+)  # fmt: skip
+
+
+@dataclass
+class SynthesizeOptions:
+    """What ``pandiff synthesize`` was asked (mirrors its command-line options)."""
+
+    out: str
+    n: int
+    prompts: str | None = None
+    captions: str | None = None
+    per_prompt: int = 1
+    batch: int = 16
+    steps: int = 20
+    seed: int = 0
+    model: str | None = None
+    device: str = "cpu"
+    precision: str = "auto"
+    resume: bool = False
+    guidance: float | None = None
+    map_guidance: float | None = None
+    map_cleanup: int | None = None
+    scheduler: str = "dpmsolver++"
+    split: str = "train"
+    shard_size: int | None = None  # default: the resumed run's, else 256 rounded up to a multiple of batch
+    workers: int | None = None
+    progress: bool = True
+
+
+# -- prompts and seeds ---------------------------------------------------------------------------
+def read_prompts(
+    prompts_file: str | Path | None = None, captions_json: str | Path | None = None
+) -> list[str]:
+    """Prompts in their documented order: the non-blank lines of ``prompts_file`` (stripped), or
+    every caption of a COCO captions JSON sorted by (image id, caption id)."""
+    if (prompts_file is None) == (captions_json is None):
+        raise ConfigError("give exactly one of --prompts FILE and --captions CAPTIONS_JSON")
+    path = Path(prompts_file or captions_json)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist or is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if prompts_file is not None:
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        try:
+            annotations = json.loads(text)["annotations"]
+            ordered = sorted(annotations, key=lambda a: (int(a["image_id"]), int(a.get("id", 0))))
+            prompts = [" ".join(str(a["caption"]).split()) for a in ordered]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(
+                f"{path} is not a COCO captions JSON (annotations with image_id and caption): {exc}"
+            ) from None
+        prompts = [p for p in prompts if p]
+    if not prompts:
+        raise DataError(f"{path} holds no prompt")
+    return prompts
+
+
+def prompt_index(i: int, per_prompt: int, num_prompts: int) -> int:
+    """Which prompt pair ``i`` draws: ``per_prompt`` pairs per prompt, cycling through the list."""
+    return (i // per_prompt) % num_prompts
+
+
+def pair_seed(seed: int, i: int) -> int:
+    """The 64-bit seed of pair ``i``: a SeedSequence hash of ``(seed, i)``, so nearby runs and
+    nearby indices never share noise (``seed + i`` would: run 0's pair 1 = run 1's pair 0)."""
+    return int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
+
+
+def pair_generators(seed: int, indices) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(pair_seed(seed, i)) for i in indices]
+
+
+def file_name(index: int) -> str:
+    return f"{index + 1:012d}.png"
+
+
+# -- the output folder ---------------------------------------------------------------------------
+def paths(out: str | Path, split: str) -> dict[str, Path]:
+    out = Path(out)
+    return {
+        "images": out / f"{split}2017",
+        "panoptic": out / f"panoptic_{split}2017",
+        "panoptic_json": out / "annotations" / f"panoptic_{split}2017.json",
+        "captions_json": out / "annotations" / f"captions_{split}2017.json",
+        "shards": out / "shards",
+        "manifest": out / MANIFEST,
+    }
+
+
+def check_out_dir(out: Path, config: dict, resume: bool) -> None:
+    """Refuse a non-empty ``out`` without ``resume``; with it, refuse a folder that is not a
+    synthesize run or one made with other settings (its pairs would not match the new ones)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    manifest = out / MANIFEST
+    if not resume:
+        hint = "pass --resume to continue it" if manifest.is_file() else "choose another --out"
+        raise ConfigError(f"--out {out} exists and is not empty; {hint}")
+    if not manifest.is_file():
+        raise ConfigError(f"--out {out} holds files pandiff synthesize did not write ({MANIFEST} is missing); "
+                          "choose another --out")  # fmt: skip
+    try:
+        before = json.loads(manifest.read_text())["config"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{manifest} is corrupt ({exc}); choose another --out") from None
+    changed = [k for k in _OUTPUT_KEYS if before.get(k) != config[k]]
+    if changed:
+        diff = ", ".join(f"{k} {before.get(k)!r} -> {config[k]!r}" for k in changed)
+        raise ConfigError(f"--resume: {out} was made with other settings ({diff}); use the same ones")
+
+
+def start_out_dir(out: Path, config: dict, split: str) -> None:
+    p = paths(out, split)
+    for key in ("images", "panoptic", "shards"):
+        p[key].mkdir(parents=True, exist_ok=True)
+    p["panoptic_json"].parent.mkdir(exist_ok=True)
+    (out / MARKER).write_text("written by pandiff synthesize; continue it with --resume\n")
+    if not p["manifest"].is_file():
+        atomic_write_text(p["manifest"], json.dumps({"config": config}, indent=1))
+
+
+def shard_ranges(n: int, shard_size: int) -> list[range]:
+    return [range(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+
+
+def shard_file(out: Path, shard: int) -> Path:
+    return out / "shards" / f"shard-{shard:06d}.json"
+
+
+def done_shards(out: Path, split: str, shards: list[range]) -> set[int]:
+    """Shards whose record file exists and whose PNGs are all there (a record is written only
+    after its PNGs, so a missing PNG means the folder was tampered with: redo the shard)."""
+    p = paths(out, split)
+    done = set()
+    for s, indices in enumerate(shards):
+        f = shard_file(out, s)
+        if f.is_file() and all(
+            (p[k] / file_name(i)).is_file() for i in indices for k in ("images", "panoptic")
+        ):
+            done.add(s)
+    return done
+
+
+# -- sampling and writing ------------------------------------------------------------------------
+@torch.no_grad()
+def sample_pairs(pipe, prompts: list[str], generators: list[torch.Generator], steps: int, scales: dict):
+    """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
+    images and ``B K H W`` uint8 hard map bits, both on the CPU; the per-pair work (map decoding,
+    clean-up, PNG encoding) is left to :class:`PairWriter` so it can run in other processes."""
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    text, empty = pipe._encode_prompts(prompts)
+    sampler = LockstepSampler(pipe.model, pipe.schedule, pipe.scheduler, autocast_dtype=pipe.autocast_dtype)
+    out = sampler.sample(text, empty, pipe.latent_shape, pipe.map_shape, num_inference_steps=steps,
+                         generator=generators, **scales)  # fmt: skip
+    pixels = pipe.codec.decode(out.latents)
+    images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+    return images.cpu().numpy(), (out.map_bits > 0).byte().cpu().numpy()
+
+
+@dataclass
+class PairWriter:
+    """Turns one sampled pair into its two PNG files and its JSON record (picklable: it also runs
+    in worker processes)."""
+
+    table: object
+    bit_codec: object
+    cleanup: int
+    image_dir: Path
+    png_dir: Path
+
+    def __call__(self, item: tuple[int, str, np.ndarray, np.ndarray]) -> dict:
+        index, prompt, image, bits = item
+        pmap = self.bit_codec.decode_map(torch.from_numpy(bits), self.table)
+        if self.cleanup:
+            pmap = pmap.absorb_slivers(self.cleanup)
+        h, w = image.shape[:2]
+        if pmap.shape != (h, w):
+            pmap = pmap.resize(h)  # COCO wants the PNG at the image's size; upsampling is lossless
+        rgb, segments = pmap.to_coco()
+        # compress_level 1: PNG deflate at the default level costs more than sampling on a GPU.
+        Image.fromarray(image).save(self.image_dir / file_name(index), compress_level=1)
+        Image.fromarray(rgb).save(self.png_dir / file_name(index), compress_level=1)
+        return {"index": index, "caption": prompt, "height": h, "width": w, "segments_info": segments}
+
+
+def assemble(out: Path, split: str, n: int, shards: list[range], table, info: dict) -> None:
+    """Join the shard records into the panoptic and captions JSON files (atomically, each)."""
+    records = []
+    for s, indices in enumerate(shards):
+        part = json.loads(shard_file(out, s).read_text())
+        if [r["index"] for r in part] != list(indices):
+            raise DataError(f"{shard_file(out, s)} does not hold pairs {indices.start}..{indices.stop - 1}")
+        records += part
+    if len(records) != n:
+        raise DataError(f"the shards hold {len(records)} pairs, expected {n}")
+    images = [{"id": r["index"] + 1, "file_name": file_name(r["index"]), "height": r["height"],
+               "width": r["width"]} for r in records]  # fmt: skip
+    annotations = [{"image_id": r["index"] + 1, "file_name": file_name(r["index"]),
+                    "segments_info": r["segments_info"]} for r in records]  # fmt: skip
+    captions = [{"id": r["index"] + 1, "image_id": r["index"] + 1, "caption": r["caption"]} for r in records]
+    meta = {"description": "generated by pandiff synthesize", **info}
+    p = paths(out, split)
+    panoptic = {"info": meta, "licenses": [], "images": images, "annotations": annotations,
+                "categories": table.to_coco()}  # fmt: skip
+    atomic_write_text(p["panoptic_json"], json.dumps(panoptic, separators=(",", ":")))
+    caption_file = {"info": meta, "licenses": [], "images": images, "annotations": captions}
+    atomic_write_text(p["captions_json"], json.dumps(caption_file, separators=(",", ":")))
+
+
+def _writer_pool(workers: int, writer: PairWriter):
+    """Worker processes for the per-pair work while the device samples (none: inline). Spawned,
+    not forked: forking a process that holds a CUDA context is unsafe."""
+    if workers <= 0:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
+               scales: dict, cleanup: int, progress) -> int:  # fmt: skip
+    """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
+    are held at once (one being sampled, one being written), whatever ``n`` is."""
+    p = paths(opts.out, opts.split)
+    writer = PairWriter(pipe.table, pipe.bit_codec, cleanup, p["images"], p["panoptic"])
+    pool = _writer_pool(opts.workers or 0, writer)
+    batches = [(s, range(b, min(b + opts.batch, shards[s].stop)))
+               for s in mine for b in range(shards[s].start, shards[s].stop, opts.batch)]  # fmt: skip
+    records: dict[int, list[dict]] = {s: [] for s in mine}
+    written, pending = 0, None
+
+    def finish(job) -> int:  # collect one written batch; commit its shard when that is complete
+        s, results = job
+        records[s] += list(results)
+        if len(records[s]) < len(shards[s]):
+            return 0
+        atomic_write_text(shard_file(Path(opts.out), s), json.dumps(records.pop(s)))  # commits shard s
+        return len(shards[s])
+
+    try:
+        for s, idx in batches:
+            texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
+            images, bits = sample_pairs(pipe, texts, pair_generators(opts.seed, idx), opts.steps, scales)
+            if pending is not None:  # the previous batch was written while this one sampled
+                written += finish(pending)
+            items = list(zip(idx, texts, images, bits))
+            pending = (s, pool.map(writer, items) if pool else [writer(item) for item in items])
+            progress.update(len(idx))
+            # tqdm turns its rate into s/pair below 1 pair/s; the postfix always says pairs/s
+            elapsed = progress.format_dict["elapsed"]
+            progress.set_postfix_str(f"{progress.n / max(elapsed, 1e-9):.2f} pairs/s", refresh=False)
+        if pending is not None:
+            written += finish(pending)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return written
+
+
+def _resumed_shard_size(out: Path, resume: bool) -> int | None:
+    try:
+        return int(json.loads((out / MANIFEST).read_text())["config"]["shard_size"]) if resume else None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None  # no or a corrupt manifest: check_out_dir says what is wrong
+
+
+def _check(opts: SynthesizeOptions) -> None:
+    for name in ("n", "per_prompt", "batch", "steps", "shard_size"):
+        if getattr(opts, name) is not None and getattr(opts, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
+    if opts.precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {PRECISIONS}, got {opts.precision!r}")
+    if opts.split not in ("train", "val"):
+        raise ConfigError(f"--split must be train or val, got {opts.split!r}")
+
+
+def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
+    """Write (or finish, with ``opts.resume``) the dataset described in the module docstring.
+
+    ``pipe``: an already loaded pipeline (else ``opts.model`` is loaded); ``state``: an
+    ``accelerate.PartialState`` (else one is made: a single process unless launched by
+    ``accelerate launch`` or ``torchrun``). Returns a summary with the folder and the counts.
+    """
+    import hashlib
+    import time
+
+    from accelerate import PartialState
+
+    import pandiff
+
+    _check(opts)
+    out = Path(opts.out)
+    prompts = read_prompts(opts.prompts, opts.captions)
+    used = prompts[: -(-opts.n // opts.per_prompt)]
+    opts.shard_size = (
+        opts.shard_size or _resumed_shard_size(out, opts.resume) or -(-256 // opts.batch) * opts.batch
+    )  # the prompts pairs 0..n-1 draw
+    if state is None:  # under torchrun on a CPU accelerate needs cpu=True (../shared/LIBRARY-NOTES.md)
+        state = PartialState(cpu=not str(opts.device).startswith("cuda"))
+    device = state.device if state.num_processes > 1 and str(opts.device).startswith("cuda") else opts.device
+    if pipe is None:
+        from pandiff.pipeline import PanopticDiffusionPipeline
+
+        pipe = PanopticDiffusionPipeline.from_pretrained(opts.model, device=device, scheduler=opts.scheduler)
+    if opts.precision != "auto" or pipe.device.type == "cuda":
+        pipe.autocast_dtype = None if opts.precision == "fp32" else torch.bfloat16
+    pipe.check_prompts(used, truncate=opts.captions is not None)  # captions are cut, as prepare cuts them
+    scales = pipe.default_scales(opts.guidance, opts.map_guidance)
+    cleanup = pipe.cleanup_size(opts.map_cleanup)
+    config = {
+        "n": opts.n, "per_prompt": opts.per_prompt, "steps": opts.steps, "seed": opts.seed,
+        "model": str(opts.model or "bundled world-s"),
+        "precision": "fp32" if pipe.autocast_dtype is None else "bf16", **scales,
+        "map_cleanup": cleanup, "sampler": opts.scheduler, "split": opts.split,
+        "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
+        "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
+        "pandiff_version": pandiff.__version__,
+    }  # fmt: skip
+    # Every process checks before the main one writes anything, so all refuse alike.
+    check_out_dir(out, config, opts.resume)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        start_out_dir(out, config, opts.split)
+    state.wait_for_everyone()
+
+    shards = shard_ranges(opts.n, opts.shard_size)
+    done = done_shards(out, opts.split, shards)
+    todo = [s for s in range(len(shards)) if s not in done]
+    mine = todo[state.process_index :: state.num_processes]
+    total = sum(len(shards[s]) for s in mine)
+    begin = time.perf_counter()
+    with tqdm(total=total, unit="pair", desc=f"synthesize [{state.process_index + 1}/{state.num_processes}]",
+              disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
+        written = run_shards(pipe, opts, prompts, mine, shards, scales, cleanup, bar)
+    seconds = time.perf_counter() - begin
+    state.wait_for_everyone()
+    if state.is_main_process:
+        info = {k: v for k, v in config.items() if k not in ("shard_size", "prompts_sha256")}
+        assemble(out, opts.split, opts.n, shards, pipe.table, info)
+    state.wait_for_everyone()
+    return {
+        "out": str(out), "n": opts.n, "main": state.is_main_process, "resumed_shards": len(done), "written": written,
+        "processes": state.num_processes, "seconds": round(seconds, 2),
+        "pairs_per_second": round(written / seconds, 3) if seconds > 0 else None,
+    }  # fmt: skip
+
+
+def default_workers(device: str) -> int:
+    """Writer processes: none on a CPU (they would take cores from sampling), else up to 8."""
+    return 0 if not str(device).startswith("cuda") else min(8, max(1, (os.cpu_count() or 2) - 2))

@@ -1,0 +1,245 @@
+"""``pandiff synthesize``: pair i depends only on (seed, i) (batch, processes, a SIGKILL and
+--resume), foreign folders are refused, and the dataset reads back as COCO panoptic."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pandiff.data.coco import CocoPanoptic
+from pandiff.data.coco_format import rgb_to_id
+from pandiff.errors import ConfigError, DataError
+from pandiff.synthesize import (
+    SynthesizeOptions,
+    pair_generators,
+    pair_seed,
+    paths,
+    read_prompts,
+    shard_file,
+    synthesize,
+)
+
+PROMPTS = [
+    "two red circles on the grass",
+    "a blue square above a green star",
+    "a yellow triangle on the sand",
+]
+N, STEPS = 24, 4
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tiny_pipeline_dir):
+    from pandiff.pipeline import PanopticDiffusionPipeline
+
+    MODEL[:] = [str(tiny_pipeline_dir)]
+    return PanopticDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
+    path.write_text("\n".join([PROMPTS[0], "", "  ", *PROMPTS[1:]]) + "\n")  # blank lines are skipped
+    return path
+
+
+MODEL: list[str] = []  # the tiny pipeline's folder, set by the tiny_pipe fixture
+
+
+def options(out, prompts_file, **kw) -> SynthesizeOptions:
+    base = {"out": str(out), "n": N, "prompts": str(prompts_file), "per_prompt": 2, "batch": 4,
+            "steps": STEPS, "shard_size": 4, "precision": "bf16", "progress": False}  # fmt: skip
+    return SynthesizeOptions(**{**base, "model": MODEL[0], **kw})
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, tiny_pipe, prompts_file) -> Path:
+    """One uninterrupted single-process run at batch 4: the reference every other run must equal."""
+    out = tmp_path_factory.mktemp("straight") / "data"
+    synthesize(options(out, prompts_file), pipe=tiny_pipe)
+    return out
+
+
+def files(out: Path) -> dict[str, bytes]:
+    """Every file of a dataset but the run's own bookkeeping, by relative path."""
+    skip = {"synthesize.json", ".pandiff-output"}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in skip and "shards" not in p.parts
+    }
+
+
+def assert_same_dataset(a: Path, b: Path) -> None:
+    fa, fb = files(a), files(b)
+    assert sorted(fa) == sorted(fb)
+    different = [k for k in fa if fa[k] != fb[k]]
+    assert not different, f"files differ: {different[:5]}"
+
+
+def test_prompts_file_and_captions_order(tmp_path, prompts_file):
+    assert read_prompts(prompts_file) == PROMPTS
+    captions = {"annotations": [
+        {"id": 7, "image_id": 2, "caption": "b second"}, {"id": 9, "image_id": 1, "caption": "a  second"},
+        {"id": 3, "image_id": 2, "caption": "b first"}, {"id": 8, "image_id": 1, "caption": "a first"},
+    ]}  # fmt: skip
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps(captions))
+    assert read_prompts(captions_json=path) == ["a first", "a second", "b first", "b second"]
+    path.write_text("{}")
+    with pytest.raises(DataError, match="captions JSON"):
+        read_prompts(captions_json=path)
+    with pytest.raises(ConfigError, match="exactly one"):
+        read_prompts(prompts_file, path)
+
+
+def test_pair_seeds_differ_across_indices_and_runs():
+    seeds = {pair_seed(s, i) for s in range(3) for i in range(100)}
+    assert len(seeds) == 300  # seed + i would give 102 distinct values
+    assert pair_seed(0, 5) == pair_seed(0, 5)
+
+
+def test_dataset_reads_back_as_coco_panoptic(straight, tiny_pipe):
+    p = paths(straight, "train")
+    panoptic = json.loads(p["panoptic_json"].read_text())
+    captions = json.loads(p["captions_json"].read_text())
+    info = panoptic["info"]
+    assert info["steps"] == STEPS and info["seed"] == 0 and info["sampler"] == "dpmsolver++"
+    assert {"model", "guidance_scale", "map_guidance_scale", "pandiff_version"} <= set(info)
+    assert [im["id"] for im in panoptic["images"]] == list(range(1, N + 1))
+    # pair i draws prompt (i // per_prompt) mod len(prompts)
+    by_id = {c["image_id"]: c["caption"] for c in captions["annotations"]}
+    assert [by_id[i + 1] for i in range(N)] == [PROMPTS[(i // 2) % 3] for i in range(N)]
+    # panopticapi's checks: the PNG's ids are exactly the JSON's, areas are pixel counts
+    for ann in panoptic["annotations"]:
+        ids = rgb_to_id(np.asarray(Image.open(p["panoptic"] / ann["file_name"]).convert("RGB")))
+        segs = ann["segments_info"]
+        assert sorted(s["id"] for s in segs) == sorted(int(i) for i in np.unique(ids) if i != 0)
+        assert len({s["id"] for s in segs}) == len(segs)
+        for s in segs:
+            assert s["area"] == int((ids == s["id"]).sum())
+            ys, xs = np.nonzero(ids == s["id"])
+            assert s["bbox"] == [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1]
+        image = Image.open(p["images"] / ann["file_name"])
+        assert image.size == ids.shape[::-1] == (tiny_pipe.image_size,) * 2
+    first, second = (np.asarray(Image.open(p["images"] / f"{i:012d}.png")) for i in (1, 2))
+    assert not np.array_equal(first, second)  # one prompt, two pairs: their own noise each
+    data = CocoPanoptic(straight, "train", image_size=16, map_size=16)
+    assert len(data) == N and data.table.to_coco() == tiny_pipe.table.to_coco()
+    assert data[3]["captions"] == [PROMPTS[1]]
+    assert not any(straight.glob("**/*.tmp"))
+
+
+def test_pairs_equal_the_pipeline_with_the_same_generators(straight, tiny_pipe):
+    """The dataset's pairs are the pipeline's own (same prompt, same per-pair generator)."""
+    out = tiny_pipe(
+        PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
+        **tiny_pipe.default_scales(),
+    )  # fmt: skip
+    p = paths(straight, "train")
+    data = CocoPanoptic(straight, "train", image_size=16, map_size=16)
+    for k, index in enumerate((2, 3)):
+        assert np.array_equal(
+            np.asarray(Image.open(p["images"] / f"{index + 1:012d}.png")), np.asarray(out.images[k])
+        )
+        pmap = data.load_map(index)
+        assert np.array_equal(pmap.category, out.maps[k].category)
+
+
+def test_batch_size_does_not_change_the_pairs(tmp_path, straight, tiny_pipe, prompts_file):
+    """Batch 1 draws the same pairs as batch 4 (bf16 forwards on this CPU are batch-invariant;
+    see the module docstring of pandiff.synthesize)."""
+    synthesize(options(tmp_path / "b1", prompts_file, batch=1), pipe=tiny_pipe)
+    assert_same_dataset(straight, tmp_path / "b1")
+
+
+def test_resume_redoes_exactly_the_missing_shards(tmp_path, straight, tiny_pipe, prompts_file):
+    out = tmp_path / "data"
+    shutil.copytree(straight, out)
+    p = paths(out, "train")
+    p["panoptic_json"].unlink()  # as if killed before the assembly
+    p["captions_json"].unlink()
+    shard_file(out, 1).unlink()  # shard 1 (pairs 4..7) was not committed
+    (p["images"] / "000000000006.png").write_bytes(b"half a png")
+    (p["panoptic"] / "000000000009.png").unlink()  # shard 2 lost a PNG: redone too
+    summary = synthesize(options(out, prompts_file, resume=True), pipe=tiny_pipe)
+    assert summary["resumed_shards"] == N // 4 - 2 and summary["written"] == 4 + 4
+    assert_same_dataset(straight, out)
+
+
+def test_refuses_foreign_or_mismatched_folders(tmp_path, straight, tiny_pipe, prompts_file):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    for resume in (False, True):
+        with pytest.raises(ConfigError, match="choose another --out"):
+            synthesize(options(foreign, prompts_file, resume=resume), pipe=tiny_pipe)
+    assert [f.name for f in foreign.iterdir()] == ["notes.txt"]
+    with pytest.raises(ConfigError, match="pass --resume"):
+        synthesize(options(straight, prompts_file), pipe=tiny_pipe)
+    with pytest.raises(ConfigError, match="seed 0 -> 1"):
+        synthesize(options(straight, prompts_file, seed=1, resume=True), pipe=tiny_pipe)
+    with pytest.raises(ConfigError, match="--batch must be >= 1"):
+        synthesize(options(tmp_path / "new", prompts_file, batch=0), pipe=tiny_pipe)
+
+
+def _command(out: Path, model: Path, prompts_file: Path, *extra: str) -> list[str]:
+    return ["synthesize", "--out", str(out), "--model", str(model), "--prompts", str(prompts_file),
+            "--n", str(N), "--per-prompt", "2", "--batch", "4", "--shard-size", "4", "--steps", str(STEPS),
+            "--precision", "bf16", "--no-progress", *extra]  # fmt: skip
+
+
+def test_sigkill_then_resume_gives_the_straight_dataset(
+    tmp_path, straight, tiny_pipe, tiny_pipeline_dir, prompts_file
+):
+    """A real SIGKILL of ``pandiff synthesize`` after its first shard; --resume finishes it."""
+    out = tmp_path / "data"
+    # Batch 1 (same pairs, see the batch test) makes many small steps, so the kill lands mid-run.
+    args = _command(out, tiny_pipeline_dir, prompts_file, "--batch", "1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "pandiff.cli", *args], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not shard_file(out, 0).exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no shard within 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not paths(out, "train")["panoptic_json"].exists()  # killed before the end
+    summary = synthesize(options(out, prompts_file, resume=True), pipe=tiny_pipe)
+    assert 1 <= summary["resumed_shards"] < N // 4
+    assert_same_dataset(straight, out)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
+def test_two_cpu_processes_split_the_pairs(tmp_path, straight, tiny_pipeline_dir, prompts_file):
+    """torchrun with 2 CPU processes (gloo): each writes its own shards, the main one assembles,
+    and the dataset is the single process's. (``--`` stops torchrun's argparse from reading
+    ``--n`` as an abbreviation of its own options.)"""
+    out = tmp_path / "data"
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    result = subprocess.run(
+        ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "pandiff.cli", "--",
+         *_command(out, tiny_pipeline_dir, prompts_file)],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "over 2 process(es)" in result.stdout
+    assert_same_dataset(straight, out)
+
+
+def test_one_generator_per_sample_is_checked(tiny_pipe):
+    with pytest.raises(ConfigError, match="3 generators for 2 samples"):
+        tiny_pipe(PROMPTS[0], num_inference_steps=1, num_images=2, generator=pair_generators(0, range(3)))
