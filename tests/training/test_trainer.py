@@ -264,3 +264,30 @@ def test_resident_features_train_exactly_as_the_shard_stream(tmp_path, tiny_feat
     assert resident == streamed
     with pytest.raises(ConfigError, match="data.resident"):
         tiny_config(tmp_path / "c", tiny_features, "data.resident=true", "data.num_workers=2")
+
+
+def test_warm_start_carries_the_transformer_from_pixel_to_latent_space(tmp_path, tiny_model):
+    """model.warm_start: a latent-space model takes every matching weight of a pixel-space one (the
+    whole transformer, text and map parts); only the image patch embedding and head start afresh."""
+    from pandiff.model import pdm_from_preset
+    from pandiff.training.config import ModelConfig
+    from pandiff.training.setup import build_model
+
+    # 16 px pixels in 4x4 patches and 4x4x4 latents in 1x1 patches: 16 image + 16 map tokens each.
+    latent_fields = {**tiny_model, "latent_channels": 4, "latent_size": 4, "patch_size": 1, "patch_factor": 4}
+    torch.manual_seed(0)
+    pixel = pdm_from_preset("world-s", **tiny_model)
+    pixel.save_pretrained(tmp_path / "pixel")
+    warm = ModelConfig("world-s", "unified", latent_fields, warm_start=str(tmp_path / "pixel"))
+    latent = build_model(warm, 0)
+    scratch = build_model(ModelConfig("world-s", "unified", latent_fields), 0)
+    source, ours, cold = pixel.state_dict(), latent.state_dict(), scratch.state_dict()
+    fresh = {k for k in ours if k not in source or source[k].shape != ours[k].shape}
+    assert {k.split(".")[0] for k in fresh} == {"patch_embed", "decoder_pred", "final_layer"}
+    for k in ours:
+        assert torch.equal(ours[k], cold[k] if k in fresh else source[k]), k
+    deeper = ModelConfig(
+        "world-s", "unified", {**latent_fields, "depth": 4}, warm_start=str(tmp_path / "pixel")
+    )
+    with pytest.raises(ConfigError, match="warm_start"):
+        build_model(deeper, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 
 from pandiff.errors import ConfigError
 from pandiff.training.config import ModelConfig
+
+logger = logging.getLogger(__name__)
 
 
 def make_accelerator(mixed_precision: str, grad_accum: int, compile: bool = False) -> Accelerator:
@@ -39,6 +42,8 @@ def build_model(cfg: ModelConfig, seed: int) -> torch.nn.Module:
     ``cfg.init`` loads a whole saved model. ``cfg.image_stream`` (a saved ``UViT`` folder or a
     U-ViT checkpoint file) becomes the frozen image stream of a two-stream model, whose map stream
     starts as a copy of its blocks; a unified model starts its image part from it.
+    ``cfg.warm_start`` (a saved model folder) gives a new model every weight whose name and shape
+    match, e.g. a latent-space model the transformer of a pixel-space one.
     """
     from pandiff.model import PRESETS, load_pdm, load_uvit_checkpoint, pdm_from_preset
     from pandiff.model.pdm import PDMTwoStream
@@ -59,6 +64,8 @@ def build_model(cfg: ModelConfig, seed: int) -> torch.nn.Module:
             model = pdm_from_preset(cfg.preset, "image-only", **fields)
         else:
             model = pdm_from_preset(cfg.preset, cfg.variant, **cfg.overrides)
+            if cfg.warm_start is not None:
+                warm_start(model, cfg.warm_start)
             if cfg.image_stream is not None:
                 path = Path(cfg.image_stream)
                 load_uvit_checkpoint(
@@ -69,6 +76,35 @@ def build_model(cfg: ModelConfig, seed: int) -> torch.nn.Module:
             raise ConfigError(f"model.init {cfg.init} holds a {type(model).__name__}, not a two-stream model")
         model.freeze_image_stream()
     return model.train()
+
+
+def warm_start(model: torch.nn.Module, folder: str | Path) -> list[str]:
+    """Copy into ``model`` every weight of the saved model in ``folder`` whose name and shape match.
+
+    A pixel-space and a latent-space PDM with the same width, depth, text and map tokens differ
+    only in the image patch embedding and head, so the transformer (layout, counting, binding)
+    carries over and only the image projections start afresh.
+
+    Returns:
+        The names of ``model``'s weights left at their initial values (logged).
+    Raises:
+        ConfigError: nothing in ``folder`` fits, or the transformer blocks themselves do not.
+    """
+    from pandiff.model import load_pdm
+
+    source = load_pdm(folder).state_dict()
+    own = model.state_dict()
+    fits = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    fresh = sorted(k for k in own if k not in fits)
+    if not fits or any(k.startswith(("in_blocks", "mid_block", "out_blocks")) for k in fresh):
+        raise ConfigError(
+            f"model.warm_start {folder}: its transformer does not fit the {type(model).__name__} of this "
+            f"config ({len(fresh)} of {len(own)} weights differ, e.g. {fresh[:3]}); use a model of the "
+            "same width, depth and token counts"
+        )
+    model.load_state_dict(fits, strict=False)
+    logger.info("warm start from %s: %d weights copied, %d fresh: %s", folder, len(fits), len(fresh), fresh)
+    return fresh
 
 
 def _image_side(model):
