@@ -23,7 +23,7 @@ import numpy as np
 from pandiff.data.categories import CategoryTable
 from pandiff.errors import DataError
 
-_CODE = 65536  # instance indices stay below it (they are at most 2**instance_bits - 1)
+CODE_BASE = 65536  # codes(): category * CODE_BASE + instance (instances stay below 2**instance_bits)
 
 
 @dataclass
@@ -63,17 +63,17 @@ class PanopticMap:
     def codes(self) -> np.ndarray:
         """``H W`` int array with one code per ``(category, instance)`` pair: ``category * 65536 +
         instance``, sorted like the pairs (:meth:`from_codes` inverts it)."""
-        return self.category * _CODE + self.instance
+        return self.category * CODE_BASE + self.instance
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, table: CategoryTable) -> PanopticMap:
         """The map whose :meth:`codes` are ``codes``."""
-        return cls(codes // _CODE, codes % _CODE, table)
+        return cls(codes // CODE_BASE, codes % CODE_BASE, table)
 
     def segments(self) -> list[tuple[int, int]]:
         """Distinct non-void ``(category, instance)`` pairs, sorted."""
         ids = np.unique(self.codes()[self.category > 0])
-        return [(int(s // _CODE), int(s % _CODE)) for s in ids]
+        return [(int(s // CODE_BASE), int(s % CODE_BASE)) for s in ids]
 
     def thing_counts(self) -> dict[int, int]:
         """Number of identified instances (instance > 0) per thing category index."""

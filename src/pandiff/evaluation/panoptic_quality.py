@@ -1,19 +1,25 @@
-"""Panoptic quality (torchmetrics ``PanopticQuality``) and semantic mIoU between panoptic maps.
+"""Panoptic quality exactly as COCO's ``panopticapi`` computes it, and semantic mIoU.
 
 PQ (Kirillov et al. 2019): predicted and ground-truth segments of one category match when their
 IoU exceeds 0.5; per category ``PQ = sum(IoU of matches) / (TP + FP/2 + FN/2)`` = SQ x RQ, and the
-reported PQ is the mean over categories that occur in the predictions or the ground truth.
-How our maps meet torchmetrics:
+reported PQ is the mean over categories that occur in the predictions or the ground truth
+(``pq_things`` / ``pq_stuff``: over thing / stuff categories only). Void and crowd follow COCO's
+``pq_compute`` to the letter, so a reported PQ is comparable with published COCO numbers:
 
-* segments are ``(category index, instance index)`` pairs; things are the table's thing indices
-  and stuffs its stuff indices (disjoint sets, as torchmetrics requires);
-* void (category 0) is in neither set, so torchmetrics turns it into its own *void colour*: void
-  target pixels are ignored and a predicted segment lying mostly on void is no false positive
-  (``allow_unknown_preds_category=True`` lets predictions contain void too);
-* a ground-truth thing pixel with instance 0 (a COCO crowd region) is made void in the target,
-  so predictions on a crowd are neither rewarded nor punished, as in COCO's own PQ;
+* void (category 0) in the **ground truth**: the pixels a predicted segment puts on void are taken
+  out of that pair's union; a predicted segment more than half on void (plus crowd of its own
+  category) is no false positive;
+* void in the **prediction**: no segment; ground-truth pixels predicted void stay in the union
+  (a thing with 20 of its 50 pixels predicted void scores IoU 0.6, not 1.0);
+* a ground-truth thing pixel with instance 0 is that category's crowd region (COCO ``iscrowd``):
+  never matched, never a false negative, its pixels stay in every union, and it excuses unmatched
+  predictions of its category that lie on it;
 * a prediction of another size than its target is resized to the target's size first
   (:meth:`PanopticMap.resize`, mode pooling; square maps).
+
+Written here rather than taken from torchmetrics because torchmetrics' ``PanopticQuality`` differs
+from COCO on both counts (it drops ground-truth pixels predicted void from the union and has no
+crowd regions), and panopticapi itself is not packaged: it reads PNG/JSON folders only.
 
 Semantic mIoU (:class:`SemanticIoU`) accumulates one confusion matrix over the whole set
 (torchmetrics ``MulticlassJaccardIndex``, ``average="macro"``): IoU per category over all
@@ -27,7 +33,7 @@ import numpy as np
 import torch
 
 from pandiff.data.categories import CategoryTable
-from pandiff.data.panoptic_map import PanopticMap
+from pandiff.data.panoptic_map import CODE_BASE, PanopticMap
 from pandiff.errors import DataError
 
 
@@ -44,31 +50,50 @@ def align_to(pred: PanopticMap, target: PanopticMap, table: CategoryTable) -> Pa
     return pred
 
 
-def panoptic_tensor(pmap: PanopticMap) -> torch.Tensor:
-    """``H W 2`` long tensor of ``(category, instance)`` pairs, torchmetrics' layout."""
-    return torch.from_numpy(np.stack([pmap.category, pmap.instance], axis=-1))
+def _areas(ids: np.ndarray) -> dict[int, int]:
+    """Pixels of every non-void segment id."""
+    segs, area = np.unique(ids[ids > 0], return_counts=True)
+    return dict(zip(segs.tolist(), area.tolist()))
 
 
 class PanopticScorer:
-    """Accumulates PQ, SQ and RQ over (prediction, target) map pairs; see the module docstring."""
+    """Accumulates COCO's PQ, SQ and RQ over (prediction, target) map pairs; see the module docstring."""
 
     def __init__(self, table: CategoryTable) -> None:
-        from torchmetrics.detection import PanopticQuality
-
         self.table = table
-        self.things = table.thing_indices()
-        self.stuffs = table.stuff_indices()
-        self.metric = PanopticQuality(
-            things=set(self.things), stuffs=set(self.stuffs), allow_unknown_preds_category=True
-        )
+        self.isthing = np.asarray(table.isthing_lut(), dtype=bool)  # by category index, 0 = void
+        k = len(table) + 1
+        self.tp, self.fp, self.fn = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
+        self.iou_sum = np.zeros(k, np.float64)
         self.count = 0
 
     def update(self, pred: PanopticMap, target: PanopticMap) -> None:
         pred = align_to(pred, target, self.table)
-        crowd = np.array(self.table.isthing_lut())[target.category] & (target.instance == 0)
-        target_category = np.where(crowd, 0, target.category)
-        gt = PanopticMap(target_category, target.instance, self.table)
-        self.metric.update(panoptic_tensor(pred)[None], panoptic_tensor(gt)[None])  # 1 H W 2
+        # One id per segment (PanopticMap.codes); 0 = void, whatever the instance.
+        gt_ids = np.where(target.category > 0, target.codes(), 0).ravel()
+        pred_ids = np.where(pred.category > 0, pred.codes(), 0).ravel()
+        pairs, counts = np.unique(np.stack([gt_ids, pred_ids]), axis=1, return_counts=True)
+        overlap = {(int(g), int(p)): int(n) for (g, p), n in zip(pairs.T, counts)}  # pixels per pair
+        gt_area = _areas(gt_ids)
+        pred_area = _areas(pred_ids)
+        crowd = {g for g in gt_area if self.isthing[g // CODE_BASE] and g % CODE_BASE == 0}
+        matched_gt, matched_pred = set(), set()
+        for (g, p), n in overlap.items():
+            if g == 0 or p == 0 or g in crowd or g // CODE_BASE != p // CODE_BASE:
+                continue
+            iou = n / (pred_area[p] + gt_area[g] - n - overlap.get((0, p), 0))
+            if iou > 0.5:  # IoU > 0.5 makes the match unique
+                self.tp[g // CODE_BASE] += 1
+                self.iou_sum[g // CODE_BASE] += iou
+                matched_gt.add(g)
+                matched_pred.add(p)
+        for g in set(gt_area) - matched_gt - crowd:
+            self.fn[g // CODE_BASE] += 1
+        for p in set(pred_area) - matched_pred:
+            crowd_id = p // CODE_BASE * CODE_BASE  # its category's crowd region, if the target has one
+            excused = overlap.get((0, p), 0) + (overlap.get((crowd_id, p), 0) if crowd_id in crowd else 0)
+            if excused / pred_area[p] <= 0.5:
+                self.fp[p // CODE_BASE] += 1
         self.count += 1
 
     def compute(self) -> dict[str, float]:
@@ -76,16 +101,19 @@ class PanopticScorer:
 
         A value is NaN when no category of its kind occurs in predictions or targets.
         """
-        m = self.metric
-        tp, fp, fn = m.true_positives.double(), m.false_positives.double(), m.false_negatives.double()
-        seen = (tp + 0.5 * fp + 0.5 * fn) > 0  # continuous ids: sorted things, then sorted stuffs
-        sq = torch.where(tp > 0, m.iou_sum.double() / tp.clamp(min=1), torch.zeros_like(tp))
-        rq = torch.where(seen, tp / (tp + 0.5 * fp + 0.5 * fn).clamp(min=1e-12), torch.zeros_like(tp))
+        tp, fp, fn = (
+            self.tp[1:].astype(np.float64),
+            self.fp[1:].astype(np.float64),
+            self.fn[1:].astype(np.float64),
+        )
+        seen = (tp + fp + fn) > 0
+        sq = np.where(tp > 0, self.iou_sum[1:] / np.maximum(tp, 1), 0.0)
+        rq = np.where(seen, tp / np.maximum(tp + 0.5 * fp + 0.5 * fn, 1e-12), 0.0)
         pq = sq * rq
-        is_thing = torch.arange(len(tp)) < len(self.things)
+        is_thing = self.isthing[1:]
 
-        def mean(values: torch.Tensor, mask: torch.Tensor) -> float:
-            return float(values[mask].mean()) if bool(mask.any()) else float("nan")
+        def mean(values: np.ndarray, mask: np.ndarray) -> float:
+            return float(values[mask].mean()) if mask.any() else float("nan")
 
         return {
             "pq": mean(pq, seen),
