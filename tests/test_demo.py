@@ -43,6 +43,7 @@ def _request(url, method="GET", body=None, headers=None):
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **(headers or {})} if method == "POST" else headers
     conn.request(method, parts.path, body=data, headers=headers or {})
     response = conn.getresponse()
     result = response.status, dict(response.getheaders()), response.read()
@@ -376,3 +377,65 @@ def test_page_in_headless_chromium(demo, generated, tmp_path, monkeypatch):
         assert fetched and all(url.startswith(demo.url) for url in fetched)
     finally:
         driver.quit()
+
+
+def test_cross_site_and_malformed_posts_are_refused_before_any_work(demo, monkeypatch):
+    """A page elsewhere cannot make the visitor's demo generate (issue 18): no text/plain or form
+    POST, no foreign Origin or Sec-Fetch-Site; deep JSON answers 400, not a dropped connection."""
+    calls = []
+    monkeypatch.setattr(demo.app, "generate", lambda body: calls.append(body) or {})
+    url, body = demo.url + "api/generate", {"prompt": PROMPT, "steps": 2}
+    host = urlsplit(demo.url).netloc
+    cases = [
+        ({"Content-Type": "text/plain", "Origin": "http://evil.example"}, 415, "application/json"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "application/json"),
+        ({"Origin": "http://evil.example"}, 403, "cross-site"),
+        ({"Origin": "null"}, 403, "cross-site"),
+        ({"Sec-Fetch-Site": "cross-site"}, 403, "cross-site"),
+        ({"Sec-Fetch-Site": "same-site"}, 403, "cross-site"),
+    ]
+    for headers, code, message in cases:
+        status, _, data = _request(url, "POST", body, headers)
+        assert status == code and message in json.loads(data)["error"], headers
+    assert calls == []
+    same = {"Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"}
+    assert _request(url, "POST", body, same)[0] == 200 and len(calls) == 1
+    status, _, data = _request(url, "POST", b"[" * 200_000 + b"]" * 200_000)
+    assert status == 400 and "nested too deeply" in json.loads(data)["error"]
+
+
+def test_a_stalled_body_is_cut_off(demo, monkeypatch):
+    import socket
+
+    from pandiff.demo.server import DemoHandler
+
+    monkeypatch.setattr(DemoHandler, "timeout", 0.5)
+    parts = urlsplit(demo.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /api/generate HTTP/1.1\r\nHost: " + parts.netloc.encode() + b"\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"prompt"'
+        )
+        answer = conn.recv(4096)
+    assert answer.startswith((b"HTTP/1.0 408", b"HTTP/1.1 408"))
+
+
+def test_a_bomb_png_upload_is_a_400(demo, generated):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0))
+    bomb += chunk(b"IEND", b"")
+    _, archive = generated
+    body = {
+        "prompt": "a scene",
+        "steps": 2,
+        "map_png": _b64(bomb),
+        "map_json": _b64(archive.read("panoptic.json")),
+    }
+    body["map_name"] = "000.png"
+    status, answer = _post(demo, "/api/map2image", body)
+    assert status == 400 and "decompression bomb" in answer["error"]

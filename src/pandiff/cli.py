@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pandiff.errors import PandiffError
+    from pandiff.errors import PandiffError, describe_environment_error
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
@@ -48,14 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    debug = os.environ.get("PANDIFF_DEBUG", "") not in ("", "0")
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except PandiffError as exc:
+        if debug:
+            raise
         print(f"pandiff {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"pandiff {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a full disk, a permission, memory: one line, not a traceback
+        message = describe_environment_error(exc)
+        if message is None or debug:
+            raise
+        print(f"pandiff {args.command}: error: {message} (PANDIFF_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

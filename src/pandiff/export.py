@@ -15,7 +15,6 @@ The folder is written under a temporary name and renamed into place at the end
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,15 +25,7 @@ from pandiff.data.categories import CategoryTable
 from pandiff.data.palette import colorize, overlay
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError
-from pandiff.io import atomic_dir
-
-
-def check_output_dir(out: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing output folder unless ``overwrite``."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"output folder {out} exists; choose another --out or pass --overwrite")
-    return out
+from pandiff.io import atomic_dir, check_output_dir, write_json
 
 
 def write_export(
@@ -78,8 +69,9 @@ def write_export(
             "annotations": annotations,
             "categories": table.to_coco(),
         }
-        (tmp / "panoptic.json").write_text(json.dumps(panoptic))
-        (tmp / "captions.json").write_text(
-            json.dumps({"info": meta, "images": image_entries, "annotations": captions, "licenses": []})
+        write_json(tmp / "panoptic.json", panoptic)
+        write_json(
+            tmp / "captions.json",
+            {"info": meta, "images": image_entries, "annotations": captions, "licenses": []},
         )
     return out

@@ -10,9 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pandiff import checks
+from pandiff.checks import finite_float
 from pandiff.data.categories import CategoryTable
+from pandiff.data.coco_format import check_segments_info
 from pandiff.data.panoptic_map import PanopticMap
-from pandiff.errors import ConfigError, DataError
+from pandiff.errors import DataError
+from pandiff.io import check_output_dir
+from pandiff.pipeline_spec import DEFAULT_MODEL_DIR
 
 
 def add_common(p: argparse.ArgumentParser, default_n: int) -> None:
@@ -25,10 +30,12 @@ def add_common(p: argparse.ArgumentParser, default_n: int) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="random seed; equal seeds give equal outputs (default 0)"
     )
-    p.add_argument("--guidance", type=float, default=None, help="text guidance scale (default: the model's)")
+    p.add_argument(
+        "--guidance", type=finite_float, default=None, help="text guidance scale (default: the model's)"
+    )
     p.add_argument(
         "--map-guidance",
-        type=float,
+        type=finite_float,
         default=None,
         help="classifier-free map guidance scale (default: the model's)",
     )
@@ -44,7 +51,14 @@ def add_common(p: argparse.ArgumentParser, default_n: int) -> None:
         "--scheduler", default="dpmsolver++", choices=["dpmsolver++", "ddim", "ddpm"], help="sampler"
     )
     p.add_argument("--out", default="outputs/generate", help="output folder (default outputs/generate)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier output of pandiff at --out (never a folder or file pandiff did not write)",
+    )
+    p.add_argument(
+        "--batch", type=int, default=16, help="samples per model call; bounds memory for any --n (default 16)"
+    )
     p.add_argument("--resize", action="store_true", help="allow lossy resizing of a given map or image")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
@@ -84,16 +98,20 @@ def read_panoptic_png(png: str | Path, json_path: str | Path | None, table: Cate
             f"(looked for {', '.join(str(c) for c in candidates)})"
         )
     try:
-        data = json.loads(found.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(found.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{found} is not valid JSON: {exc}") from None
-    entry = next((a for a in data.get("annotations", []) if a.get("file_name") == png.name), None)
+    annotations = data.get("annotations") if isinstance(data, dict) else None
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+        raise DataError(
+            f"{found} is not a COCO panoptic JSON: it needs an object whose 'annotations' is a list of "
+            "objects (each with file_name and segments_info)"
+        )
+    entry = next((a for a in annotations if a.get("file_name") == png.name), None)
     if entry is None:
         raise DataError(f"{found} has no annotation whose file_name is {png.name}")
-    try:
-        rgb = np.asarray(Image.open(png).convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read the map {png}: {exc}") from None
+    check_segments_info(entry.get("segments_info"), table, f"{found} ({png.name})")
+    rgb = np.asarray(_open_rgb(png, "map"))
     pmap, _ = PanopticMap.from_coco(rgb, entry["segments_info"], table)
     return pmap
 
@@ -102,49 +120,68 @@ def read_image(path: str | Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image file {path} does not exist")
+    return _open_rgb(path, "image")
+
+
+def _open_rgb(path: Path, what: str) -> Image.Image:
+    """Decode an image file to RGB; an unreadable, truncated or decompression-bomb file (a header
+    claiming 40000x40000 pixels) is a DataError, not a traceback or an out-of-memory kill."""
     try:
-        return Image.open(path).convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read the image {path}: {exc}") from None
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read the {what} {path}: {exc}") from None
+    if 0 in rgb.size:
+        raise DataError(f"the {what} {path} is empty ({rgb.size[0]}x{rgb.size[1]} pixels)")
+    return rgb
 
 
 def _check_args(args) -> None:
-    if args.steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
-    for name in ("guidance", "map_guidance", "map_cleanup"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    """Every option, before the model loads or anything is written (sampler steps are bounded
+    by the model's schedule when it has loaded)."""
+    checks.number(args.steps, "--steps", 1, integer=True)
+    checks.number(args.n, "--n", 1, 1_000_000, integer=True)
+    checks.number(args.batch, "--batch", 1, 4096, integer=True)
+    checks.seed(args.seed)
+    for name in ("guidance", "map_guidance"):
+        if getattr(args, name) is not None:
+            checks.guidance(getattr(args, name), f"--{name.replace('_', '-')}")
+    if args.map_cleanup is not None:
+        checks.number(args.map_cleanup, "--map-cleanup", 0, integer=True)
+    checks.device(args.device)
+    model = Path(args.model) if args.model else DEFAULT_MODEL_DIR
+    check_output_dir(args.out, args.overwrite, protect=[model])
 
 
 def _run(args, image: Image.Image | None = None) -> int:
     import torch
 
-    from pandiff.export import check_output_dir, write_export
-    from pandiff.pipeline import PanopticDiffusionPipeline
+    from pandiff.export import write_export
+    from pandiff.pipeline import PanopticDiffusionPipeline, PipelineOutput
 
-    _check_args(args)
-    check_output_dir(args.out, args.overwrite)
     start = time.perf_counter()
     pipe = PanopticDiffusionPipeline.from_pretrained(args.model, device=args.device, scheduler=args.scheduler)
     pmap = read_panoptic_png(args.map, args.map_json, pipe.table) if getattr(args, "map", None) else None
     pipe.check_prompts(args.prompt)
     loaded = time.perf_counter()
     scales = pipe.default_scales(args.guidance, args.map_guidance)
-    out = pipe(
-        args.prompt,
-        num_inference_steps=args.steps,
-        num_images=args.n,
-        generator=torch.Generator().manual_seed(args.seed),
-        map=pmap,
-        image=image,
-        resize=args.resize,
-        progress=True,
-        map_cleanup=args.map_cleanup,
-        **scales,
-    )
+    generator = torch.Generator().manual_seed(args.seed)
+    out = PipelineOutput([], [], [], [])
+    for first in range(0, args.n, args.batch):  # batches of --batch keep memory bounded for any --n
+        part = pipe(
+            args.prompt,
+            num_inference_steps=args.steps,
+            num_images=min(args.batch, args.n - first),
+            generator=generator,
+            map=pmap,
+            image=image,
+            resize=args.resize,
+            progress=True,
+            map_cleanup=args.map_cleanup,
+            **scales,
+        )
+        for key in ("prompts", "images", "maps", "overlays"):
+            getattr(out, key).extend(getattr(part, key))
     done = time.perf_counter()
     info = {
         "model": str(args.model or "bundled world-s"),
@@ -164,8 +201,10 @@ def _run(args, image: Image.Image | None = None) -> int:
 
 
 def run(args) -> int:
+    _check_args(args)
     return _run(args)
 
 
 def run_segment(args) -> int:
+    _check_args(args)
     return _run(args, image=read_image(args.image))

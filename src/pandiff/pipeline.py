@@ -13,7 +13,7 @@ returns PIL images, :class:`PanopticMap` objects and overlays.
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pandiff import checks
 from pandiff.data.analog_bits import MapBitCodec
 from pandiff.data.categories import CategoryTable
 from pandiff.data.palette import colorize, overlay
@@ -29,12 +30,11 @@ from pandiff.data.panoptic_map import PanopticMap, canonicalize, center_crop_box
 from pandiff.diffusion.sampler import LockstepSampler
 from pandiff.diffusion.schedule import NoiseSchedule
 from pandiff.errors import ConfigError, DataError, WeightsError
+from pandiff.pipeline_spec import DEFAULT_MODEL_DIR, read_pipeline_spec, schedule_from_spec
 
-PIPELINE_FILE = "pandiff_pipeline.json"
 # Side of the block a generated map segment must contain to survive decoding (smaller pieces are
 # bit-threshold rims, see PanopticMap.absorb_slivers); 0 keeps the thresholded bits as they are.
 MAP_CLEANUP = 3
-DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "world-s"
 
 
 @dataclass
@@ -115,21 +115,8 @@ class PanopticDiffusionPipeline:
         from pandiff.model import load_pdm
 
         folder = Path(folder) if folder is not None else DEFAULT_MODEL_DIR
-        spec_path = folder / PIPELINE_FILE
-        if not folder.is_dir():
-            raise WeightsError(f"model folder {folder} does not exist; pass --model with a pipeline folder")
-        if not spec_path.is_file():
-            raise WeightsError(
-                f"{folder} is not a pandiff pipeline folder: {PIPELINE_FILE} is missing "
-                "(export one with `pandiff train ... --export DIR`)"
-            )
-        try:
-            spec = json.loads(spec_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise WeightsError(f"{spec_path} is not valid JSON: {exc}") from None
-        missing = [k for k in ("codec", "text_encoder", "categories") if k not in spec]
-        if missing:
-            raise WeightsError(f"{spec_path} lacks {', '.join(missing)}; re-export the pipeline")
+        device = checks.device(device, "device")
+        spec = read_pipeline_spec(folder)
         model = load_pdm(folder / spec.get("model", "model"))
         if not getattr(model, "with_map", True):
             raise WeightsError(
@@ -143,15 +130,15 @@ class PanopticDiffusionPipeline:
         text_encoder = load_text_encoder(
             spec["text_encoder"], max_length=model.config.text_len, device=device
         )
-        schedule = NoiseSchedule(**spec.get("schedule", {}))
+        schedule = schedule_from_spec(spec, folder)
         pipe = cls(
             model.to(device),
             codec,
             text_encoder,
             schedule,
             CategoryTable.from_coco(spec["categories"]),
-            instance_bits=int(spec.get("instance_bits", 3)),
-            image_size=int(spec.get("image_size", 64)),
+            instance_bits=spec["instance_bits"],
+            image_size=spec["image_size"],
             scheduler=scheduler,
         )
         if hasattr(codec, "to"):
@@ -172,10 +159,9 @@ class PanopticDiffusionPipeline:
 
     def cleanup_size(self, map_cleanup: int | None = None) -> int:
         """The sliver size a call uses: ``map_cleanup``, else the model folder's (see ``__call__``)."""
-        size = self.map_cleanup if map_cleanup is None else int(map_cleanup)
-        if size < 0:
-            raise ConfigError(f"map_cleanup must be >= 0 (0 = off), got {size}")
-        return size
+        size = self.map_cleanup if map_cleanup is None else map_cleanup
+        # A block wider than the map would absorb every segment (and its search grows with the side).
+        return checks.number(size, "map_cleanup", 0, self.map_size, integer=True, hint=" (0 = off)")
 
     @property
     def device(self) -> torch.device:
@@ -185,14 +171,27 @@ class PanopticDiffusionPipeline:
     def check_prompts(self, prompt: str | Sequence[str], truncate: bool = False) -> list[str]:
         """Validate prompts: non-empty strings that fit the text encoder's window (``truncate``:
         longer prompts are cut to the window instead, as ``pandiff prepare`` cut training captions)."""
+        if not isinstance(prompt, (str, Sequence)):
+            raise TypeError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ConfigError("no prompt given")
         limit = self.text_encoder.max_length
         for p in prompts:
-            if not isinstance(p, str) or not p.strip():
+            if not isinstance(p, str):
+                raise TypeError(f"each prompt must be a string, got {type(p).__name__}")
+            if not p.isprintable() and not p.replace("\n", " ").replace("\t", " ").isprintable():
+                # Bytes that are not UTF-8 reach argv as lone surrogates, which no tokenizer reads.
+                raise ConfigError("the prompt holds bytes that are not UTF-8 text or control characters")
+            if not p.strip():
                 raise ConfigError(
                     "the prompt is empty; describe the scene, e.g. 'two red circles on the grass'"
+                )
+            if not self.text_encoder.known_words(p):
+                warnings.warn(
+                    f"no word of the prompt {p[:60]!r} is in the text encoder's vocabulary; the model "
+                    "has nothing to follow and draws a guess",
+                    stacklevel=2,
                 )
             n = self.text_encoder.count_tokens(p)
             if n > limit and not truncate:
@@ -226,7 +225,9 @@ class PanopticDiffusionPipeline:
 
     def prepare_image(self, image: Image.Image | np.ndarray, resize: bool = False) -> torch.Tensor:
         """A given RGB image -> ``3 S S`` float in ``[-1, 1]`` at the model's image size."""
-        img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        img = image if isinstance(image, Image.Image) else Image.fromarray(_rgb_array(image))
+        if 0 in img.size:
+            raise DataError(f"the image is empty ({img.size[0]}x{img.size[1]} pixels)")
         img = img.convert("RGB")
         s = self.image_size
         if img.size != (s, s):
@@ -283,8 +284,7 @@ class PanopticDiffusionPipeline:
         """
         prompts = self.check_prompts(prompt, truncate)
         cleanup = self.cleanup_size(map_cleanup)
-        if num_images < 1:
-            raise ConfigError(f"num_images must be >= 1, got {num_images}")
+        checks.number(num_images, "num_images", 1, 100_000, integer=True)
         if mask is not None and map is None and image is None:
             raise ConfigError("a mask needs the image and/or map whose unmasked part is kept")
         maps_in = _per_prompt(map, PanopticMap, len(prompts), "map")
@@ -302,7 +302,7 @@ class PanopticDiffusionPipeline:
             given_latents = _expand(self.codec.encode(pixels), b, num_images)
         image_mask = map_mask = None
         if mask is not None:
-            mask_t = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None].to(dev)
+            mask_t = torch.as_tensor(_mask_array(mask), dtype=torch.float32)[None, None].to(dev)
             if image is not None:
                 image_mask = _resize_mask(mask_t, self.latent_shape[1]).expand(b, -1, -1, -1)
             if map is not None:
@@ -366,3 +366,29 @@ def _resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
         raise DataError(f"the mask must be square, got {tuple(mask.shape[-2:])}")
     idx = (torch.arange(size) * m) // size
     return (mask[..., idx, :][..., :, idx] > 0.5).float()
+
+
+def _rgb_array(image) -> np.ndarray:
+    """An image given as an array: ``H W 3`` (or ``H W``) uint8 in 0..255, as PIL would read it."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise TypeError(
+            f"an image array must be uint8 (0..255), got {arr.dtype}; convert a float image in [0, 1] "
+            "with (x * 255).round().astype(np.uint8), or pass a PIL image"
+        )
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise DataError(f"an image array must be H x W x 3 (RGB), got shape {arr.shape}")
+    return arr
+
+
+def _mask_array(mask) -> np.ndarray:
+    """A mask: a non-empty ``H W`` array of 0 (keep) and 1 (generate), no NaN."""
+    try:
+        arr = np.asarray(mask, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"mask must be an H x W array of 0 and 1, got {type(mask).__name__}") from None
+    if arr.ndim != 2 or arr.size == 0:
+        raise DataError(f"mask must be a non-empty H x W array, got shape {arr.shape}")
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise DataError("mask values must lie in [0, 1] (1 = generate, 0 = keep), without NaN")
+    return arr

@@ -93,6 +93,7 @@ def test_save_load_round_trip_exact(tiny_vae, images, tmp_path):
     # Saving again over the folder replaces it whole.
     tiny_vae.save_pretrained(tmp_path / "vae")
     assert sorted(p.name for p in (tmp_path / "vae").iterdir()) == [
+        ".pandiff-output",  # the marker that lets a later --overwrite replace the folder
         "config.json",
         "diffusion_pytorch_model.safetensors",
     ]

@@ -72,6 +72,7 @@ def test_registered_as_subcommand():
 
 def test_writes_loadable_codec_and_record(trained, world):
     assert sorted(p.name for p in trained.iterdir()) == [
+        ".pandiff-output",
         "config.json",
         "diffusion_pytorch_model.safetensors",
         "training.json",

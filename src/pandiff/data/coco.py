@@ -47,6 +47,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from pandiff.data.categories import CategoryTable
+from pandiff.data.coco_format import check_segments_info, coco_id
 from pandiff.data.panoptic_map import PanopticMap, canonicalize, center_crop_box
 from pandiff.errors import ConfigError, DataError
 
@@ -182,14 +183,15 @@ class CocoPanoptic(Dataset):
         images: dict[int, dict] = {}
         for entry in _field(panoptic, "images", self.panoptic_json):
             _require(entry, ("id", "file_name", "height", "width"), "panoptic JSON 'images'")
-            if int(entry["id"]) in images:
-                raise DataError(f"panoptic JSON lists image id {entry['id']} twice")
-            images[int(entry["id"])] = entry
+            image_id = coco_id(entry["id"], "panoptic JSON 'images': id")
+            if image_id in images:
+                raise DataError(f"panoptic JSON lists image id {image_id} twice")
+            images[image_id] = entry
 
         annotations: dict[int, dict] = {}
         for ann in _field(panoptic, "annotations", self.panoptic_json):
             _require(ann, ("image_id", "file_name", "segments_info"), "panoptic JSON 'annotations'")
-            image_id = int(ann["image_id"])
+            image_id = coco_id(ann["image_id"], "panoptic JSON 'annotations': image_id")
             if image_id not in images:
                 raise DataError(
                     f"panoptic JSON has an annotation for image id {image_id} that its 'images' list "
@@ -249,18 +251,7 @@ class CocoPanoptic(Dataset):
 
     def _segments(self, image_id: int, segments_info: list[dict]) -> np.ndarray:
         """``segments_info`` -> ``n 3`` int64 (segment id, COCO category id, iscrowd), validated."""
-        rows = []
-        for seg in segments_info:
-            _require(seg, ("id", "category_id"), f"segments_info of image id {image_id}")
-            try:
-                self.table.index_of_coco_id(seg["category_id"])
-            except DataError as exc:
-                raise DataError(f"image id {image_id}: {exc}") from None
-            rows.append((int(seg["id"]), int(seg["category_id"]), int(bool(seg.get("iscrowd", 0)))))
-        segments = np.array(rows, dtype=np.int64).reshape(-1, 3)
-        if len(np.unique(segments[:, 0])) != len(segments):
-            raise DataError(f"segments_info of image id {image_id} lists a segment id twice")
-        return segments
+        return check_segments_info(segments_info, self.table, f"segments_info of image id {image_id}")
 
     def _overflow(self, segments: np.ndarray) -> int:
         """Thing instances beyond the budget, counted per category as ``PanopticMap.from_coco`` merges them."""

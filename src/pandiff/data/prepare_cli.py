@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from pandiff import checks
+from pandiff.checks import finite_float
 from pandiff.data.shards import (
     MANIFEST,
     FeatureManifest,
@@ -35,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="feature folder to write (resumed when it exists)")
     p.add_argument("--codec", required=True, help="image codec folder, hub id, or 'identity' (pixel space)")
-    p.add_argument("--scaling-factor", type=float, default=None, help="override the codec's latent scale")
+    p.add_argument(
+        "--scaling-factor", type=finite_float, default=None, help="override the codec's latent scale"
+    )
     p.add_argument("--text-encoder", default="minilm", help="'minilm' (bundled), a folder or a hub id")
     p.add_argument(
         "--text-max-length", type=int, default=None, help="tokens per caption (default: encoder's)"
@@ -59,9 +63,21 @@ def run(args: argparse.Namespace) -> int:
     from pandiff.encoders.codec import load_codec
     from pandiff.encoders.text import load_text_encoder
 
-    for name in ("image_size", "map_size", "shard_size", "max_captions", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    # Upper bounds: a 100000 px map asks for tens of GiB per item before anything is written.
+    bounds = {
+        "image_size": 4096,
+        "map_size": 4096,
+        "shard_size": 1 << 20,
+        "max_captions": 100,
+        "batch_size": 4096,
+    }
+    for name, hi in bounds.items():
+        checks.number(getattr(args, name), f"--{name.replace('_', '-')}", 1, hi, integer=True)
+    checks.number(args.workers, "--workers", 0, 256, integer=True)
+    checks.number(args.instance_bits, "--instance-bits", 0, 16, integer=True)
+    if args.scaling_factor is not None:
+        checks.positive_float(args.scaling_factor, "--scaling-factor")
+    checks.device(args.device)
     codec = load_codec(args.codec, scaling_factor=args.scaling_factor, device=args.device)
     text_encoder = load_text_encoder(args.text_encoder, max_length=args.text_max_length, device=args.device)
     manifest = prepare_features(

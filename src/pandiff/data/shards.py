@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from pandiff.data.categories import CategoryTable
 from pandiff.errors import DataError
-from pandiff.io import atomic_path, atomic_write_text
+from pandiff.io import atomic_path, write_json
 
 FORMAT = "pandiff-features/1"
 MANIFEST = "manifest.json"
@@ -231,7 +231,7 @@ class FeatureManifest:
         return str(self.data["config_hash"])
 
     def save(self) -> None:
-        atomic_write_text(self.folder / MANIFEST, json.dumps(self.data, indent=1) + "\n")
+        write_json(self.folder / MANIFEST, self.data, indent=1)
 
     # -- splits ------------------------------------------------------------------------------------
     def split(self, name: str) -> dict:

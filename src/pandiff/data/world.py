@@ -68,6 +68,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pandiff import checks
 from pandiff.data.categories import Category, CategoryTable
 from pandiff.data.coco_format import rgb_to_id
 from pandiff.data.panoptic_map import PanopticMap, canonicalize
@@ -323,8 +324,8 @@ def _check_options(n: int, size: int, seed: int, val_fraction: float, workers: i
         raise ConfigError(f"--n must be at least 1, got {n}")
     if size < 32:
         raise ConfigError(f"--size must be at least 32 (shapes need room), got {size}")
-    if seed < 0:
-        raise ConfigError(f"--seed must be a non-negative integer, got {seed}")
+    checks.number(size, "--size", 32, 4096, integer=True)  # 200000 px would ask for 120 GB a scene
+    checks.seed(seed)
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must lie in [0, 1), got {val_fraction}")
     if workers < 1:
@@ -368,7 +369,7 @@ def _write_split_jsons(out: Path, split: str, records: list[dict], seed: int, si
         for k, text in enumerate(r["spec"]["captions"])
     ]
     specs = {"info": {**info, "schema": _SPEC_SCHEMA}, "specs": [r["spec"] for r in records]}
-    dump = partial(json.dumps, separators=(",", ":"))
+    dump = partial(json.dumps, separators=(",", ":"), allow_nan=False)
     atomic_write_text(paths["panoptic_json"], dump(panoptic))
     atomic_write_text(
         paths["captions_json"],

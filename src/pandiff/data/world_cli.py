@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pandiff.checks import finite_float
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder to write (must be absent or empty)")
@@ -11,7 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="picture side in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="world seed; same seed, same files (default 0)")
     parser.add_argument(
-        "--val-fraction", type=float, default=0.1, help="share of scenes in the val split (default 0.1)"
+        "--val-fraction",
+        type=finite_float,
+        default=0.1,
+        help="share of scenes in the val split (default 0.1)",
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="processes drawing scenes (default: all CPU cores)"

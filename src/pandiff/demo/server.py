@@ -13,6 +13,9 @@ message while the traceback goes to the server's log only. The page loads nothin
 hosts, and the Content-Security-Policy header forbids it to, so the demo works offline. Bound to
 a loopback address, the server also refuses requests whose ``Host`` is not a loopback name, so a
 web page elsewhere cannot reach it by pointing its own domain at 127.0.0.1 (DNS rebinding).
+A POST must be ``application/json`` from the demo's own origin (``Origin`` / ``Sec-Fetch-Site``):
+a form or a ``text/plain`` fetch from another site cannot spend the visitor's CPU on generations.
+A client that stalls mid-request is cut off after :data:`READ_TIMEOUT_S`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ SECURITY_HEADERS = {
 }
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
 DOWNLOAD_PATH = re.compile(r"^/download/([0-9a-f]{32})\.zip$")
+READ_TIMEOUT_S = 30.0
 
 
 class DemoServer(ThreadingHTTPServer):
@@ -72,6 +76,7 @@ class DemoHandler(BaseHTTPRequestHandler):
 
     server: DemoServer
     server_version = "pandiff-demo"
+    timeout = READ_TIMEOUT_S  # socket timeout of every read: a stalled body frees its thread
 
     def do_GET(self) -> None:
         if not self._host_allowed():
@@ -99,7 +104,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no page at {path}"})
 
     def do_POST(self) -> None:
-        if not self._host_allowed():
+        if not (self._host_allowed() and self._same_origin_json()):
             return
         routes = {"/api/generate": self.server.app.generate, "/api/map2image": self.server.app.map_to_image}
         path = self.path.split("?", 1)[0]
@@ -139,10 +144,40 @@ class DemoHandler(BaseHTTPRequestHandler):
             )
             return None
         try:
-            return json.loads(self.rfile.read(length))
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            self._send_json(HTTPStatus.REQUEST_TIMEOUT, {"error": "the request body did not arrive in time"})
+            return None
+        try:
+            return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             self._send_json(HTTPStatus.BAD_REQUEST, {"error": f"the request body is not valid JSON: {exc}"})
-            return None
+        except RecursionError:  # json recurses per nesting level; a 200k-deep body exhausts the stack
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": "the request body is nested too deeply"})
+        return None
+
+    def _same_origin_json(self) -> bool:
+        """Refuse a POST another site's page could send: not JSON (a form or a text/plain fetch
+        needs no CORS preflight), or from a foreign origin."""
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            self.close_connection = True
+            self._send_json(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                {"error": "the request must be Content-Type: application/json"},
+            )
+            return False
+        origin = self.headers.get("Origin")
+        site = (self.headers.get("Sec-Fetch-Site") or "").lower()
+        own = f"http://{self.headers.get('Host', '')}".lower()
+        if (origin is not None and origin.lower() != own) or site not in ("", "same-origin", "none"):
+            self.close_connection = True
+            self._send_json(
+                HTTPStatus.FORBIDDEN, {"error": "cross-site requests are refused; use the demo's own page"}
+            )
+            return False
+        return True
 
     def _host_allowed(self) -> bool:
         if not self.server.loopback_only:
@@ -158,7 +193,12 @@ class DemoHandler(BaseHTTPRequestHandler):
         return False
 
     def _send_json(self, status: HTTPStatus, payload: dict) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json", {"Cache-Control": "no-store"})
+        self._send(
+            status,
+            json.dumps(payload, allow_nan=False).encode(),
+            "application/json",
+            {"Cache-Control": "no-store"},
+        )
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str, extra: dict | None = None) -> None:
         self.send_response(status)

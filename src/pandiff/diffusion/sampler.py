@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from pandiff import checks
 from pandiff.diffusion.schedule import NoiseSchedule
 from pandiff.errors import ConfigError
 
@@ -107,10 +108,15 @@ class LockstepSampler:
             generator: makes the result reproducible; a list of ``B`` generators draws sample i's
                 noise from generator i alone, so a sample does not depend on its batch.
         """
-        if num_inference_steps < 1:
-            raise ConfigError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        if guidance_scale < 0 or map_guidance_scale < 0:
-            raise ConfigError("guidance scales must be >= 0")
+        checks.steps(num_inference_steps, self.schedule.num_train_timesteps)
+        checks.guidance(guidance_scale, "guidance_scale")
+        checks.guidance(map_guidance_scale, "map_guidance_scale")
+        gens = generator if isinstance(generator, (list, tuple)) else [generator]
+        if generator is not None and not all(isinstance(g, torch.Generator) for g in gens):
+            raise TypeError(
+                f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or a list "
+                f"of them, one per sample, got {type(generator).__name__}"
+            )
         for given, mask, name in ((image, image_mask, "image"), (map_bits, map_mask, "map")):
             if mask is not None and given is None:
                 raise ConfigError(f"a {name} mask needs the {name} it applies to")

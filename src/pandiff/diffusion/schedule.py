@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from pandiff import checks
 from pandiff.errors import ConfigError
 
 SCHEDULERS = {
@@ -57,8 +58,12 @@ class NoiseSchedule:
     image_prediction: str = "epsilon"
 
     def __post_init__(self) -> None:
-        if self.map_noise_scale <= 0:
-            raise ConfigError(f"map_noise_scale must be > 0, got {self.map_noise_scale}")
+        checks.number(self.num_train_timesteps, "num_train_timesteps", 1, 100_000, integer=True)
+        checks.number(self.beta_start, "beta_start", 0.0, 1.0, lo_open=True)
+        checks.number(self.beta_end, "beta_end", self.beta_start, 1.0)
+        checks.number(self.map_noise_scale, "map_noise_scale", 0.0, lo_open=True)
+        if not isinstance(self.beta_schedule, str):
+            raise ConfigError(f"beta_schedule must be a name, got {self.beta_schedule!r}")
         if self.image_prediction not in IMAGE_PREDICTIONS:
             raise ConfigError(
                 f"image_prediction must be one of {', '.join(IMAGE_PREDICTIONS)}, got {self.image_prediction!r}"
@@ -103,4 +108,3 @@ class NoiseSchedule:
 
     def to_dict(self) -> dict:
         return asdict(self)
-

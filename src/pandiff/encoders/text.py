@@ -17,6 +17,7 @@ hand-built byte-level vocabulary, so tests exercise the real loading path withou
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -84,6 +85,16 @@ class TextEncoder(nn.Module):
     def count_tokens(self, prompt: str) -> int:
         """Tokens ``prompt`` takes, special tokens included (compare with ``max_length``)."""
         return len(self.tokenizer(prompt, truncation=False)["input_ids"])
+
+    def known_words(self, prompt: str) -> list[str]:
+        """The words of ``prompt`` that are whole tokens of the vocabulary: a prompt with none
+        (misspelt, another language, one 100k-character word) gives the model nothing to follow."""
+        words = re.findall(r"\w+", prompt)[:256]
+        if not words:
+            return []
+        unk = self.tokenizer.unk_token_id
+        ids = self.tokenizer(words, add_special_tokens=False, truncation=False)["input_ids"]
+        return [w for w, i in zip(words, ids) if len(i) == 1 and i[0] != unk]
 
     def empty(self) -> torch.Tensor:
         """Features of the empty prompt ``""``: ``1 L D``, computed once and cached."""

@@ -14,7 +14,6 @@ roughly unit variance. Progress (loss, validation PSNR) shows in a tqdm bar;
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -24,9 +23,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pandiff import checks
+from pandiff.checks import finite_float
 from pandiff.encoders.codec import TINY_VAE_CONFIG
 from pandiff.errors import ConfigError, DataError
-from pandiff.io import atomic_dir
+from pandiff.io import atomic_dir, check_output_dir, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 EVAL_IMAGES = 256  # validation images scored at each periodic evaluation (all at the end)
@@ -75,10 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=BATCH,
         help=f"images per step (default {BATCH}: more, noisier steps beat fewer, cleaner ones in a time budget)",
     )
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (default 2e-3)")
+    parser.add_argument(
+        "--lr", type=finite_float, default=2e-3, help="peak Adam learning rate (default 2e-3)"
+    )
     parser.add_argument(
         "--kl-weight",
-        type=float,
+        type=finite_float,
         default=1e-6,
         help="KL weight relative to the per-image sum of reconstruction errors, as in Stable Diffusion "
         "(default 1e-6)",
@@ -100,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=250, help="steps between validation PSNR checks")
     parser.add_argument(
         "--max-minutes",
-        type=float,
+        type=finite_float,
         default=None,
         help="stop (and save) after this long; the learning rate decays to zero by then",
     )
@@ -184,10 +187,12 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not args.channels or min(args.channels) < 1:
         raise ConfigError(f"--channels must list positive channel counts, got {args.channels}")
-    if args.lr <= 0 or args.kl_weight < 0:
-        raise ConfigError("--lr must be positive and --kl-weight non-negative")
-    if args.out.exists() and not args.overwrite:
-        raise ConfigError(f"{str(args.out)!r} exists; pass --overwrite to replace it or choose another --out")
+    checks.number(args.lr, "--lr", 0.0, 1.0, lo_open=True)
+    checks.number(args.kl_weight, "--kl-weight", 0.0)
+    if args.max_minutes is not None:
+        checks.number(args.max_minutes, "--max-minutes", 0.0, lo_open=True)
+    checks.seed(args.seed)
+    check_output_dir(args.out, args.overwrite, protect=[args.data])
 
 
 def codec_config(channels: list[int], size: int) -> dict:
@@ -319,6 +324,12 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     steps, history = train_steps(vae, train, val, args)
     train_seconds = time.monotonic() - start
+    bad = checks.nonfinite(vae.named_parameters())
+    if bad:  # the last step's loss was finite, but its update overflowed: never save such a codec
+        raise ConfigError(
+            f"training diverged: after step {steps} {checks.describe_names(bad)} hold NaN or infinite "
+            f"values; nothing was saved to {args.out}. Lower --lr"
+        )
 
     device = vae.device
     val_psnr = evaluate_psnr(vae, val, device, EVAL_BATCH)
@@ -345,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
     }
     with atomic_dir(args.out) as tmp:
         vae.to("cpu", memory_format=torch.contiguous_format).save_pretrained(tmp, safe_serialization=True)
-        (tmp / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json(tmp / "training.json", report, indent=2)
     print(
         f"train-codec: {steps} steps in {train_seconds / 60:.1f} min, val PSNR {val_psnr:.2f} dB "
         f"(mean over {len(val)} val images), scaling factor {scaling:.5f} -> {args.out}"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from pandiff import checks
+from pandiff.checks import finite_float
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -20,9 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=500, help="scenes to evaluate (default 500)")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
     p.add_argument("--split", default="val", choices=["train", "val"], help="dataset split (default val)")
-    p.add_argument("--guidance", type=float, default=None, help="text guidance scale (default: the model's)")
     p.add_argument(
-        "--map-guidance", type=float, default=None, help="map guidance scale (default: the model's)"
+        "--guidance", type=finite_float, default=None, help="text guidance scale (default: the model's)"
+    )
+    p.add_argument(
+        "--map-guidance", type=finite_float, default=None, help="map guidance scale (default: the model's)"
     )
     p.add_argument(
         "--map-cleanup",
@@ -59,7 +64,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
     from pandiff.evaluation.judge import MIN_JUDGE_MIOU
+    from pandiff.io import check_output_file
 
+    # Before any sampling: a bad --out or number used to fail only after all of it.
+    check_output_file(args.out)
+    checks.seed(args.seed)
+    checks.device(args.device)
+    for name in ("guidance", "map_guidance"):
+        if getattr(args, name) is not None:
+            checks.guidance(getattr(args, name), f"--{name.replace('_', '-')}")
     opts = EvaluationOptions(
         model=args.model,
         data=args.data,

@@ -347,12 +347,12 @@ def save_judge(judge: Judge, folder: str | Path, metrics: dict) -> None:
     """Write ``config.json``, ``judge.safetensors`` and ``metrics.json`` into ``folder`` atomically."""
     from safetensors.torch import save_file
 
-    from pandiff.io import atomic_dir
+    from pandiff.io import atomic_dir, write_json
 
     with atomic_dir(folder) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(asdict(judge.config), indent=1))
+        write_json(tmp / CONFIG_FILE, asdict(judge.config), indent=1)
         save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(tmp / WEIGHTS_FILE))
-        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
+        write_json(tmp / METRICS_FILE, metrics, indent=1)
 
 
 def load_judge(folder: str | Path, min_miou: float = MIN_JUDGE_MIOU) -> tuple[Judge, dict]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pandiff import checks
+from pandiff.checks import finite_float
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="built-in world folder (pandiff make-world)")
@@ -14,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=1200, help="RegionNet steps (default 1200)")
     p.add_argument("--batch", type=int, default=8, help="images per RegionNet step (default 8)")
     p.add_argument("--thing-steps", type=int, default=600, help="ThingNet steps (default 600)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    p.add_argument("--lr", type=finite_float, default=3e-3, help="peak learning rate (default 3e-3)")
     p.add_argument("--width", type=int, default=16, help="channels of RegionNet's first stage (default 16)")
     p.add_argument("--limit", type=int, default=None, help="train on at most this many scenes (default: all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -24,6 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from pandiff.evaluation.judge import MIN_JUDGE_MIOU
     from pandiff.evaluation.judge_train import train_judge
 
+    for name in ("steps", "batch", "thing_steps", "width"):
+        checks.number(getattr(args, name), f"--{name.replace('_', '-')}", 1, 1_000_000, integer=True)
+    if args.limit is not None:
+        checks.number(args.limit, "--limit", 2, integer=True, hint=" (a train and a val scene at least)")
+    checks.number(args.lr, "--lr", 0.0, 1.0, lo_open=True)
+    checks.seed(args.seed)
     metrics = train_judge(
         args.data,
         args.out,

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from pandiff.checks import describe_names, nonfinite
 from pandiff.errors import ConfigError, WeightsError
 from pandiff.model.pdm import PDMTwoStream, PDMUnified
 from pandiff.model.uvit import UViT
@@ -67,6 +68,12 @@ def _load_checked(model: nn.Module, state: object, source: Path, allow_missing: 
             f"{source} does not match {type(model).__name__} with this configuration ("
             + "; ".join(problems)
             + "); check that the weights were saved with the same sizes"
+        )
+    bad = nonfinite(state.items())
+    if bad:  # a diverged run's weights draw black images and empty maps: refuse them outright
+        raise WeightsError(
+            f"{source} holds NaN or infinite weights ({describe_names(bad)}); the run that wrote it "
+            "diverged. Use an earlier checkpoint or train again with a lower learning rate"
         )
     model.load_state_dict(state, strict=not allow_missing)
     return missing

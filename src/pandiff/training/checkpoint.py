@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from pandiff.checks import describe_names, nonfinite
 from pandiff.errors import WeightsError
 from pandiff.io import atomic_dir
 
@@ -51,6 +54,15 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint ``step`` atomically, then delete all but the newest ``keep`` checkpoints."""
     final = checkpoint_path(run_dir, step)
+    bad = nonfinite([*model_state.items(), *ema_state.items()])
+    if bad:  # the checkpoint a resume starts from must be one worth resuming
+        last = latest_checkpoint(run_dir)
+        raise WeightsError(
+            f"step {step}: the weights hold NaN or infinite values ({describe_names(bad)}); the run "
+            f"diverged and no checkpoint was written. The last good checkpoint is "
+            f"{last or 'none (no checkpoint was written yet)'}. Lower train.lr or lengthen "
+            "train.warmup_steps, then run again (with --resume to start from that checkpoint)"
+        )
     with atomic_dir(final) as tmp:
         save_file(_cpu(model_state), str(tmp / FILES[0]))
         save_file(_cpu(ema_state), str(tmp / FILES[1]))
@@ -91,11 +103,54 @@ def load_checkpoint(
         model_state = load_file(str(path / FILES[0]))
         ema_state = load_file(str(path / FILES[1]))
         training_state = torch.load(path / FILES[2], map_location="cpu", weights_only=True)
-    except (OSError, SafetensorError, RuntimeError, EOFError) as exc:
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"checkpoint {path}: {FILES[2]} holds Python objects other than tensors and plain values "
+            f"({' '.join(str(exc).split())[:200]}); pandiff refuses to unpickle them because a pickle can "
+            "run any code. Resume from a checkpoint pandiff wrote"
+        ) from None
+    except (OSError, SafetensorError, RuntimeError, EOFError, ValueError) as exc:
         raise WeightsError(
             f"checkpoint {path} is unreadable ({exc}); resume from an older one by deleting it"
         ) from None
+    bad = nonfinite([*model_state.items(), *ema_state.items()])
+    if bad:
+        raise WeightsError(f"checkpoint {path} holds NaN or infinite weights ({describe_names(bad)})")
     return model_state, ema_state, training_state
+
+
+def load_newest(run_dir: str | Path) -> tuple[Path, tuple[dict, dict, dict]] | None:
+    """The newest checkpoint of a run that loads and holds finite weights, with its states.
+
+    A corrupt newest checkpoint (a disk error, a truncated copy) does not stop a resume: it is
+    skipped with a warning naming it, and the next older one is used. None when the run has no
+    checkpoint; WeightsError when none of them loads.
+    """
+    found = list_checkpoints(run_dir)
+    problems = []
+    for path in reversed(found):
+        try:
+            return path, load_checkpoint(path)
+        except WeightsError as exc:
+            problems.append(str(exc))
+            warnings.warn(f"skipping checkpoint {path}: {exc}", stacklevel=2)
+    if found:
+        raise WeightsError(f"no checkpoint of {run_dir} can be resumed from: {'; '.join(problems)}")
+    return None
+
+
+def set_aside(run_dir: str | Path, step: int) -> Path | None:
+    """Rename checkpoint ``step`` to ``diverged-checkpoint-...``: its weights are finite but gave a
+    NaN/inf loss (a 1e30 update, say), so ``--resume`` must not start from it again. Kept, not
+    deleted: the rename is the whole change."""
+    path = checkpoint_path(run_dir, step)
+    if not path.is_dir():
+        return None
+    target = path.with_name(f"diverged-{path.name}")
+    if target.exists():
+        shutil.rmtree(target)  # an earlier run's set-aside copy of the same step, pandiff's own
+    os.replace(path, target)
+    return target
 
 
 def remove_temporaries(run_dir: str | Path) -> None:

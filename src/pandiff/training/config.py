@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from pandiff import checks
 from pandiff.diffusion.loss import LossConfig
 from pandiff.diffusion.schedule import NoiseSchedule
 from pandiff.errors import ConfigError
@@ -153,9 +155,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; see the presets in configs/")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text; pass a YAML file") from None
         if not isinstance(data, dict):
             raise ConfigError(
                 f"config file {path} must hold a mapping of sections, got {type(data).__name__}"
@@ -221,9 +225,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if base is float and isinstance(value, str):
         # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the number it plainly is.
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if base is float and isinstance(value, float) and not math.isfinite(value):
+        # YAML's .nan/.inf parse as floats; one would train a NaN model or be written into exports.
+        raise ConfigError(f"config key {key} must be a finite number, got {value}")
     if base is int and isinstance(value, bool) or not isinstance(value, base):
         hint_text = (
             " (YAML reads no/yes/on/off as booleans: quote the value)" if isinstance(value, bool) else ""
@@ -256,6 +263,11 @@ def _validate(c: Config) -> None:
         "train.checkpoint_every and keep_checkpoints must be >= 1",
     )
     need(t.log_every >= 1, "train.log_every must be >= 1")
+    need(t.adam_eps > 0, "train.adam_eps must be > 0")
+    checks.seed(c.run.seed, "run.seed")
+    checks.guidance(c.sample.guidance_scale, "sample.guidance_scale")
+    checks.guidance(c.sample.map_guidance_scale, "sample.map_guidance_scale")
+    checks.steps(c.sample.steps, c.schedule.num_train_timesteps, "sample.steps")
     need(c.sample.every >= 0 and c.sample.num >= 1, "sample.every must be >= 0 (0: off) and sample.num >= 1")
     need(c.model.variant in VARIANTS, f"model.variant must be one of {', '.join(VARIANTS)}")
     need(

@@ -12,14 +12,16 @@ a hub id or an absolute folder path. The folder is written atomically.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
+from pandiff.checks import describe_names, nonfinite
 from pandiff.data.shards import FeatureSpec
 from pandiff.diffusion.schedule import NoiseSchedule
-from pandiff.io import atomic_dir
-from pandiff.pipeline import MAP_CLEANUP, PIPELINE_FILE
+from pandiff.errors import WeightsError
+from pandiff.io import atomic_dir, write_json
+from pandiff.pipeline import MAP_CLEANUP
+from pandiff.pipeline_spec import PIPELINE_FILE
 from pandiff.training.config import SampleConfig
 
 
@@ -35,6 +37,12 @@ def export_pipeline(
         step: training steps behind the weights.
     """
     out = Path(out)
+    bad = nonfinite(model.named_parameters())
+    if bad:  # a diverged model draws black images and empty maps: never ship one
+        raise WeightsError(
+            f"the weights to export hold NaN or infinite values ({describe_names(bad)}) after step {step}; "
+            f"nothing was written to {out}. Lower train.lr and train again"
+        )
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp / "model", safe_serialization=True)
         codec = spec.codec
@@ -55,5 +63,5 @@ def export_pipeline(
             "trained_steps": step,
             "weights": "ema",
         }
-        (tmp / PIPELINE_FILE).write_text(json.dumps(description, indent=1) + "\n")
+        write_json(tmp / PIPELINE_FILE, description, indent=1)
     return out

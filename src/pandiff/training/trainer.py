@@ -129,6 +129,9 @@ class Trainer:
             generator=torch.Generator().manual_seed(seed),
         )
         self.state = TrainState()
+        # False once an update left a NaN/inf weight: accumulated on the device every step and read
+        # only at log steps (the host sync) and before every save, so steps stay asynchronous.
+        self._weights_finite = torch.ones((), dtype=torch.bool, device=acc.device)
         self.history: list[dict[str, float]] = []
         self._last_saved = -1
         self._start(resume)
@@ -146,7 +149,8 @@ class Trainer:
             ckpt.remove_temporaries(self.run_dir)
             atomic_write_text(self.run_dir / "config.yaml", self.config.to_yaml())
         if found is not None:
-            self.load(found)
+            found, states = ckpt.load_newest(self.run_dir)
+            self.load(found, states)
             self._last_saved = self.state.step
         self.metrics = (
             MetricsLog(self.run_dir, self.state.step if found else None) if acc.is_main_process else None
@@ -186,6 +190,7 @@ class Trainer:
                     bar.update(1)
                     s = self.state.step
                     if s % t.log_every == 0 or s == t.steps:
+                        self._check_weights()
                         elapsed = time.perf_counter() - tick
                         row = self._log(window, (s - tick_step) / elapsed)
                         if row is not None:
@@ -249,6 +254,9 @@ class Trainer:
                     self._check_finite(torch.as_tensor(norm, dtype=torch.float32).view(1), ("gradient norm",))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if acc.sync_gradients:  # one fused norm per step; a NaN or inf weight makes it non-finite
+                norms = torch._foreach_norm([p.detach() for p in self.params])
+                self._weights_finite &= torch.stack(norms).sum().isfinite()
         return torch.cat([values.double().cpu(), torch.ones(1, dtype=torch.float64)])
 
     def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -273,13 +281,31 @@ class Trainer:
         if bool(bad.any()):
             which = ", ".join(n for n, b in zip(names, bad.tolist()) if b)
             shown = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values.tolist()))
-            last = ckpt.latest_checkpoint(self.run_dir)
-            raise NonFiniteLossError(
-                f"step {self.state.step + 1}: {which} is not finite on at least one process ({shown} here); "
-                f"training stopped before the weights were updated. The last good checkpoint is "
-                f"{last or 'none (no checkpoint was written yet)'}. Lower train.lr, lengthen "
-                "train.warmup_steps or check the data, then run again with --resume"
+            aside = None
+            if self.accelerator.is_main_process:  # the weights of this very step gave the bad loss
+                aside = ckpt.set_aside(self.run_dir, self.state.step)
+            note = f" ({aside.name} gave it, so it was renamed aside)" if aside else ""
+            raise self._diverged(
+                f"step {self.state.step + 1}: {which} is not finite on at least one process ({shown} here)"
+                f"{note}; training stopped before the weights were updated"
             )
+
+    def _check_weights(self) -> None:
+        bad = (~self._weights_finite).float().view(1)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, "sum")
+        if bool(bad.item()):
+            raise self._diverged(
+                f"by step {self.state.step} an update left NaN or infinite weights (the losses were still "
+                "finite); they are not saved"
+            )
+
+    def _diverged(self, what: str) -> NonFiniteLossError:
+        last = ckpt.latest_checkpoint(self.run_dir)
+        return NonFiniteLossError(
+            f"{what}. The last good checkpoint is {last or 'none (no checkpoint was written yet)'}. Lower "
+            "train.lr, lengthen train.warmup_steps or check the data, then run again with --resume"
+        )
 
     def _end_step(self, sums: torch.Tensor) -> None:
         t = self.config.train
@@ -344,9 +370,9 @@ class Trainer:
         self._last_saved = self.state.step
         acc.wait_for_everyone()
 
-    def load(self, path: str | Path) -> None:
-        """Restore everything from a checkpoint folder."""
-        model_state, ema_state, state = ckpt.load_checkpoint(path)
+    def load(self, path: str | Path, states: tuple | None = None) -> None:
+        """Restore everything from a checkpoint folder (``states``: its contents, already read)."""
+        model_state, ema_state, state = states or ckpt.load_checkpoint(path)
         if state["model_hash"] != architecture_hash(self.model):
             raise ConfigError(
                 f"checkpoint {path} holds another model architecture than model: describes; resume with "

@@ -1,0 +1,120 @@
+"""Checks of user-given numbers and Python API arguments, one function per kind of value.
+
+Every number pandiff takes from a user (CLI option, config value, API argument, JSON field) goes
+through :func:`number`, so NaN, infinities, bools posing as numbers and out-of-range values are
+refused with a message naming the option, instead of silently turning a feature off or producing
+black images.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Any
+
+from pandiff.errors import ConfigError
+
+# torch.Generator.manual_seed takes seeds below 2**64; the upper half is refused by numpy's
+# generators, so seeds stay within the signed 64-bit range everywhere.
+MAX_SEED = 2**63 - 1
+
+
+def number(
+    value: Any,
+    name: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    integer: bool = False,
+    lo_open: bool = False,
+    hint: str = "",
+    error: type[Exception] = ConfigError,
+) -> Any:
+    """Return ``value`` if it is a finite (integer, when ``integer``) number within ``[lo, hi]``
+    (``(lo, hi]`` when ``lo_open``); otherwise raise ``error`` naming ``name``."""
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, Integral) if integer else isinstance(value, Real)
+    if isinstance(value, bool) or not ok_type:
+        raise error(f"{name} must be {kind}, got {value!r} ({type(value).__name__}){hint}")
+    if not math.isfinite(value):
+        raise error(f"{name} must be a finite number, got {value}{hint}")
+    below = lo is not None and (value <= lo if lo_open else value < lo)
+    if below or (hi is not None and value > hi):
+        low = "" if lo is None else f"{'>' if lo_open else '>='} {lo:g}"
+        high = "" if hi is None else f"<= {hi:g}"
+        raise error(f"{name} must be {' and '.join(x for x in (low, high) if x)}, got {value}{hint}")
+    return value
+
+
+def seed(value: Any, name: str = "--seed") -> int:
+    return number(value, name, 0, MAX_SEED, integer=True)
+
+
+def steps(value: Any, max_steps: int, name: str = "num_inference_steps") -> int:
+    """Sampler steps: at least 1, at most the schedule's training timesteps (more would repeat
+    timesteps: DPM-Solver++ then runs for hours, DDIM fails)."""
+    hint = f" (the noise schedule has {max_steps} training timesteps)"
+    return number(value, name, 1, max_steps, integer=True, hint=hint)
+
+
+def guidance(value: Any, name: str) -> float:
+    """A guidance scale: finite and >= 0 (0 turns that guidance off)."""
+    return float(number(value, name, 0.0, 1e4))
+
+
+def positive_float(value: Any, name: str) -> float:
+    return float(number(value, name, 0.0, lo_open=True))
+
+
+def finite_float(text: str) -> float:
+    """argparse ``type=`` of every float option: NaN and infinities fail at parse time with the
+    usage message (ranges are checked where the value is used, by :func:`number`)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def nonfinite(named_tensors) -> list[str]:
+    """Names of the tensors in ``(name, tensor)`` pairs that hold a NaN or an infinity.
+
+    One fused reduction per tensor and a single host sync for the lot, so checking a model's
+    parameters before a save costs milliseconds.
+    """
+    import torch
+
+    named = [(n, t) for n, t in named_tensors if t.is_floating_point()]
+    if not named:
+        return []
+    flags = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).cpu().tolist()
+    return [n for (n, _), ok in zip(named, flags) if not ok]
+
+
+def describe_names(names: list[str], limit: int = 3) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def device(name: Any, option: str = "--device"):
+    """A torch device that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{option} {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{option} {name}: this machine has no usable CUDA GPU; use {option} cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"{option} {name}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{option} {name}: MPS is not available here; use {option} cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{option} {name!r}: pandiff runs on cpu, cuda or mps")
+    return dev
