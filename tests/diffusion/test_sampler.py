@@ -1,4 +1,7 @@
-"""Lockstep sampler against a tiny random PDM: shapes, determinism, conditioning, batched guidance."""
+"""Lockstep sampler against a tiny random PDM: shapes, determinism, conditioning, batched guidance;
+and against a stub model with known branch outputs: the guidance formula, exactly."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -41,7 +44,7 @@ def _sample(model, steps=4, seed=0, scheduler="dpmsolver++", batch_guidance=True
 
 
 @pytest.mark.parametrize("scheduler", ["dpmsolver++", "ddim", "ddpm"])
-@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
 def test_shapes_and_ranges(model, scheduler, prediction):
     out = _sample(model, scheduler=scheduler, prediction=prediction)
     assert out.latents.shape == (2, *LATENT)
@@ -57,6 +60,8 @@ def test_same_seed_same_output_other_seed_differs(model):
 
 
 def test_batched_guidance_equals_separate_forwards(model):
+    """One batched forward of a real transformer gives the numbers of one forward per branch (how
+    the branches are then combined is checked against the formula by the stub tests below)."""
     batched = _sample(model, guidance_scale=2.0, map_guidance_scale=1.5, batch_guidance=True)
     separate = _sample(model, guidance_scale=2.0, map_guidance_scale=1.5, batch_guidance=False)
     torch.testing.assert_close(batched.latents, separate.latents, rtol=1e-4, atol=1e-5)
@@ -74,11 +79,13 @@ def test_guidance_is_one_forward_per_step(model):
 
 
 def test_guidance_changes_the_result(model):
+    """By far more than the ~1e-7 that a different batch shape alone changes (guidance off, the
+    branches still run), so a guidance term that is lost fails here too."""
     plain = _sample(model, guidance_scale=0.0, map_guidance_scale=0.0)
     guided = _sample(model, guidance_scale=3.0, map_guidance_scale=0.0)
     map_guided = _sample(model, guidance_scale=0.0, map_guidance_scale=3.0)
-    assert not torch.allclose(plain.latents, guided.latents)
-    assert not torch.allclose(plain.map_bits, map_guided.map_bits)
+    assert (plain.latents - guided.latents).abs().max() > 0.05
+    assert (plain.map_bits - map_guided.map_bits).abs().max() > 0.05
 
 
 def _bits(seed):
@@ -146,7 +153,121 @@ def test_unknown_scheduler_is_refused(model):
 
 def test_image_prediction_type_changes_the_solver_update(model):
     eps, v = _sample(model, prediction="epsilon"), _sample(model, prediction="v_prediction")
+    x0 = _sample(model, prediction="sample")
     assert not torch.allclose(eps.latents, v.latents)
+    assert not torch.allclose(x0.latents, eps.latents) and not torch.allclose(x0.latents, v.latents)
+
+
+# --- the guidance formula, exactly, with a stub model whose branch outputs are known ---
+
+STUB_B = 2
+
+
+def _branch_outputs(seed: int = 11) -> dict[str, dict[str, torch.Tensor]]:
+    """Fixed, different outputs per branch and per sample; the map values are small, so every
+    guided combination below stays inside [-1, 1] (the sampler clamps the map's clean bits)."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        branch: {
+            "image": torch.randn(STUB_B, *LATENT, generator=g),
+            "map": 0.1 * (2 * torch.rand(STUB_B, *MAP, generator=g) - 1),
+        }
+        for branch in ("cond", "uncond", "free")
+    }
+
+
+class _StubModel:
+    """Returns ``outputs[branch]`` for each row, the branch read off the inputs as the sampler's
+    contract defines it: the empty prompt is the text-unconditional branch; a map at the last
+    training timestep is the map-free branch (the sampling timesteps here never reach it)."""
+
+    def __init__(self, outputs, empty_text, last_t):
+        self.outputs, self.empty_text, self.last_t = outputs, empty_text, last_t
+        self.seen: list[list[str]] = []  # branch of each row, per call
+
+    def __call__(self, image, t_image, text, map_in, t_map):
+        rows = []
+        for r in range(image.shape[0]):
+            if torch.equal(text[r], self.empty_text[0]):
+                rows.append("uncond")
+            elif int(t_map[r]) == self.last_t and int(t_image[r]) != self.last_t:
+                rows.append("free")
+            else:
+                rows.append("cond")
+        self.seen.append(rows)
+        index = {name: 0 for name in self.outputs}  # sample i of a branch is its i-th row in a call
+        images, maps = [], []
+        for name in rows:
+            images.append(self.outputs[name]["image"][index[name]])
+            maps.append(self.outputs[name]["map"][index[name]])
+            index[name] += 1
+        return SimpleNamespace(image=torch.stack(images), map=torch.stack(maps))
+
+
+def _recording_schedule(prediction: str, received: dict[tuple, list[torch.Tensor]]) -> NoiseSchedule:
+    """A schedule whose sampling schedulers record the model output each step is given (keyed by
+    its shape: image latents and map bits differ), before the unchanged diffusers step."""
+
+    class Recording(NoiseSchedule):
+        def inference_scheduler(self, name, prediction_type):
+            scheduler = super().inference_scheduler(name, prediction_type)
+            step = scheduler.step
+
+            def recorded(model_output, timestep, sample, **kwargs):
+                received.setdefault(tuple(model_output.shape[1:]), []).append(model_output.clone())
+                return step(model_output, timestep, sample, **kwargs)
+
+            scheduler.step = recorded
+            return scheduler
+
+    return Recording(image_prediction=prediction)
+
+
+@pytest.mark.parametrize("batch_guidance", [True, False])
+@pytest.mark.parametrize("prediction", ["epsilon", "sample"])
+@pytest.mark.parametrize(
+    "s_text, s_map, branches",
+    [
+        (2.0, 0.0, {"cond", "uncond"}),  # text guidance only
+        (0.0, 1.5, {"cond", "free"}),  # map guidance only
+        (2.0, 1.5, {"cond", "uncond", "free"}),  # both
+    ],
+    ids=["text-only", "map-only", "both"],
+)
+def test_guidance_combines_the_branches_by_the_formula(s_text, s_map, branches, prediction, batch_guidance):
+    """image = e_c + s_text (e_c - e_u); map = m_c + s_text (m_c - m_u) + s_map (m_c - m_free),
+    at every step, whether the branches run as one forward or one forward each."""
+    steps = 3
+    text = torch.ones(STUB_B, 6, 16)
+    empty = torch.zeros(1, 6, 16)
+    out = _branch_outputs()
+    received: dict[tuple, list[torch.Tensor]] = {}
+    schedule = _recording_schedule(prediction, received)
+    stub = _StubModel(out, empty, schedule.num_train_timesteps - 1)
+    sampler = LockstepSampler(stub, schedule, "ddim", batch_guidance=batch_guidance)
+    sampler.sample(
+        text,
+        empty,
+        LATENT,
+        MAP,
+        num_inference_steps=steps,
+        guidance_scale=s_text,
+        map_guidance_scale=s_map,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+    c, u, f = out["cond"], out["uncond"], out["free"]
+    image = c["image"] + s_text * (c["image"] - u["image"])
+    bits = c["map"] + s_text * (c["map"] - u["map"]) + s_map * (c["map"] - f["map"])
+    assert bits.abs().max() < 1.0  # the sampler's clamp must not hide a wrong combination
+    assert len(received[LATENT]) == steps and len(received[MAP]) == steps
+    for given in received[LATENT]:
+        torch.testing.assert_close(given, image, rtol=1e-6, atol=1e-6)
+    for given in received[MAP]:  # the map scheduler works in diffusion space: bits / bit scale
+        torch.testing.assert_close(given, schedule.bits_to_diffusion(bits), rtol=1e-6, atol=1e-6)
+    assert {name for rows in stub.seen for name in rows} == branches
+    assert len(stub.seen) == steps * (1 if batch_guidance else len(branches))
+    assert all(len(rows) == STUB_B * (len(branches) if batch_guidance else 1) for rows in stub.seen)
 
 
 @pytest.mark.parametrize("batch_guidance", [True, False])
