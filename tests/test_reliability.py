@@ -81,6 +81,7 @@ OUTPUT_CASES = [
     (_a_file, SEG, "existing file"),
     (_user_folder, CODEC, "did not write"),
     (_a_file, CODEC, "existing file"),
+    (_user_folder, ["train-judge", "--data", "DATA"], "did not write"),
 ]
 
 
@@ -94,7 +95,8 @@ def test_overwrite_replaces_only_pandiff_outputs(make_out, command, message, tmp
         str(tmp_path / "in.png") if a == "IMAGE" else str(tmp_path) if a == "DATA" else a for a in command
     ]
     before = snapshot(tmp_path)
-    code, err = run_cli([*command, "--out", out, "--overwrite"], capsys)
+    overwrite = [] if command[0] == "train-judge" else ["--overwrite"]  # it replaces earlier judges itself
+    code, err = run_cli([*command, "--out", out, *overwrite], capsys)
     assert code == 2 and message in err and "Traceback" not in err
     assert snapshot(tmp_path) == before  # nothing deleted, nothing written
 
@@ -418,3 +420,60 @@ def test_a_prompt_with_known_words_does_not_warn(pipe):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pipe.check_prompts("two red circles on the grass")
+
+
+def test_a_full_disk_leaves_the_previous_world_whole(tmp_path, capsys, monkeypatch):
+    from pandiff.data import world
+
+    out = tmp_path / "w"
+    assert run_cli(["make-world", "--out", out, "--n", "3", "--workers", "1"], capsys)[0] == 0
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "annotations"))
+
+    monkeypatch.setattr(world, "_write_split_jsons", full)
+    code, err = run_cli(["make-world", "--out", out, "--n", "5", "--workers", "1", "--overwrite"], capsys)
+    assert code == 1 and "disk is full" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_evaluate_out_is_checked_before_sampling(tmp_path, capsys, tripwire):
+    (tmp_path / "report.json").mkdir()
+    code, err = run_cli(["evaluate", "--data", tmp_path, "--out", tmp_path / "report.json"], capsys)
+    assert code == 2 and "is a folder" in err
+    (tmp_path / "notes.txt").write_text("x")
+    code, err = run_cli(["evaluate", "--data", tmp_path, "--out", tmp_path / "notes.txt" / "r.json"], capsys)
+    assert code == 2 and "is not a folder" in err
+
+
+def test_a_pickled_text_encoder_is_refused_and_never_run(tmp_path, monkeypatch):
+    import pickle
+    import shutil
+
+    from pandiff.encoders.text import load_text_encoder, minilm_path
+    from pandiff.errors import WeightsError
+
+    folder = tmp_path / "encoder"
+    shutil.copytree(minilm_path(), folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))  # unpickling this would create the file
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": Payload()}))
+    with pytest.raises(WeightsError, match="refuses to unpickle"):
+        load_text_encoder(str(folder))
+    assert not ran.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("command", [GEN, ["prepare", "--data", "D", "--out", "O", "--codec", "identity"]])
+def test_cuda_without_a_gpu_is_a_clear_error(command, tmp_path, capsys, monkeypatch, tripwire):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli([*command, "--device", "cuda"], capsys)
+    assert code == 2 and "no usable CUDA GPU" in err

@@ -30,6 +30,7 @@ _LEGACY_LAYOUTS = (
         re.compile(r"^(\d{3,}_(image|map|overlay)\.png|panoptic|panoptic\.json|captions\.json)$"),
     ),
     ("training.json", re.compile(r"^(training\.json|config\.json|diffusion_pytorch_model\.safetensors)$")),
+    ("judge.safetensors", re.compile(r"^(judge\.safetensors|config\.json|metrics\.json)$")),
     (
         "checkpoint.json",
         re.compile(r"^(checkpoint\.json|model\.safetensors|ema\.safetensors|training_state\.pt)$"),

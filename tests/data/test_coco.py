@@ -317,3 +317,22 @@ def test_bad_settings(coco_root):
         CocoPanoptic(coco_root, split="test")
     with pytest.raises(ConfigError, match="map_size"):
         CocoPanoptic(coco_root, split="val", map_size=0)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["images"][0].update(id=str(d["images"][0]["id"])), "'images': id must be an integer"),
+        (lambda d: d["annotations"][0].update(image_id=None), "image_id must be an integer"),
+        (lambda d: d["annotations"][0]["segments_info"][0].update(category_id="1"), "category_id .* integer"),
+        (lambda d: d["annotations"][0]["segments_info"][0].update(id="7"), "segment id must be an integer"),
+        (lambda d: d["annotations"][0].update(segments_info={"id": 1}), "segments_info must be a list"),
+        (lambda d: d["annotations"][0]["segments_info"].append("x"), "must be an object"),
+    ],
+)
+def test_ids_of_the_wrong_type_are_refused(coco_root, edit, message):
+    """COCO ids are JSON integers: a string id is another tool's file, refused by the validator
+    that generate --map uses too (issue 18)."""
+    edit_panoptic(coco_root, edit)
+    with pytest.raises(DataError, match=message):
+        load(coco_root)

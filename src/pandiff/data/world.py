@@ -56,6 +56,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -306,8 +307,8 @@ def _write_scene(task: tuple[int, int, int, str, str]) -> dict:
     image_id = index + 1
     file_name = f"{image_id:012d}.png"
     paths = world_paths(out_dir, split)
-    # PNGs are written in place (no fsync per file, which would dominate the run time); the JSON
-    # files, written atomically at the end, are what make a world complete.
+    # PNGs are written without an fsync per file (which would dominate the run time) into the
+    # hidden folder that moves into place only when the whole world is complete.
     Image.fromarray(sample.image).save(paths["images"] / file_name, compress_level=1)
     Image.fromarray(sample.panoptic_png).save(paths["panoptic"] / file_name, compress_level=1)
     image = {"id": image_id, "file_name": file_name, "width": size, "height": size}
@@ -332,26 +333,33 @@ def _check_options(n: int, size: int, seed: int, val_fraction: float, workers: i
         raise ConfigError(f"--workers must be at least 1, got {workers}")
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless ``overwrite``; then remove only a previous world's files."""
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty folder unless ``overwrite`` (which replaces only a world's own files)."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(
-                f"{out} already exists and is not empty; pass --overwrite to replace the world in it"
-            )
-        for split in SPLITS:
-            for path in world_paths(out, split).values():
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"{out} already exists and is not empty; pass --overwrite to replace the world in it")
+
+
+def _make_split_dirs(root: Path) -> None:
     for split in SPLITS:
-        paths = world_paths(out, split)
+        paths = world_paths(root, split)
         for key in ("images", "panoptic"):
             paths[key].mkdir(parents=True, exist_ok=True)
         paths["panoptic_json"].parent.mkdir(parents=True, exist_ok=True)
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move a complete world from ``tmp`` into ``out`` by renames, replacing a previous world's
+    files (and nothing else of the folder)."""
+    for split in SPLITS:
+        for key, path in world_paths(out, split).items():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(world_paths(tmp, split)[key], path)
 
 
 def _write_split_jsons(out: Path, split: str, records: list[dict], seed: int, size: int) -> None:
@@ -410,19 +418,30 @@ def generate_world(
     _check_options(n, size, seed, val_fraction, workers)
     start = time.perf_counter()
     out = Path(out_dir)
-    _prepare_out_dir(out, overwrite)
-    tasks = [(seed, i, size, str(out), "val" if is_val_scene(i, val_fraction) else "train") for i in range(n)]
-    workers = min(workers, n)
-    if workers == 1:
-        records = [_write_scene(t) for t in tasks]
-    else:
-        with multiprocessing.Pool(workers) as pool:
-            records = pool.map(_write_scene, tasks, chunksize=max(1, min(256, n // (workers * 8))))
-    counts = {}
-    for split in SPLITS:
-        split_records = [r for r in records if r["split"] == split]
-        _write_split_jsons(out, split, split_records, seed, size)
-        counts[split] = len(split_records)
+    _check_out_dir(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    # The world is drawn into a hidden folder inside ``out`` and moved into place when complete, so
+    # a full disk or a kill never leaves a partial world (nor a half-replaced previous one).
+    tmp = Path(tempfile.mkdtemp(prefix=".world-", suffix=".tmp", dir=out))
+    try:
+        _make_split_dirs(tmp)
+        tasks = [
+            (seed, i, size, str(tmp), "val" if is_val_scene(i, val_fraction) else "train") for i in range(n)
+        ]
+        workers = min(workers, n)
+        if workers == 1:
+            records = [_write_scene(t) for t in tasks]
+        else:
+            with multiprocessing.Pool(workers) as pool:
+                records = pool.map(_write_scene, tasks, chunksize=max(1, min(256, n // (workers * 8))))
+        counts = {}
+        for split in SPLITS:
+            split_records = [r for r in records if r["split"] == split]
+            _write_split_jsons(tmp, split, split_records, seed, size)
+            counts[split] = len(split_records)
+        _install(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - start
     return {
         "out_dir": str(out), "n": n, **counts, "size": size, "seed": seed, "workers": workers,

@@ -17,6 +17,7 @@ hand-built byte-level vocabulary, so tests exercise the real loading path withou
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -196,6 +197,12 @@ def load_text_encoder(
         model_cls = CLIPTextModel if is_clip else AutoModel
         model, info = model_cls.from_pretrained(model_src, output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(tok_src)
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"text encoder {name_or_path!r}: its .bin weights hold Python objects other than tensors, and "
+            "pandiff refuses to unpickle them (a pickle can run any code). Use a folder with safetensors "
+            f"weights; {_how_to_get(str(name_or_path))}"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise WeightsError(
             f"cannot load text encoder {name_or_path!r} ({_brief(exc)}); {_how_to_get(str(name_or_path))}"

@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pandiff.evaluation.judge import MIN_JUDGE_MIOU
     from pandiff.evaluation.judge_train import train_judge
+    from pandiff.io import check_output_dir
 
     for name in ("steps", "batch", "thing_steps", "width"):
         checks.number(getattr(args, name), f"--{name.replace('_', '-')}", 1, 1_000_000, integer=True)
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         checks.number(args.limit, "--limit", 2, integer=True, hint=" (a train and a val scene at least)")
     checks.number(args.lr, "--lr", 0.0, 1.0, lo_open=True)
     checks.seed(args.seed)
+    # Before training: the judge folder replaces only an earlier judge (or pandiff output).
+    check_output_dir(args.out, overwrite=True, protect=[args.data])
     metrics = train_judge(
         args.data,
         args.out,

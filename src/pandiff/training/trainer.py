@@ -29,21 +29,20 @@ from tqdm.auto import tqdm
 from pandiff.data.analog_bits import MapBitCodec
 from pandiff.data.shards import check_model_matches
 from pandiff.diffusion.loss import joint_loss
-from pandiff.errors import ConfigError, PandiffError
+from pandiff.errors import ConfigError
 from pandiff.io import atomic_write_text
 from pandiff.training import checkpoint as ckpt
 from pandiff.training.config import Config
 from pandiff.training.data import load_training_data
 from pandiff.training.export import export_pipeline
+from pandiff.training.guards import DivergenceChecks, NonFiniteLossError
 from pandiff.training.metrics import MetricsLog
 from pandiff.training.samples import grid_image, sample_pairs, save_grid
 from pandiff.training.setup import architecture_hash, build_model, make_accelerator, seed_for
 
 logger = logging.getLogger(__name__)
 
-
-class NonFiniteLossError(PandiffError):
-    """A loss or gradient became NaN or infinite; the run stopped before updating the weights."""
+__all__ = ["NonFiniteLossError", "TrainState", "Trainer"]  # NonFiniteLossError: raised by fit()
 
 
 @dataclass
@@ -56,7 +55,7 @@ class TrainState:
     samples_seen: int = 0
 
 
-class Trainer:
+class Trainer(DivergenceChecks):
     """Trains a PDM model as ``config`` says; ``fit()`` runs the loop.
 
     Args:
@@ -273,39 +272,6 @@ class Trainer:
             text = self.data.text_encoder.encode(batch["caption"])
         bits = self.bit_codec.encode(batch["category"].to(device), batch["instance"].to(device))
         return latents, text, bits
-
-    def _check_finite(self, values: torch.Tensor, names: tuple[str, ...]) -> None:
-        bad = (~torch.isfinite(values)).float()
-        if self.accelerator.num_processes > 1:
-            bad = self.accelerator.reduce(bad, "sum")
-        if bool(bad.any()):
-            which = ", ".join(n for n, b in zip(names, bad.tolist()) if b)
-            shown = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values.tolist()))
-            aside = None
-            if self.accelerator.is_main_process:  # the weights of this very step gave the bad loss
-                aside = ckpt.set_aside(self.run_dir, self.state.step)
-            note = f" ({aside.name} gave it, so it was renamed aside)" if aside else ""
-            raise self._diverged(
-                f"step {self.state.step + 1}: {which} is not finite on at least one process ({shown} here)"
-                f"{note}; training stopped before the weights were updated"
-            )
-
-    def _check_weights(self) -> None:
-        bad = (~self._weights_finite).float().view(1)
-        if self.accelerator.num_processes > 1:
-            bad = self.accelerator.reduce(bad, "sum")
-        if bool(bad.item()):
-            raise self._diverged(
-                f"by step {self.state.step} an update left NaN or infinite weights (the losses were still "
-                "finite); they are not saved"
-            )
-
-    def _diverged(self, what: str) -> NonFiniteLossError:
-        last = ckpt.latest_checkpoint(self.run_dir)
-        return NonFiniteLossError(
-            f"{what}. The last good checkpoint is {last or 'none (no checkpoint was written yet)'}. Lower "
-            "train.lr, lengthen train.warmup_steps or check the data, then run again with --resume"
-        )
 
     def _end_step(self, sums: torch.Tensor) -> None:
         t = self.config.train
