@@ -88,7 +88,7 @@ def _bench_make_world(args, command: str) -> None:
 
 
 def _bench_prepare(args, command: str) -> None:
-    from pandiff.data.prepare_cli import prepare_features
+    from pandiff.data.prepare import prepare_features
     from pandiff.encoders.codec import load_codec
     from pandiff.encoders.text import MINILM, load_text_encoder
 

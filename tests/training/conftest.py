@@ -49,7 +49,7 @@ def make_features(
     batch_size: int = 16,
     num_workers: int = 0,
 ):
-    from pandiff.data.prepare_cli import prepare_features
+    from pandiff.data.prepare import prepare_features
     from pandiff.encoders.codec import load_codec
     from pandiff.encoders.text import load_text_encoder
 

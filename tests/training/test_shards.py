@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from pandiff.cli import main
-from pandiff.data import prepare_cli
+from pandiff.data import prepare
 from pandiff.data.shards import FeatureManifest
 from pandiff.data.streams import ResidentStream, ShardStream, buffer_shuffle
 from pandiff.errors import DataError
@@ -49,7 +49,7 @@ def test_prepare_resumes_after_an_interruption(
     tmp_path, tiny_world, tiny_text_encoder_dir, tiny_features, monkeypatch, capsys
 ):
     out = tmp_path / "features"
-    real_write = prepare_cli.write_shard
+    real_write = prepare.write_shard
     written = []
 
     def write_then_die(path, tensors, captions):
@@ -58,7 +58,7 @@ def test_prepare_resumes_after_an_interruption(
         real_write(path, tensors, captions)
         written.append(path.name)
 
-    monkeypatch.setattr(prepare_cli, "write_shard", write_then_die)
+    monkeypatch.setattr(prepare, "write_shard", write_then_die)
     args = [
         "prepare",
         "--data",
@@ -84,10 +84,10 @@ def test_prepare_resumes_after_an_interruption(
         FeatureManifest.read(out).shard_files("train")
 
     encoded = []
-    real_encode = prepare_cli._encode_batch
-    monkeypatch.setattr(prepare_cli, "write_shard", real_write)
+    real_encode = prepare._encode_batch
+    monkeypatch.setattr(prepare, "write_shard", real_write)
     monkeypatch.setattr(
-        prepare_cli, "_encode_batch", lambda b, *a: encoded.append(len(b["captions"])) or real_encode(b, *a)
+        prepare, "_encode_batch", lambda b, *a: encoded.append(len(b["captions"])) or real_encode(b, *a)
     )
     assert main(args) == 0
     train_left = FeatureManifest.read(out).shard_files("train")[2][1]
@@ -139,7 +139,7 @@ def test_resident_stream_gives_the_shard_stream_batches(tiny_features):
     """The in-memory stream (features held on the training device) reads exactly the batches,
     captions included, of the memory-mapped one, in every epoch and after a resume."""
     manifest = FeatureManifest.read(tiny_features)
-    kw = dict(batch_size=4, seed=5, shuffle_buffer=8)
+    kw = {"batch_size": 4, "seed": 5, "shuffle_buffer": 8}
     mapped, resident = ShardStream(manifest, "train", **kw), ResidentStream(manifest, "train", **kw)
     assert resident.nbytes > 0 and resident.batches_per_epoch == mapped.batches_per_epoch
     for epoch, skip in ((0, 0), (1, 0), (2, 2)):
@@ -195,7 +195,7 @@ def test_prepare_batches_across_shards_and_workers_give_the_same_shards(
     every shard); batches that do not divide the shard size are cut at shard boundaries, and
     decoding in worker processes changes nothing."""
     sizes, loaders = [], []
-    real_encode, real_loader = prepare_cli._encode_batch, prepare_cli.DataLoader
+    real_encode, real_loader = prepare._encode_batch, prepare.DataLoader
 
     def encode(batch, *a):
         sizes.append(len(batch["captions"]))
@@ -205,8 +205,8 @@ def test_prepare_batches_across_shards_and_workers_give_the_same_shards(
         loaders.append(k["num_workers"])
         return real_loader(*a, **k)
 
-    monkeypatch.setattr(prepare_cli, "_encode_batch", encode)
-    monkeypatch.setattr(prepare_cli, "DataLoader", loader)
+    monkeypatch.setattr(prepare, "_encode_batch", encode)
+    monkeypatch.setattr(prepare, "DataLoader", loader)
     out = tmp_path / "features"
     features_of(tiny_world, out, tiny_text_encoder_dir, splits=["train"], batch_size=5, num_workers=2)
     counts = [c for _, c in FeatureManifest.read(out).shard_files("train")]

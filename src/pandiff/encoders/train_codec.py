@@ -14,20 +14,19 @@ roughly unit variance. Progress (loss, validation PSNR) shows in a tqdm bar;
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 from pathlib import Path
-
-import numpy as np
-import torch
-from PIL import Image
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
 from pandiff import checks
 from pandiff.checks import finite_float
-from pandiff.encoders.codec import TINY_VAE_CONFIG
 from pandiff.errors import ConfigError, DataError
 from pandiff.io import atomic_dir, check_output_dir, write_json
+
+if TYPE_CHECKING:  # imported where used, so that `pandiff train-codec --help` does not load torch
+    import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 EVAL_IMAGES = 256  # validation images scored at each periodic evaluation (all at the end)
@@ -52,6 +51,19 @@ WORLD_CODEC_CHANNELS = [24, 48, 96]
 # the latents themselves, and the reconstruction learns nothing until it has shrunk; starting
 # narrow (std ~0.02) lets every step count while the posterior stays trainable.
 INITIAL_LOGVAR = -8.0
+
+
+def _no_grad(fn):
+    """``@torch.no_grad()`` that imports torch when ``fn`` is called, not when it is defined."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def channel_list(text: str) -> list[int]:
@@ -108,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop (and save) after this long; the learning rate decays to zero by then",
     )
     parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device"
+        "--device", default=None, help="torch device (default cuda when available, else cpu)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -119,6 +131,10 @@ def load_image_folder(folder: Path) -> torch.Tensor:
     Raises:
         DataError: the folder is missing or empty, or the images differ in size.
     """
+    import numpy as np
+    import torch
+    from PIL import Image
+
     if not folder.is_dir():
         raise DataError(
             f"image folder {str(folder)!r} does not exist; write a world with `pandiff make-world`"
@@ -143,19 +159,25 @@ def load_image_folder(folder: Path) -> torch.Tensor:
 
 def to_unit_range(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """uint8 ``B 3 H W`` -> float32 in ``[-1, 1]`` on ``device``."""
+    import torch
+
     return images.to(device=device, dtype=torch.float32) / 127.5 - 1.0
 
 
 def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB of ``B 3 H W`` images in ``[-1, 1]`` (peak-to-peak 2, i.e. the usual
     PSNR on ``[0, 1]`` images)."""
+    import torch
+
     mse = (reconstruction.float().clamp(-1, 1) - target.float()).pow(2).mean(dim=(1, 2, 3)) / 4.0
     return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
-@torch.no_grad()
+@_no_grad
 def evaluate_psnr(vae, images: torch.Tensor, device: torch.device, batch: int) -> float:
     """Mean PSNR (dB) of decoding each image's posterior mean."""
+    import torch
+
     vae.eval()
     scores = []
     for chunk in images.split(batch):
@@ -165,15 +187,17 @@ def evaluate_psnr(vae, images: torch.Tensor, device: torch.device, batch: int) -
     return float(torch.cat(scores).mean())
 
 
-@torch.no_grad()
+@_no_grad
 def measure_scaling_factor(vae, images: torch.Tensor, device: torch.device, batch: int) -> float:
     """``1 / std`` of the posterior means of ``images``: makes the latents unit-variance."""
+    import torch
+
     vae.eval()
     means = [vae.encode(to_unit_range(chunk, device)).latent_dist.mean.cpu() for chunk in images.split(batch)]
     return float(1.0 / torch.cat(means).std())
 
 
-@torch.no_grad()
+@_no_grad
 def narrow_posterior(vae, logvar: float = INITIAL_LOGVAR) -> None:
     """Start every posterior log-variance at ``logvar`` (the log-variance half of ``quant_conv``)."""
     channels = vae.config.latent_channels
@@ -197,6 +221,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def codec_config(channels: list[int], size: int) -> dict:
     """The AutoencoderKL config for ``size`` px images with ``channels`` per level."""
+    from pandiff.encoders.codec import TINY_VAE_CONFIG
+
     return {
         **TINY_VAE_CONFIG,
         "down_block_types": ["DownEncoderBlock2D"] * len(channels),
@@ -225,6 +251,7 @@ def codec_loss(
 def make_codec(channels: list[int], size: int, device: torch.device | str, seed: int = 0):
     """A freshly initialised codec for ``size`` px images (seeded, narrow posterior), in training
     mode on ``device``."""
+    import torch
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -240,6 +267,8 @@ def make_optimizer(vae, lr: float) -> torch.optim.Optimizer:
     # beta2 0.99 (PyTorch's default is 0.999): with the slower second-moment average a 35-minute
     # run collapsed at step ~2000 (27.9 -> 17.8 dB val PSNR); with 0.99 the same run, a little
     # behind up to step 1500, never dropped and passed 30 dB at step 3500.
+    import torch
+
     return torch.optim.Adam(vae.parameters(), lr=lr, betas=(0.9, 0.99))
 
 
@@ -248,6 +277,8 @@ def optimizer_step(
 ) -> float:
     """One update on the ``B 3 H W`` batch ``x`` in ``[-1, 1]``: encode, draw a latent from the
     posterior, decode, :func:`codec_loss`, backward, step. Returns the loss."""
+    import torch
+
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         posterior = vae.encode(x).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample  # B 3 H W
@@ -268,6 +299,9 @@ def train_steps(
     Training progress is steps done or time spent, whichever is further along, so a
     ``--max-minutes`` run still decays its learning rate to zero before it stops.
     """
+    import torch
+    from tqdm.auto import tqdm
+
     device = vae.device
     generator = torch.Generator().manual_seed(args.seed)
     optimizer = make_optimizer(vae, args.lr)
@@ -310,7 +344,11 @@ def train_steps(
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     _check_args(args)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     train = load_image_folder(args.data / "train2017")
     val = load_image_folder(args.data / "val2017")
     size = tuple(train.shape[-2:])
