@@ -272,7 +272,7 @@ def _world_metrics(
         f"semantic mIoU of judge(generated image) vs the {target}",
         on="image vs map",
     )
-    how = f"torchmetrics PQ of judge(generated image) vs the {target}"
+    how = f"COCO PQ (panopticapi definition) of judge(generated image) vs the {target}"
     report.add("judge_pq", pq["pq"], how, details=pq, on="image vs map")
     scores = _distance(JudgeFeatures(judge), real, samples)
     how = (
@@ -299,7 +299,7 @@ def _map_metrics(samples: Samples, real: LabelledImages, mode: str, report: Repo
     report.add("mcd", mean_count_difference(samples.maps, real.maps), how, on="map")
     if mode == "image2map":
         pq = panoptic_quality(samples.maps, real.maps)
-        how = "torchmetrics PQ of the generated map vs the ground-truth map"
+        how = "COCO PQ (panopticapi definition) of the generated map vs the ground-truth map"
         report.add("pq", pq["pq"], how, details=pq, on="map vs ground truth")
         report.add(
             "miou",
