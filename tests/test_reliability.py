@@ -472,8 +472,40 @@ def test_a_pickled_text_encoder_is_refused_and_never_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
-@pytest.mark.parametrize("command", [GEN, ["prepare", "--data", "D", "--out", "O", "--codec", "identity"]])
+@pytest.mark.parametrize(
+    "command", [GEN, [*CODEC, "--out", "C"], ["prepare", "--data", "D", "--out", "O", "--codec", "identity"]]
+)
 def test_cuda_without_a_gpu_is_a_clear_error(command, tmp_path, capsys, monkeypatch, tripwire):
     monkeypatch.chdir(tmp_path)
     code, err = run_cli([*command, "--device", "cuda"], capsys)
     assert code == 2 and "no usable CUDA GPU" in err
+
+
+def test_codec_and_judge_with_nan_weights_are_neither_saved_nor_loaded(tmp_path):
+    import torch
+
+    from pandiff.encoders.codec import VaeCodec, load_codec
+    from pandiff.errors import WeightsError
+    from pandiff.evaluation.judge import Judge, JudgeConfig, load_judge, save_judge
+
+    codec = VaeCodec.from_config()
+    codec.save_pretrained(tmp_path / "codec")
+    with torch.no_grad():
+        next(codec.vae.parameters()).fill_(float("nan"))
+    with pytest.raises(WeightsError, match="NaN or infinite"):
+        codec.save_pretrained(tmp_path / "codec")
+    assert load_codec(str(tmp_path / "codec")) is not None  # the earlier, finite one is still there
+    codec.vae.save_pretrained(tmp_path / "codec")  # diffusers' own writer has no such check
+    with pytest.raises(WeightsError, match="NaN or infinite"):
+        load_codec(str(tmp_path / "codec"))
+
+    from pandiff.data.world import world_category_table
+
+    judge = Judge(JudgeConfig(image_size=32, width=8, categories=world_category_table().to_coco()))
+    with torch.no_grad():
+        next(judge.parameters()).fill_(float("inf"))
+    with pytest.raises(WeightsError, match="NaN or infinite"):
+        save_judge(judge, tmp_path / "judge", {"val_miou": 1.0})
+    assert not (tmp_path / "judge").exists()
+    with pytest.raises(WeightsError, match="no judge folder|is not a judge folder"):
+        load_judge(tmp_path / "judge")

@@ -136,8 +136,8 @@ def check_output_dir(
             ) from None
         if not ours:
             raise ConfigError(
-                f"{option} {out} holds files pandiff did not write (no {OUTPUT_MARKER} marker); "
-                f"--overwrite replaces only pandiff's own output folders: choose another {option}"
+                f"{option} {out} holds files pandiff did not write (no {OUTPUT_MARKER} marker); pandiff "
+                f"replaces only folders it wrote itself: choose another {option}, or empty it yourself"
             )
         if any(out.iterdir()) and not overwrite:
             raise ConfigError(
@@ -151,6 +151,8 @@ def check_output_dir(
 def check_output_file(out: str | Path, option: str = "--out") -> Path:
     """Refuse an output file path that cannot be written, before any work starts."""
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise ConfigError(f"{option} {out} is a dangling symbolic link or a loop; choose another {option}")
     if out.is_dir():
         raise ConfigError(f"{option} {out} is a folder; name a file, e.g. {option} report.json")
     if out.exists() and not os.access(out, os.W_OK):

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pandiff.checks import describe_names, nonfinite
 from pandiff.errors import DataError, WeightsError
 from pandiff.io import atomic_dir
 
@@ -201,6 +202,11 @@ class VaeCodec(ImageCodec):
         return self.vae.decode(z).sample.clamp(-1.0, 1.0)  # B 3 H W
 
     def save_pretrained(self, folder: str | Path) -> None:
+        bad = nonfinite(self.vae.named_parameters())
+        if bad:
+            raise WeightsError(
+                f"refusing to save a codec with NaN or infinite weights ({describe_names(bad)})"
+            )
         with atomic_dir(folder) as tmp:
             self.vae.save_pretrained(tmp, safe_serialization=True)
 
@@ -276,7 +282,11 @@ def load_codec(
     for sub in sources:
         try:
             vae = AutoencoderKL.from_pretrained(name, subfolder=sub, use_safetensors=True)
-            return VaeCodec(vae, scaling_factor).to(device)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             errors.append(_brief(exc))
+            continue
+        bad = nonfinite(vae.named_parameters())
+        if bad:  # a diverged codec decodes every latent to NaN: black images
+            raise WeightsError(f"codec {name!r} holds NaN or infinite weights ({describe_names(bad)})")
+        return VaeCodec(vae, scaling_factor).to(device)
     raise WeightsError(f"cannot load codec {name!r} ({'; '.join(errors)}); {_how_to_get(name)}")

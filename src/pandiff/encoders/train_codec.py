@@ -216,6 +216,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.max_minutes is not None:
         checks.number(args.max_minutes, "--max-minutes", 0.0, lo_open=True)
     checks.seed(args.seed)
+    if args.device is not None:
+        checks.device(args.device)
     check_output_dir(args.out, args.overwrite, protect=[args.data])
 
 

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pandiff.checks import describe_names, nonfinite
 from pandiff.data.categories import CategoryTable
 from pandiff.data.panoptic_map import PanopticMap, canonicalize, fill_from_nearest
 from pandiff.errors import ConfigError, DataError, WeightsError
@@ -349,6 +350,9 @@ def save_judge(judge: Judge, folder: str | Path, metrics: dict) -> None:
 
     from pandiff.io import atomic_dir, write_json
 
+    bad = nonfinite(judge.named_parameters())
+    if bad:  # a diverged judge would score every sample as nothing
+        raise WeightsError(f"refusing to save a judge with NaN or infinite weights ({describe_names(bad)})")
     with atomic_dir(folder) as tmp:
         write_json(tmp / CONFIG_FILE, asdict(judge.config), indent=1)
         save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(tmp / WEIGHTS_FILE))
@@ -375,9 +379,15 @@ def load_judge(folder: str | Path, min_miou: float = MIN_JUDGE_MIOU) -> tuple[Ju
         config = JudgeConfig(**json.loads(paths[0].read_text()))
         metrics = json.loads(paths[2].read_text())
         judge = Judge(config)
-        judge.load_state_dict(load_file(str(paths[1])))
+        state = load_file(str(paths[1]))
+        judge.load_state_dict(state)
     except (json.JSONDecodeError, TypeError, RuntimeError, OSError, ConfigError) as exc:
         raise WeightsError(f"cannot load the judge in {folder} ({exc}); train it again") from None
+    bad = nonfinite(state.items())
+    if bad:
+        raise WeightsError(
+            f"the judge in {folder} holds NaN or infinite weights ({describe_names(bad)}); train it again"
+        )
     miou = float(metrics.get("val_miou", float("nan")))
     if not miou >= min_miou:
         raise WeightsError(
