@@ -4,8 +4,10 @@ forward-only throughput at the same batch, measured in the same run.
     efficiency = pairs/s x steps x guidance branches / forward samples/s
 
 1.0 means sampling costs exactly the model's forwards; what falls short is the sampler, the text
-encoder, map decoding and clean-up, PNG encoding and writing. Prints a table and appends it to
-benchmarks/RESULTS.md.
+encoder, map decoding and clean-up, PNG encoding and writing. On a CPU shared with other jobs the
+wall-time figures swing with their load, so the table also gives the same ratio in CPU time
+(meaningful for CPU runs with ``--threads 1``; on a GPU read the wall-time columns). Prints a
+table and appends it to benchmarks/RESULTS.md.
 
     python benchmarks/bench_synthesize.py                              # CPU, batch 1 and 16, bf16
     python benchmarks/bench_synthesize.py --device cuda --batch 256 1024 --pairs-per-batch 4
@@ -14,6 +16,7 @@ benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -38,9 +41,10 @@ def sync(device: str) -> None:
 
 
 @torch.no_grad()
-def forward_throughput(pipe, batch: int, branches: int, device: str, seconds: float) -> float:
-    """Model forwards per second x samples per forward, at ``batch x branches`` samples per forward
-    (what one sampler step runs), random inputs at a mid timestep, the pipeline's autocast."""
+def forward_throughput(pipe, batch: int, branches: int, device: str, seconds: float) -> tuple[float, float]:
+    """Samples per second (wall) and per CPU second of model forwards at ``batch x branches``
+    samples per forward (what one sampler step runs), random inputs at a mid timestep, the
+    pipeline's autocast."""
     b = batch * branches
     g = torch.Generator().manual_seed(0)
     image = torch.randn(b, *pipe.latent_shape, generator=g).to(device)
@@ -55,12 +59,12 @@ def forward_throughput(pipe, batch: int, branches: int, device: str, seconds: fl
 
     forward()  # warm-up
     sync(device)
-    calls, start = 0, time.perf_counter()
+    calls, start, cpu = 0, time.perf_counter(), time.process_time()
     while calls < 3 or time.perf_counter() - start < seconds:
         forward()
         calls += 1
     sync(device)
-    return calls * b / (time.perf_counter() - start)
+    return calls * b / (time.perf_counter() - start), calls * b / (time.process_time() - cpu)
 
 
 def main() -> None:
@@ -70,13 +74,18 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=None, help="default 1 16 (CPU), 256 1024 (GPU)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    p.add_argument("--pairs-per-batch", type=int, default=2, help="timed pairs = this x batch (default 2)")
+    p.add_argument("--pairs-per-batch", type=int, default=1, help="pairs per run = this x batch (default 1)")
+    p.add_argument("--min-pairs", type=int, default=8, help="but at least this many (default 8)")
     p.add_argument(
-        "--forward-seconds", type=float, default=10.0, help="time spent on forward-only (default 10)"
+        "--forward-seconds", type=float, default=4.0, help="forward-only seconds per repeat (default 4)"
     )
+    p.add_argument("--repeats", type=int, default=3, help="paired runs per batch; medians (default 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--note", default="")
     args = p.parse_args()
+    if args.threads:  # on a shared CPU, 2 spinning OpenMP threads can run 10x slower than 1
+        torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     batches = args.batch or ([256, 1024] if cuda else [1, 16])
     pipe = PanopticDiffusionPipeline.from_pretrained(args.model, device=args.device)
@@ -91,24 +100,41 @@ def main() -> None:
             "batch x branches samples per forward"
         ),
         "",
-        "| device | batch | pairs timed | synthesize pairs/s | forward-only samples/s | efficiency |",
-        "|---|---:|---:|---:|---:|---:|",
+        (
+            "| device | batch | runs x pairs | synthesize pairs/s | forward-only samples/s | efficiency | "
+            "pairs per CPU s | forward samples per CPU s | efficiency (CPU time) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         prompts = Path(tmp) / "prompts.txt"
         prompts.write_text("\n".join(PROMPTS) + "\n")
         for batch in batches:
-            fwd = forward_throughput(pipe, batch, branches, args.device, args.forward_seconds)
             sample_pairs(pipe, PROMPTS[:1] * batch, pair_generators(0, range(batch)), 2, scales)  # warm-up
-            n = args.pairs_per_batch * batch
-            opts = SynthesizeOptions(
-                out=str(Path(tmp) / f"b{batch}"), n=n, prompts=str(prompts), batch=batch, steps=args.steps,
-                device=args.device, precision=args.precision, workers=workers, progress=False,
-            )  # fmt: skip
-            summary = synthesize(opts, pipe=pipe)
-            rate = summary["pairs_per_second"]
-            eff = rate * args.steps * branches / fwd
-            lines.append(f"| {args.device} | {batch} | {n} | {rate:.2f} | {fwd:.1f} | {eff:.2f} |")
+            n = max(args.pairs_per_batch * batch, args.min_pairs)
+            runs = []  # per repeat: wall and CPU pairs/s, then wall and CPU forward samples/s
+            for r in range(args.repeats):
+                # Forward-only right before and after each synthesize run, paired with it: the
+                # load of a shared machine drifts between minutes, less within one repeat.
+                before = forward_throughput(pipe, batch, branches, args.device, args.forward_seconds / 2)
+                opts = SynthesizeOptions(
+                    out=str(Path(tmp) / f"b{batch}-{r}"), n=n, prompts=str(prompts), batch=batch,
+                    steps=args.steps, device=args.device, precision=args.precision, workers=workers,
+                    progress=False,
+                )  # fmt: skip
+                cpu = time.process_time()
+                rate = synthesize(opts, pipe=pipe)["pairs_per_second"]
+                cpu_rate = n / (time.process_time() - cpu)
+                after = forward_throughput(pipe, batch, branches, args.device, args.forward_seconds / 2)
+                runs.append((rate, cpu_rate, (before[0] + after[0]) / 2, (before[1] + after[1]) / 2))
+            work = args.steps * branches
+            rate, cpu_rate, fwd, fwd_cpu = (statistics.median(col) for col in zip(*runs))
+            eff = statistics.median(r[0] * work / r[2] for r in runs)
+            eff_cpu = statistics.median(r[1] * work / r[3] for r in runs)
+            lines.append(
+                f"| {args.device} | {batch} | {args.repeats} x {n} | {rate:.2f} | {fwd:.1f} | {eff:.2f} | "
+                f"{cpu_rate:.2f} | {fwd_cpu:.1f} | {eff_cpu:.2f} |"
+            )
             print(lines[-1], flush=True)
     publish("bench_synthesize.py: dataset synthesis vs forward-only", lines, not args.no_append, args.note)
 

@@ -162,6 +162,12 @@ def test_batch_size_does_not_change_the_pairs(tmp_path, straight, tiny_pipe, pro
     assert_same_dataset(straight, tmp_path / "b1")
 
 
+def test_writer_processes_write_the_same_dataset(tmp_path, straight, tiny_pipe, prompts_file):
+    """The GPU path: map decoding and PNG writing in a spawned worker process (same files)."""
+    synthesize(options(tmp_path / "w", prompts_file, workers=1), pipe=tiny_pipe)
+    assert_same_dataset(straight, tmp_path / "w")
+
+
 def test_resume_redoes_exactly_the_missing_shards(tmp_path, straight, tiny_pipe, prompts_file):
     out = tmp_path / "data"
     shutil.copytree(straight, out)
@@ -184,6 +190,8 @@ def test_refuses_foreign_or_mismatched_folders(tmp_path, straight, tiny_pipe, pr
         with pytest.raises(ConfigError, match="choose another --out"):
             synthesize(options(foreign, prompts_file, resume=resume), pipe=tiny_pipe)
     assert [f.name for f in foreign.iterdir()] == ["notes.txt"]
+    with pytest.raises(ConfigError, match="existing file"):
+        synthesize(options(foreign / "notes.txt", prompts_file), pipe=tiny_pipe)
     with pytest.raises(ConfigError, match="pass --resume"):
         synthesize(options(straight, prompts_file), pipe=tiny_pipe)
     with pytest.raises(ConfigError, match="seed 0 -> 1"):

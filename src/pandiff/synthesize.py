@@ -37,10 +37,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pandiff.errors import ConfigError, DataError
-from pandiff.io import atomic_write_text
+from pandiff.io import OUTPUT_MARKER, atomic_write_text, check_output_dir
 
 MANIFEST = "synthesize.json"
-MARKER = ".pandiff-output"  # pandiff.io's marker of folders pandiff owns (#18)
 PRECISIONS = ("auto", "bf16", "fp32")
 # Settings that change the pairs: --resume refuses a folder made with other values.
 _OUTPUT_KEYS = (
@@ -142,9 +141,8 @@ def paths(out: str | Path, split: str) -> dict[str, Path]:
 def check_out_dir(out: Path, config: dict, resume: bool) -> None:
     """Refuse a non-empty ``out`` without ``resume``; with it, refuse a folder that is not a
     synthesize run or one made with other settings (its pairs would not match the new ones)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; choose a folder")
-    if not out.is_dir() or not any(out.iterdir()):
+    if out.is_symlink() or not out.is_dir() or not any(out.iterdir()):
+        check_output_dir(out, overwrite=False)  # refuses a file, a link, the current folder, no write access
         return
     manifest = out / MANIFEST
     if not resume:
@@ -168,7 +166,7 @@ def start_out_dir(out: Path, config: dict, split: str) -> None:
     for key in ("images", "panoptic", "shards"):
         p[key].mkdir(parents=True, exist_ok=True)
     p["panoptic_json"].parent.mkdir(exist_ok=True)
-    (out / MARKER).write_text("written by pandiff synthesize; continue it with --resume\n")
+    (out / OUTPUT_MARKER).write_text("written by pandiff synthesize; continue it with --resume\n")
     if not p["manifest"].is_file():
         atomic_write_text(p["manifest"], json.dumps({"config": config}, indent=1))
 
