@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -509,3 +510,29 @@ def test_codec_and_judge_with_nan_weights_are_neither_saved_nor_loaded(tmp_path)
     assert not (tmp_path / "judge").exists()
     with pytest.raises(WeightsError, match="no judge folder|is not a judge folder"):
         load_judge(tmp_path / "judge")
+
+
+def test_deeply_nested_map_json_is_a_clear_error(tiny_pipeline_dir, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "m.png")
+    (tmp_path / "panoptic.json").write_text("[" * 200_000 + "]" * 200_000)
+    argv = [*GEN, "--model", tiny_pipeline_dir, "--map", tmp_path / "m.png", "--out", tmp_path / "out"]
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and "not valid JSON" in err and "Traceback" not in err
+
+
+def test_a_read_only_parent_is_refused_before_any_work(tmp_path, capsys, monkeypatch, tripwire):
+    """Root may write anywhere, so the permission answer is simulated: the check must ask it."""
+    import pandiff.io
+
+    real = os.access
+    monkeypatch.setattr(pandiff.io.os, "access", lambda p, mode: real(p, mode) and Path(p) != tmp_path)
+    for argv in (
+        [*GEN, "--out", tmp_path / "new" / "gen"],
+        ["evaluate", "--data", "D", "--out", tmp_path / "r.json"],
+    ):
+        code, err = run_cli(argv, capsys)
+        assert code == 2 and "permission denied" in err
+    assert list(tmp_path.iterdir()) == []

@@ -85,7 +85,9 @@ def read_panoptic_png(png: str | Path, json_path: str | Path | None, table: Cate
     """Read a COCO panoptic PNG and its ``segments_info`` into a map over ``table``."""
     png = Path(png)
     if not png.is_file():
-        raise DataError(f"map file {png} does not exist")
+        raise DataError(
+            f"map file {png} {'is a folder' if png.is_dir() else 'does not exist'}; pass a PNG file"
+        )
     candidates = (
         [Path(json_path)]
         if json_path
@@ -99,7 +101,7 @@ def read_panoptic_png(png: str | Path, json_path: str | Path | None, table: Cate
         )
     try:
         data = json.loads(found.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # recursion: deep nesting
         raise DataError(f"{found} is not valid JSON: {exc}") from None
     annotations = data.get("annotations") if isinstance(data, dict) else None
     if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
@@ -119,7 +121,7 @@ def read_panoptic_png(png: str | Path, json_path: str | Path | None, table: Cate
 def read_image(path: str | Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"image file {path} does not exist")
+        raise DataError(f"image file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     return _open_rgb(path, "image")
 
 

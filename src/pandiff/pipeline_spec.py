@@ -21,7 +21,8 @@ def read_pipeline_spec(folder: Path) -> dict[str, Any]:
     """The validated description in ``folder``; optional keys get their defaults."""
     path = folder / PIPELINE_FILE
     if not folder.is_dir():
-        raise WeightsError(f"model folder {folder} does not exist; pass --model with a pipeline folder")
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise WeightsError(f"model folder {folder} {what}; pass --model with a pipeline folder")
     if not path.is_file():
         raise WeightsError(
             f"{folder} is not a pandiff pipeline folder: {PIPELINE_FILE} is missing "
@@ -29,7 +30,7 @@ def read_pipeline_spec(folder: Path) -> dict[str, Any]:
         )
     try:
         spec = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WeightsError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(spec, dict):
         raise WeightsError(f"{path} must hold a JSON object, got {type(spec).__name__}")

@@ -327,7 +327,7 @@ def _read_json(path: Path, hint: str) -> dict:
     try:
         with open(path, "rb") as fh:
             data = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # recursion: deep nesting
         raise DataError(f"{path} is not valid JSON ({exc}); download and unzip it again") from None
     if not isinstance(data, dict):
         raise DataError(f"{path} must hold a JSON object with COCO's keys, got {type(data).__name__}")

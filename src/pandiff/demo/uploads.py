@@ -92,7 +92,7 @@ def map_from_zip(data: bytes, table: CategoryTable, index: int = 0) -> tuple[Pan
 def _annotations(panoptic_json: bytes, what: str) -> list[dict]:
     try:
         data = json.loads(panoptic_json)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise DataError(f"{what} is not valid JSON: {exc}") from None
     annotations = data.get("annotations") if isinstance(data, dict) else None
     if not isinstance(annotations, list) or not annotations:
@@ -122,6 +122,8 @@ def _read(png: bytes, panoptic_json: bytes, file_name: str, table: CategoryTable
         json_path.write_bytes(panoptic_json)
         try:
             return read_panoptic_png(png_path, json_path, table)
+        except DataError:
+            raise  # already says what is wrong (DataError is a ValueError too: keep its message)
         except (KeyError, TypeError, ValueError) as exc:
             # coco_to_segments indexes segments_info fields; a malformed entry must read as bad input.
             raise DataError(f"the panoptic annotation of {safe_name} is malformed: {exc!r}") from None

@@ -156,7 +156,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {path} does not exist; see the presets in configs/")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, RecursionError) as exc:  # recursion: a file nested thousands deep
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"config file {path} is not UTF-8 text; pass a YAML file") from None
