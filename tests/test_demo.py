@@ -109,6 +109,58 @@ def test_generate_returns_image_map_overlay_per_sample(demo, generated):
     assert not np.array_equal(first[0], first[1])  # a batch draws different samples
 
 
+def test_legend_lists_each_segment_in_the_map_colours(demo, generated):
+    answer, _ = generated
+    for sample in answer["samples"]:
+        colours = {tuple(c) for c in _png(sample["map"], 16).reshape(-1, 3).tolist()}
+        labels = [e["label"] for e in sample["legend"]]
+        assert labels and len(set(labels)) == len(labels)
+        for entry in sample["legend"]:
+            rgb = np.array([int(entry["color"][i : i + 2], 16) for i in (1, 3, 5)])
+            # The swatch is a colour the map shows: inside the segment, or darkened on its outline.
+            assert any(
+                np.abs(np.array(c) - rgb).max() == 0 or np.abs(np.array(c) - rgb * 0.35).max() <= 1
+                for c in colours
+            ), entry
+            assert entry["label"].startswith(entry["category"])
+        # Things are numbered per category ("circle 1, circle 2"), stuff named once.
+        for name_count in sample["segments"].split(", "):
+            name, _, count = name_count.partition(" x")
+            if count:
+                assert [lb for lb in labels if lb.startswith(name + " ")] == [
+                    f"{name} {k}" for k in range(1, int(count) + 1)
+                ]
+
+
+def test_config_publishes_the_vocabulary_and_unknown_words_are_warned(demo):
+    status, _, data = _request(demo.url + "api/config")
+    vocabulary = json.loads(data)["vocabulary"]
+    assert status == 200 and "two white circles, one above the other, on the floor" in vocabulary["examples"]
+    assert any(line.startswith("colours: red") for line in vocabulary["lines"])
+    status, answer = _post(demo, "/api/generate", {"prompt": "a cat sitting on the grass", "steps": 1})
+    assert status == 200, answer
+    assert len(answer["warnings"]) == 1 and "cat, sitting" in answer["warnings"][0]
+    status, answer = _post(demo, "/api/generate", {"prompt": PROMPT, "steps": 1})
+    assert status == 200 and answer["warnings"] == []
+
+
+def test_segment_draws_the_map_of_an_uploaded_image(demo, generated):
+    image = generated[0]["samples"][0]["image"]
+    status, answer = _post(demo, "/api/segment", {"image": image, "steps": 2})  # no prompt needed
+    assert status == 200, answer
+    assert np.array_equal(_png(answer["given_image"], 16), _png(image, 16))
+    assert answer["settings"]["prompt"] == ""
+    (sample,) = answer["samples"]
+    _png(sample["map"], 16)
+    assert sample["legend"] and answer["download"].startswith("/download/")
+    status, again = _post(demo, "/api/segment", {"image": image, "steps": 2, "prompt": PROMPT})
+    assert status == 200 and again["settings"]["prompt"] == PROMPT
+    status, answer = _post(demo, "/api/segment", {"steps": 2})
+    assert status == 400 and "upload an image" in answer["error"]
+    status, answer = _post(demo, "/api/segment", {"image": base64.b64encode(b"not a picture").decode()})
+    assert status == 400 and "cannot read the uploaded image" in answer["error"]
+
+
 def test_generate_is_reproducible_by_seed(demo, generated):
     answer, _ = generated
     status, again = _post(demo, "/api/generate", {"prompt": PROMPT, "steps": 2, "num_images": 2, "seed": 3})
@@ -372,6 +424,45 @@ def test_page_in_headless_chromium(demo, generated, tmp_path, monkeypatch):
         wait.until(lambda d: d.execute_script(loaded, "#given-map") == [16])
         wait.until(lambda d: d.execute_script(loaded, "#results img.pic") == [16, 16, 16])
         assert driver.find_element(By.ID, "given-name").text == "(000.png)"
+        legend = driver.find_element(By.CSS_SELECTOR, "#results .legend").get_attribute("data-text")
+        names = [c.name for c in demo.pipe.table.categories]
+        assert legend and all(label.split(" ")[0] in names for label in legend.split(", "))
+        assert driver.find_element(By.CSS_SELECTOR, "#results .legend li").text in legend
+
+        # Image -> map: switching mode clears the old results; a prompt is not needed.
+        picture = tmp_path / "picture.png"
+        picture.write_bytes(base64.b64decode(generated[0]["samples"][0]["image"].partition(",")[2]))
+        driver.find_element(By.CSS_SELECTOR, "input[name=mode][value=segment]").click()
+        assert driver.find_elements(By.CSS_SELECTOR, "#results .sample") == []
+        assert not driver.find_element(By.ID, "download-row").is_displayed()
+        assert driver.find_element(By.ID, "generate").text == "Draw map"
+        driver.find_element(By.ID, "prompt").clear()
+        driver.find_element(By.ID, "image-file").send_keys(str(picture))
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: d.execute_script(loaded, "#results img.pic") == [16, 16, 16])
+        assert driver.find_element(By.CSS_SELECTOR, "#results .legend").get_attribute("data-text")
+        assert not driver.find_element(By.ID, "error").is_displayed()
+
+        # An example prompt fills the prompt box; an unknown word is named in a warning.
+        driver.find_element(By.CSS_SELECTOR, "input[name=mode][value=generate]").click()
+        assert driver.find_elements(By.CSS_SELECTOR, "#results .sample") == []
+        driver.find_element(By.CSS_SELECTOR, "#examples button").click()
+        assert driver.find_element(By.ID, "prompt").get_attribute("value") == "a red circle on the grass"
+        driver.find_element(By.ID, "prompt").clear()
+        driver.find_element(By.ID, "prompt").send_keys("a cat on the grass")
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: d.find_element(By.ID, "warning").is_displayed())
+        assert "cat" in driver.find_element(By.ID, "warning").text
+
+        # At 400 px, image, map and overlay sit side by side, each under a third of the width.
+        driver.set_window_size(400, 900)
+        width = driver.execute_script("return document.documentElement.clientWidth")
+        boxes = driver.execute_script(
+            "return [...document.querySelectorAll('#results .sample')[0].querySelectorAll('img.pic')]"
+            ".map(i => { const r = i.getBoundingClientRect(); return [r.left, r.top, r.width]; })"
+        )
+        assert width <= 400 and len({round(top) for _, top, _ in boxes}) == 1, boxes
+        assert all(w < width / 3 for _, _, w in boxes) and boxes[2][0] + boxes[2][2] <= width, boxes
         # Every resource the page loaded came from the demo itself.
         fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert fetched and all(url.startswith(demo.url) for url in fetched)

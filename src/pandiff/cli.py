@@ -26,6 +26,92 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Each command's --help ends with these (shell lines, shown as written).
+EXAMPLES: dict[str, str] = {
+    "make-world": """\
+  pandiff make-world --out data/world-2k --n 2000              # a small world to try training on
+  pandiff make-world --out data/world-20k --n 20000 --seed 0   # the bundled model's first world""",
+    "train-codec": """\
+  pandiff train-codec --data data/world-20k --out weights/world-codec --max-minutes 20
+  pandiff train-codec --data data/world-2k --out weights/codec-smoke --steps 50 --eval-every 25""",
+    "prepare": """\
+  pandiff prepare --data data/world-2k --out features/world-2k     # a built-in world: identity codec
+  pandiff prepare --data data/world-2k --out features/world-2k-vae --codec weights/world-codec
+  pandiff prepare --data data/coco --out features/coco256 --codec weights/sd-vae \\
+      --text-encoder weights/clip-l14 --image-size 256 --map-size 64 --device cuda""",
+    "train": """\
+  pandiff train --config world-s-pixel --set data.features=features/world-2k --run-dir runs/mine
+  pandiff train --config world-s-pixel --set data.features=features/world-2k --run-dir runs/mine --resume
+  pandiff train --config configs/coco256-uvit-s2.yaml --print-config   # a preset name or a YAML path""",
+    "generate": """\
+  pandiff generate "two red circles and a blue square on the grass" --out outputs/demo
+  pandiff generate "a green triangle to the left of a pink cross on the water" --n 8 --model runs/mine
+  pandiff generate "two red circles on the grass" --map outputs/demo/panoptic/000.png --out outputs/m2i""",
+    "synthesize": """\
+  pandiff synthesize --out data/synth-1k --prompts prompts.txt --n 1000 --per-prompt 4
+  pandiff synthesize --out data/synth-1k --prompts prompts.txt --n 1000 --per-prompt 4 --resume""",
+    "segment": """\
+  pandiff segment photo.png                            # the map of photo.png (64 x 64; --resize others)
+  pandiff segment scene.png "two red circles on the grass" --n 4 --out outputs/seg""",
+    "train-judge": """\
+  pandiff train-judge --data data/world-20k --out weights/judge
+  pandiff train-judge --data data/world-2k --out weights/judge-smoke --steps 50 --thing-steps 20""",
+    "evaluate": """\
+  pandiff evaluate --data data/world-20k --judge weights/judge --n 500 --out report.json
+  pandiff evaluate --data data/world-20k --mode image2map --n 100 --out image2map.json
+  pandiff evaluate --data data/world-2k --judge weights/judge-smoke --allow-weak-judge --n 8 --steps 5""",
+    "demo": """\
+  pandiff demo                                   # the bundled model on http://127.0.0.1:7860
+  pandiff demo --model runs/mine/final --port 8000""",
+}
+
+
+# What an option left at None means, for the help of options whose own text does not say.
+NO_DEFAULT: dict[str, str] = {
+    "max_minutes": "no time limit, --steps decides",
+    "scaling_factor": "the codec's own",
+    "run_dir": "the config's run.dir",
+    "map": "none, prompt -> image + map",
+    "map_json": "a panoptic.json beside or above the PNG",
+    "prompts": "none; give --prompts or --captions",
+    "captions": "none; give --prompts or --captions",
+    "judge": "none, the judge metrics are skipped",
+    "inception": "a weight file torch-fidelity cached, else FID/KID are skipped",
+    "clip": "none, the CLIP score is skipped",
+}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples and descriptions kept as written; every option's help ends with its default
+    (unless it names the default itself, or it is a flag that is off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = NO_DEFAULT.get(action.dest) if action.default is None else None
+        if unset and "default" not in text:
+            return f"{text} (default: {unset})"
+        if (
+            "default" in text
+            or not action.option_strings
+            or any(action.default is v for v in (None, False, argparse.SUPPRESS))
+            or action.required
+        ):
+            return text
+        default = " ".join(map(str, action.default)) if isinstance(action.default, list) else "%(default)s"
+        return f"{text} (default {default})"
+
+
+def epilog(name: str) -> str:
+    """The end of ``pandiff NAME --help``: examples, and for generate the bundled model's words."""
+    text = f"examples:\n{EXAMPLES[name]}"
+    if name == "generate":
+        from pandiff.data.world import vocabulary_text
+
+        words = "\n".join("  " + line for line in vocabulary_text(96).splitlines())
+        text += f"\n\nwhat the bundled model knows (the built-in world's words):\n{words}"
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pandiff",
@@ -33,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, epilog=epilog(name), formatter_class=HelpFormatter
+        )
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
     return parser
@@ -49,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = os.environ.get("PANDIFF_DEBUG", "") not in ("", "0")
+    _show_own_warnings_as_lines(args.command)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except PandiffError as exc:
@@ -65,6 +154,24 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"pandiff {args.command}: error: {message} (PANDIFF_DEBUG=1 shows where)", file=sys.stderr)
         return 1
+
+
+def _show_own_warnings_as_lines(command: str) -> None:
+    """pandiff's own warnings (an unknown prompt word, ...) as ``pandiff CMD: warning: ...`` lines;
+    other libraries' warnings keep Python's format."""
+    import warnings
+
+    default = getattr(warnings.showwarning, "pandiff_default", warnings.showwarning)  # no chain
+    package = os.path.dirname(os.path.abspath(__file__))
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning) and os.path.abspath(filename).startswith(package):
+            print(f"pandiff {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    show.pandiff_default = default
+    warnings.showwarning = show
 
 
 if __name__ == "__main__":

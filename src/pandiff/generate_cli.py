@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -17,11 +18,10 @@ from pandiff.data.coco_format import check_segments_info
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import DataError
 from pandiff.io import check_output_dir
-from pandiff.pipeline_spec import DEFAULT_MODEL_DIR
+from pandiff.pipeline_spec import DEFAULT_MODEL_DIR, read_pipeline_spec, resolve_model_dir
 
 
-def add_common(p: argparse.ArgumentParser, default_n: int) -> None:
-    p.add_argument("prompt", help="text prompt describing the scene")
+def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/generate") -> None:
     p.add_argument(
         "--model", default=None, help="pipeline folder (default: the bundled built-in-world model)"
     )
@@ -50,7 +50,7 @@ def add_common(p: argparse.ArgumentParser, default_n: int) -> None:
     p.add_argument(
         "--scheduler", default="dpmsolver++", choices=["dpmsolver++", "ddim", "ddpm"], help="sampler"
     )
-    p.add_argument("--out", default="outputs/generate", help="output folder (default outputs/generate)")
+    p.add_argument("--out", default=out, help=f"output folder (default {out})")
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -64,6 +64,7 @@ def add_common(p: argparse.ArgumentParser, default_n: int) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", help="text prompt describing the scene (the words it knows: below)")
     add_common(p, default_n=4)
     p.add_argument(
         "--map",
@@ -78,7 +79,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="RGB image to segment (image -> map)")
-    add_common(p, default_n=1)
+    p.add_argument(
+        "prompt",
+        nargs="?",
+        default="",
+        help="what the image shows (optional: without it the map follows the image alone, through the "
+        "empty prompt the model was trained on for 10%% of its steps)",
+    )
+    add_common(p, default_n=1, out="outputs/segment")
 
 
 def read_panoptic_png(png: str | Path, json_path: str | Path | None, table: CategoryTable) -> PanopticMap:
@@ -125,16 +133,18 @@ def read_image(path: str | Path) -> Image.Image:
     return _open_rgb(path, "image")
 
 
-def _open_rgb(path: Path, what: str) -> Image.Image:
-    """Decode an image file to RGB; an unreadable, truncated or decompression-bomb file (a header
-    claiming 40000x40000 pixels) is a DataError, not a traceback or an out-of-memory kill."""
+def _open_rgb(path: Path | BinaryIO, what: str, name: str | None = None) -> Image.Image:
+    """Decode an image file (or an open binary stream, called ``name`` in messages) to RGB; an
+    unreadable, truncated or decompression-bomb file (a header claiming 40000x40000 pixels) is a
+    DataError, not a traceback or an out-of-memory kill."""
+    name = name or str(path)
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read the {what} {path}: {exc}") from None
+        raise DataError(f"cannot read the {what} {name}: {exc}") from None
     if 0 in rgb.size:
-        raise DataError(f"the {what} {path} is empty ({rgb.size[0]}x{rgb.size[1]} pixels)")
+        raise DataError(f"the {what} {name} is empty ({rgb.size[0]}x{rgb.size[1]} pixels)")
     return rgb
 
 
@@ -162,9 +172,13 @@ def _run(args, image: Image.Image | None = None) -> int:
     from pandiff.pipeline import PanopticDiffusionPipeline, PipelineOutput
 
     start = time.perf_counter()
-    pipe = PanopticDiffusionPipeline.from_pretrained(args.model, device=args.device, scheduler=args.scheduler)
-    pmap = read_panoptic_png(args.map, args.map_json, pipe.table) if getattr(args, "map", None) else None
-    pipe.check_prompts(args.prompt)
+    model_dir = resolve_model_dir(args.model)  # a training run's folder: its export RUN/final
+    pmap = None
+    if getattr(args, "map", None):  # the given map first: a wrong file fails before the weights load
+        table = CategoryTable.from_coco(read_pipeline_spec(model_dir)["categories"])
+        pmap = read_panoptic_png(args.map, args.map_json, table)
+    pipe = PanopticDiffusionPipeline.from_pretrained(model_dir, device=args.device, scheduler=args.scheduler)
+    pipe.check_prompts(args.prompt, allow_empty=image is not None)
     loaded = time.perf_counter()
     scales = pipe.default_scales(args.guidance, args.map_guidance)
     generator = torch.Generator().manual_seed(args.seed)
@@ -194,8 +208,13 @@ def _run(args, image: Image.Image | None = None) -> int:
         "map_cleanup": pipe.cleanup_size(args.map_cleanup),
     }
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)
+    what = (
+        f"segmented {len(out.images)} image(s)"
+        if image is not None
+        else f"wrote {len(out.images)} image+map pair(s)"
+    )
     print(
-        f"wrote {len(out.images)} image+map pair(s) to {path} "
+        f"{what} to {path} "
         f"(load {loaded - start:.1f} s, sampling {done - loaded:.1f} s, {args.steps} {args.scheduler} steps, "
         f"guidance {scales['guidance_scale']}, map guidance {scales['map_guidance_scale']})"
     )

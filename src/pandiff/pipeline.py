@@ -30,7 +30,7 @@ from pandiff.data.panoptic_map import PanopticMap, canonicalize, center_crop_box
 from pandiff.diffusion.sampler import LockstepSampler
 from pandiff.diffusion.schedule import NoiseSchedule
 from pandiff.errors import ConfigError, DataError, WeightsError
-from pandiff.pipeline_spec import DEFAULT_MODEL_DIR, read_pipeline_spec, schedule_from_spec
+from pandiff.pipeline_spec import read_pipeline_spec, resolve_model_dir, schedule_from_spec
 
 # Side of the block a generated map segment must contain to survive decoding (smaller pieces are
 # bit-threshold rims, see PanopticMap.absorb_slivers); 0 keeps the thresholded bits as they are.
@@ -114,7 +114,7 @@ class PanopticDiffusionPipeline:
         from pandiff.encoders.text import load_text_encoder
         from pandiff.model import load_pdm
 
-        folder = Path(folder) if folder is not None else DEFAULT_MODEL_DIR
+        folder = resolve_model_dir(folder)  # a training run's folder: its export RUN/final
         device = checks.device(device, "device")
         spec = read_pipeline_spec(folder)
         model = load_pdm(folder / spec.get("model", "model"))
@@ -168,9 +168,12 @@ class PanopticDiffusionPipeline:
         return next(self.model.parameters()).device
 
     # -- inputs ----------------------------------------------------------------------------------
-    def check_prompts(self, prompt: str | Sequence[str], truncate: bool = False) -> list[str]:
+    def check_prompts(
+        self, prompt: str | Sequence[str], truncate: bool = False, allow_empty: bool = False
+    ) -> list[str]:
         """Validate prompts: non-empty strings that fit the text encoder's window (``truncate``:
-        longer prompts are cut to the window instead, as ``pandiff prepare`` cut training captions)."""
+        longer prompts are cut to the window instead, as ``pandiff prepare`` cut training captions;
+        ``allow_empty``: the empty prompt too, the unconditional one, which image -> map may use)."""
         if not isinstance(prompt, (str, Sequence)):
             raise TypeError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -183,6 +186,8 @@ class PanopticDiffusionPipeline:
             if not p.isprintable() and not p.replace("\n", " ").replace("\t", " ").isprintable():
                 # Bytes that are not UTF-8 reach argv as lone surrogates, which no tokenizer reads.
                 raise ConfigError("the prompt holds bytes that are not UTF-8 text or control characters")
+            if not p.strip() and allow_empty:
+                continue
             if not p.strip():
                 raise ConfigError(
                     "the prompt is empty; describe the scene, e.g. 'two red circles on the grass'"
@@ -193,12 +198,26 @@ class PanopticDiffusionPipeline:
                     "has nothing to follow and draws a guess",
                     stacklevel=2,
                 )
+            unknown = self.unknown_words(p)
+            if unknown:
+                warnings.warn(
+                    f"the model never saw the word(s) {', '.join(unknown)} (prompt {p[:60]!r}); it draws "
+                    "only what the words it knows say (its vocabulary: pandiff generate --help)",
+                    stacklevel=2,
+                )
             n = self.text_encoder.count_tokens(p)
             if n > limit and not truncate:
                 raise ConfigError(
                     f"the prompt is {n} tokens long but the text encoder reads at most {limit}; shorten it"
                 )
         return prompts
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """Words of ``prompt`` outside the built-in world's captions, for a model drawing the
+        built-in world's categories (the bundled one); ``[]`` for any other model."""
+        from pandiff.data.world import is_world_table, unknown_words
+
+        return unknown_words(prompt) if is_world_table(self.table) else []
 
     def prepare_map(self, pmap: PanopticMap, resize: bool = False) -> torch.Tensor:
         """A given map -> ``K H W`` bits at the model's map size.
@@ -282,7 +301,7 @@ class PanopticDiffusionPipeline:
         Returns:
             :class:`PipelineOutput` with PIL images, panoptic maps and overlays.
         """
-        prompts = self.check_prompts(prompt, truncate)
+        prompts = self.check_prompts(prompt, truncate, allow_empty=image is not None and map is None)
         cleanup = self.cleanup_size(map_cleanup)
         checks.number(num_images, "num_images", 1, 100_000, integer=True)
         if mask is not None and map is None and image is None:

@@ -17,6 +17,21 @@ PIPELINE_FILE = "pandiff_pipeline.json"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "world-s"
 
 
+def resolve_model_dir(folder: str | Path | None) -> Path:
+    """The pipeline folder to load: ``folder`` (default: the bundled model), or, for a training
+    run's folder (no pipeline file, but its export ``final/`` has one), that export, with a warning."""
+    folder = Path(folder) if folder is not None else DEFAULT_MODEL_DIR
+    export = folder / "final"
+    if folder.is_dir() and not (folder / PIPELINE_FILE).is_file() and (export / PIPELINE_FILE).is_file():
+        import warnings
+
+        warnings.warn(
+            f"{folder} is a training run, not a pipeline folder; using its export {export}", stacklevel=2
+        )
+        return export
+    return folder
+
+
 def read_pipeline_spec(folder: Path) -> dict[str, Any]:
     """The validated description in ``folder``; optional keys get their defaults."""
     path = folder / PIPELINE_FILE

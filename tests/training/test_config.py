@@ -96,3 +96,22 @@ def test_world_recipes_of_the_bundled_model_and_its_two_stream_twin():
         assert config.schedule.beta_schedule == "squaredcos_cap_v2"
         assert config.schedule.image_prediction == "sample" and config.loss.x0_weight_cap == 5.0
     assert recipes["world-s-two-stream"].model.image_stream == "runs/world-s-t2i/final/model"
+
+
+def test_a_preset_name_or_a_path_selects_the_shipped_yaml(tmp_path, monkeypatch):
+    """--config takes a shipped preset by name from any folder (the presets are package data)."""
+    from pandiff.training.config import PRESETS_DIR, presets, resolve_config
+
+    assert CONFIGS.resolve() == PRESETS_DIR  # one source of truth: configs/ is a link to it
+    assert {"world-s-pixel", "world-s", "coco256-uvit-s2"} <= set(presets())
+    monkeypatch.chdir(tmp_path)
+    for name in ("world-s-pixel", "world-s-pixel.yaml", "configs/world-s-pixel.yaml"):
+        assert resolve_config(name) == PRESETS_DIR / "world-s-pixel.yaml"
+    assert load_config("world-s-pixel").model.preset == "world-s-pixel"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "world-s-pixel.yaml").write_text("model:\n  preset: world-s\ndata:\n  features: f\n")
+    assert load_config("configs/world-s-pixel.yaml").model.preset == "world-s"  # a file wins
+    with pytest.raises(ConfigError, match="names no preset; the presets are .*world-s-pixel"):
+        load_config("world-s-pixle")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config("configs")

@@ -11,6 +11,9 @@ from pandiff.data.categories import CategoryTable
 from pandiff.data.panoptic_map import PanopticMap
 
 VOID_COLOR = (0, 0, 0)
+# Brightness shifts of instances 1..7 (index 0: stuff and crowd keep the plain category colour),
+# alternating darker/brighter so neighbours in the canonical order contrast.
+SHADES = np.array([0.0, -0.3, 0.3, -0.1, 0.2, -0.2, 0.1, 0.4])
 
 
 def category_colors(table: CategoryTable) -> np.ndarray:
@@ -35,12 +38,31 @@ def colorize(pmap: PanopticMap) -> np.ndarray:
     rgb = colors[pmap.category]
     # Instances 1..7 get seven distinct shades, alternating darker/brighter so neighbours in the
     # canonical order contrast; instance 0 (stuff, crowd) keeps the plain category colour.
-    shades = np.array([0.0, -0.3, 0.3, -0.1, 0.2, -0.2, 0.1, 0.4])
-    shade = shades[np.where(pmap.instance > 0, 1 + (pmap.instance - 1) % 7, 0)][..., None]
+    shade = SHADES[np.where(pmap.instance > 0, 1 + (pmap.instance - 1) % 7, 0)][..., None]
     rgb = np.clip(rgb + shade * np.where(shade > 0, 255 - rgb, rgb), 0, 255)
     edges = segment_boundaries(pmap)
     rgb[edges] *= 0.35
     return rgb.astype(np.uint8)
+
+
+def legend(pmap: PanopticMap) -> list[dict]:
+    """One entry per segment of ``pmap``, as :func:`colorize` paints it: ``label`` (``circle 1``,
+    ``circle 2`` for the instances of a thing, the category name for stuff), ``category`` and
+    ``color`` (``#rrggbb``); things first, in category order, then stuff."""
+    colors = category_colors(pmap.table).astype(np.float32)
+    things, stuff, seen = [], [], {}
+    for cat, inst in pmap.segments():
+        name = pmap.table[cat].name
+        base = colors[cat]
+        shade = SHADES[1 + (inst - 1) % 7 if inst > 0 else 0]
+        rgb = np.clip(base + shade * (255 - base if shade > 0 else base), 0, 255).astype(np.uint8)
+        entry = {"category": name, "color": "#{:02x}{:02x}{:02x}".format(*rgb.tolist())}
+        if inst > 0:
+            seen[cat] = seen.get(cat, 0) + 1
+            things.append({**entry, "label": f"{name} {seen[cat]}"})
+        else:
+            stuff.append({**entry, "label": name})
+    return things + stuff
 
 
 def segment_boundaries(pmap: PanopticMap) -> np.ndarray:

@@ -17,7 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--data", required=True, help="COCO-format folder (COCO 2017 or `pandiff make-world` output)"
     )
     p.add_argument("--out", required=True, help="feature folder to write (resumed when it exists)")
-    p.add_argument("--codec", required=True, help="image codec folder, hub id, or 'identity' (pixel space)")
+    p.add_argument(
+        "--codec",
+        default=None,
+        help="image codec folder, hub id, or 'identity' (pixel space) (default: identity for a built-in "
+        "world, which the world-s-pixel preset trains on; required for any other dataset)",
+    )
     p.add_argument(
         "--scaling-factor", type=finite_float, default=None, help="override the codec's latent scale"
     )
@@ -60,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.scaling_factor is not None:
         checks.positive_float(args.scaling_factor, "--scaling-factor")
     checks.device(args.device)
+    if args.codec is None:
+        args.codec = default_codec(args.data)
     codec = load_codec(args.codec, scaling_factor=args.scaling_factor, device=args.device)
     text_encoder = load_text_encoder(args.text_encoder, max_length=args.text_max_length, device=args.device)
     manifest = prepare_features(
@@ -82,3 +89,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"{split}: {entry['num_items']} items in {len(entry['shards'])} shards")
     print(f"features written to {args.out} (config hash {manifest.config_hash})")
     return 0
+
+
+def default_codec(data: str) -> str:
+    """``identity`` for a built-in world (its ``annotations/world_specs_*.json``), else a
+    ConfigError saying which codec to pass."""
+    from pathlib import Path
+
+    from pandiff.errors import ConfigError
+
+    if not Path(data).is_dir():
+        return "identity"  # prepare_features says what is wrong with --data
+    if any((Path(data) / "annotations").glob("world_specs_*2017.json")):
+        print("pandiff prepare: --codec not given: a built-in world, so the identity codec (pixel space)")
+        return "identity"
+    raise ConfigError(
+        f"{data} is not a built-in world: pass --codec (e.g. --codec weights/sd-vae, a folder of "
+        "stabilityai/sd-vae-ft-mse, for COCO; --codec identity for pixel space)"
+    )

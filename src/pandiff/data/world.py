@@ -55,8 +55,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -73,7 +75,13 @@ from pandiff import checks
 from pandiff.data.categories import Category, CategoryTable
 from pandiff.data.coco_format import rgb_to_id
 from pandiff.data.panoptic_map import PanopticMap, canonicalize
-from pandiff.data.world_captions import captions_for
+from pandiff.data.world_captions import (
+    NUMBER_WORDS,
+    RELATION_PHRASES,
+    captions_for,
+    phrase_words,
+    plural,
+)
 from pandiff.data.world_draw import (
     SHAPE_EXTENT,
     SIZES,
@@ -119,6 +127,97 @@ def world_category_table() -> CategoryTable:
     return CategoryTable(
         tuple(Category(n, i, thing, _MAP_COLORS[n], sup) for i, (n, thing, sup) in enumerate(names, start=1))
     )
+
+
+# Example prompts of the vocabulary (counts, colours, sizes, relations, every stuff): a test keeps
+# each one inside :func:`world_vocabulary`'s words.
+EXAMPLE_PROMPTS = (
+    "a red circle on the grass",
+    "two blue squares on the sand under a blue sky",
+    "three yellow stars in front of a grey wall",
+    "a green triangle to the left of a pink cross on the water",
+    "two white circles, one above the other, on the floor",
+    "a large orange star and a small purple square on the grass under the sky",
+    "four shapes: two red crosses, a blue circle and a yellow triangle on the sand",
+)
+
+
+def world_vocabulary() -> dict:
+    """What the built-in world's captions say, read from the world's own tables: ``shapes``,
+    ``colors``, ``sizes``, ``stuff`` (``single``: the one-region backgrounds, ``over``: each top
+    region with the bottoms it goes over), ``relations`` (stated only in two-thing scenes),
+    ``counts`` (count words, 1 to ``max_things`` things per picture, which is also the most
+    instances of one category), ``max_map_instances`` (what the map encoding can hold),
+    ``words`` (every word any caption uses) and ``examples``."""
+    max_things = max(_NUM_THINGS_P)
+    counts = {1: "a/an/one", **{n: NUMBER_WORDS[n] for n in range(2, max_things + 1)}}
+    words = (
+        phrase_words()
+        | set(THING_SHAPES)
+        | {plural(s) for s in THING_SHAPES}
+        | set(THING_COLORS)
+        | set(SIZES)
+        | set(STUFF_COLORS)
+        | {NUMBER_WORDS[n] for n in range(2, max_things + 1)}
+    )
+    return {
+        "shapes": list(THING_SHAPES),
+        "colors": list(THING_COLORS),
+        "sizes": list(SIZES),
+        "stuff": list(STUFF_COLORS),
+        "layouts": {"single": list(_SINGLE_REGION), "over": {k: list(v) for k, v in _BOTTOMS_UNDER.items()}},
+        "relations": list(RELATION_PHRASES),
+        "counts": counts,
+        "max_things": max_things,
+        "max_per_category": max_things,
+        "max_map_instances": MAX_INSTANCES,
+        "words": sorted(words),
+        "examples": list(EXAMPLE_PROMPTS),
+    }
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """The words of ``prompt`` (lower-cased, in order, once each) that no built-in-world caption
+    uses: the bundled model has never seen them and draws as if they were not there."""
+    known = _known_words()
+    found = dict.fromkeys(w for w in re.findall(r"[^\W_]+", prompt.lower()) if w not in known)
+    return list(found)
+
+
+@lru_cache(maxsize=1)
+def _known_words() -> frozenset[str]:
+    return frozenset(world_vocabulary()["words"])
+
+
+def vocabulary_text(width: int = 100) -> str:
+    """The vocabulary as a few lines of plain text (``pandiff generate --help``, the README)."""
+    v = world_vocabulary()
+    over = "; ".join(f"{top} over {'/'.join(bottoms)}" for top, bottoms in v["layouts"]["over"].items())
+    lines = [
+        f"shapes: {', '.join(v['shapes'])} (plurals: {', '.join(plural(s) for s in v['shapes'])})",
+        f"colours: {', '.join(v['colors'])}",
+        f"sizes: {', '.join(v['sizes'])}",
+        (
+            f"counts: {', '.join(v['counts'].values())} ({v['max_things']} things at most per picture, "
+            f"so at most {v['max_per_category']} of one shape)"
+        ),
+        (
+            f"backgrounds (stuff): {', '.join(v['stuff'])}: {'/'.join(v['layouts']['single'])} alone, "
+            f"or {over} (e.g. 'on the grass under a blue sky')"
+        ),
+        (
+            f"relations (two things only): {', '.join(v['relations'])} "
+            "(e.g. 'two red circles, one above the other')"
+        ),
+    ]
+    wrapped = [textwrap.fill(line, width, subsequent_indent="    ") for line in lines]
+    examples = [f'  "{e}"' for e in v["examples"]]
+    return "\n".join(wrapped + ["examples:"] + examples)
+
+
+def is_world_table(table: CategoryTable) -> bool:
+    """Whether a model's categories are the built-in world's (its vocabulary then applies)."""
+    return [c.name for c in table.categories] == [c.name for c in world_category_table().categories]
 
 
 @dataclass

@@ -45,6 +45,23 @@ _RELATION_WORDS = {
 }
 
 
+# How captions word each relation (``a red circle to the left of a blue star``).
+RELATION_PHRASES = tuple(_RELATION_WORDS.values())
+# Words the caption templates below write around the tables' phrases.
+TEMPLATE_WORDS = (
+    "a", "an", "one", "and", "the", "other", "shape", "shapes", "picture", "of", "background", "is", "with", "over"
+)
+
+
+def phrase_words() -> set[str]:
+    """Every word of the fixed stuff and relation phrases and of the caption templates (not the
+    shape, colour, size and count words, which come from the world's tables)."""
+    phrases = [*_RELATION_WORDS.values()]
+    for table in (_ON, _UNDER, _NOUN):
+        phrases += [p for options in table.values() for p in options]
+    return {w for p in phrases for w in p.split()} | set(TEMPLATE_WORDS)
+
+
 def plural(shape: str) -> str:
     """English plural of a shape name (``cross`` -> ``crosses``)."""
     return shape + ("es" if shape.endswith(("s", "x", "sh", "ch")) else "s")

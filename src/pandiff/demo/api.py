@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -25,15 +26,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from pandiff.data.palette import colorize
+from pandiff.data.palette import colorize, legend
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.demo.uploads import map_from_png_and_json, map_from_zip
 from pandiff.errors import ConfigError, DataError
 from pandiff.export import write_export
+from pandiff.generate_cli import _open_rgb
 from pandiff.pipeline import PanopticDiffusionPipeline, PipelineOutput
 
 GENERATE_FIELDS = {"prompt", "steps", "guidance", "map_guidance", "seed", "num_images"}
 MAP_FIELDS = {"map_png", "map_json", "map_name", "zip", "index"}
+IMAGE_FIELDS = {"image"}
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,17 @@ class DemoApp:
             "image_size": self.pipe.image_size,
             "map_size": self.pipe.map_size,
             "model": self.model_name,
+            "vocabulary": self._vocabulary(),
         }
+
+    def _vocabulary(self) -> dict | None:
+        """The built-in world's words and example prompts, for a model of the built-in world."""
+        from pandiff.data.world import is_world_table, vocabulary_text, world_vocabulary
+
+        if not is_world_table(self.pipe.table):
+            return None
+        lines = vocabulary_text(200).split("\nexamples:")[0].splitlines()
+        return {"examples": world_vocabulary()["examples"], "lines": lines}
 
     def generate(self, body: dict) -> dict:
         """Prompt -> image + map samples. ``body``: prompt, steps, guidance, map_guidance, seed,
@@ -117,13 +130,24 @@ class DemoApp:
         answer["given_name"] = name
         return answer
 
+    def segment(self, body: dict) -> dict:
+        """Uploaded image -> map samples. ``body``: the generate fields (the prompt optional) plus
+        ``image`` (a base64 PNG/JPEG, any size: centre-cropped and resized to the model's)."""
+        params = self._check_params(body, GENERATE_FIELDS | IMAGE_FIELDS, allow_empty_prompt=True)
+        if not body.get("image"):
+            raise DataError("upload an image to segment")
+        image = _open_rgb(BytesIO(self._upload(body, "image")), "uploaded image", name="(image)")
+        answer = self._run(params, given=None, mode="image -> map", image=image)
+        answer["given_image"] = _data_url(image)
+        return answer
+
     def download(self, token: str) -> bytes | None:
         """The zip of an earlier answer, or None once it has been dropped (or never existed)."""
         with self._downloads_lock:
             return self._downloads.get(token)
 
     # -- internals --------------------------------------------------------------------------------
-    def _check_params(self, body: dict, allowed: set[str]) -> dict:
+    def _check_params(self, body: dict, allowed: set[str], allow_empty_prompt: bool = False) -> dict:
         """Validate the generation fields; returns prompt, steps, seed, num_images and the scales."""
         if not isinstance(body, dict):
             raise ConfigError("the request body must be a JSON object")
@@ -134,7 +158,7 @@ class DemoApp:
             )
         lim = self.limits
         prompt = body.get("prompt", "")
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str) or not (prompt.strip() or allow_empty_prompt):
             raise ConfigError("the prompt is empty; describe the scene, e.g. 'two red circles on the grass'")
         if len(prompt) > lim.max_prompt_chars:
             raise ConfigError(
@@ -182,10 +206,14 @@ class DemoApp:
         except (binascii.Error, ValueError):
             raise DataError(f"{name} is not valid base64") from None
 
-    def _run(self, params: dict, given: PanopticMap | None, mode: str) -> dict:
-        """One pipeline call under the lock, then the answer and its COCO export zip."""
+    def _run(
+        self, params: dict, given: PanopticMap | None, mode: str, image: Image.Image | None = None
+    ) -> dict:
+        """One pipeline call under the lock, then the answer (with the pipeline's warnings, e.g.
+        words the model does not know) and its COCO export zip."""
         start = time.perf_counter()
-        with self._pipe_lock:
+        with self._pipe_lock, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
             out = self.pipe(
                 params["prompt"],
                 num_inference_steps=params["steps"],
@@ -194,6 +222,7 @@ class DemoApp:
                 num_images=params["num_images"],
                 generator=torch.Generator().manual_seed(params["seed"]),
                 map=given,
+                image=image,
                 resize=True,  # uploads come at any size; centre-crop and mode-pool them
             )
         seconds = time.perf_counter() - start
@@ -207,6 +236,7 @@ class DemoApp:
                     "map": _data_url(map_image),
                     "overlay": _data_url(over),
                     "segments": describe_map(pmap),
+                    "legend": legend(pmap),
                 }
                 for prompt, image, map_image, over, pmap in zip(
                     out.prompts, out.images, out.map_images(), out.overlays, out.maps
@@ -215,6 +245,7 @@ class DemoApp:
             "download": f"/download/{token}.zip",
             "seconds": round(seconds, 2),
             "settings": params,
+            "warnings": [str(w.message) for w in caught if issubclass(w.category, UserWarning)],
         }
 
     def _store(self, data: bytes) -> str:

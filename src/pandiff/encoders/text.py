@@ -184,6 +184,7 @@ def load_text_encoder(
         ConfigError: ``max_length`` exceeds the model's positions.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
+    from transformers.utils import logging as hf_logging
 
     if name_or_path == MINILM:
         model_src = tok_src = str(minilm_path())
@@ -191,6 +192,8 @@ def load_text_encoder(
     else:
         model_src, tok_src = _resolve(str(name_or_path))
         default_length = DEFAULT_MAX_LENGTH
+    bars_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights 103/103" bar on every command
     try:
         config = AutoConfig.from_pretrained(model_src)
         is_clip = config.model_type in CLIP_MODEL_TYPES
@@ -207,6 +210,9 @@ def load_text_encoder(
         raise WeightsError(
             f"cannot load text encoder {name_or_path!r} ({_brief(exc)}); {_how_to_get(str(name_or_path))}"
         ) from exc
+    finally:
+        if bars_on:
+            hf_logging.enable_progress_bar()
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise WeightsError(

@@ -392,6 +392,7 @@ def load_judge(folder: str | Path, min_miou: float = MIN_JUDGE_MIOU) -> tuple[Ju
     if not miou >= min_miou:
         raise WeightsError(
             f"the judge in {folder} reached validation mIoU {miou:.4f} < {min_miou}; its verdicts would not "
-            "be trustworthy. Train it longer (pandiff train-judge --steps ...) or on a larger world"
+            "be trustworthy. Train it longer (pandiff train-judge --steps ...) or on a larger world; "
+            "for a smoke test, pandiff evaluate --allow-weak-judge uses it anyway"
         )
     return judge.eval(), metrics

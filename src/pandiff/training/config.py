@@ -151,9 +151,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     ``section.key=value`` overrides in order."""
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; see the presets in configs/")
+        path = resolve_config(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, RecursionError) as exc:  # recursion: a file nested thousands deep
@@ -167,6 +165,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         apply_override(data, item)
     return config_from_dict(data)
+
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def presets() -> list[str]:
+    """Names of the presets shipped with pandiff (``src/pandiff/configs/*.yaml``)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config(path: str | Path) -> Path:
+    """A YAML file: ``path`` itself when it exists, else the shipped preset it names
+    (``world-s-pixel``, ``world-s-pixel.yaml`` or ``configs/world-s-pixel.yaml``)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    if given.exists():
+        raise ConfigError(f"config {given} is a folder; pass a YAML file or a preset name")
+    name = given.name[: -len(given.suffix)] if given.suffix in (".yaml", ".yml") else given.name
+    preset = PRESETS_DIR / f"{name}.yaml"
+    if given.parent in (Path("."), Path("configs")) and preset.is_file():
+        return preset
+    raise ConfigError(
+        f"config file {given} does not exist and names no preset; the presets are "
+        f"{', '.join(presets())} (pass a name, e.g. --config world-s-pixel, or a YAML path)"
+    )
 
 
 def apply_override(data: dict, item: str) -> None:

@@ -12,7 +12,10 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--config", default=None, help="YAML preset (e.g. configs/world-s.yaml); default: built-in defaults"
+        "--config",
+        default=None,
+        help="a shipped preset's name (world-s-pixel, world-s, coco256-uvit-s2, ...) or a YAML file "
+        "(default: the built-in defaults)",
     )
     p.add_argument(
         "--set",

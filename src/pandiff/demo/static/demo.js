@@ -13,6 +13,34 @@ function showError(message) {
   $("error").hidden = !message;
 }
 
+function showWarning(messages) {
+  $("warning").textContent = (messages || []).join(" ");
+  $("warning").hidden = !$("warning").textContent;
+}
+
+// Old answers never stay on screen under another mode's controls.
+function clearResults() {
+  $("results").replaceChildren();
+  $("given").hidden = true;
+  $("download-row").hidden = true;
+  $("status").textContent = "";
+  showError("");
+  showWarning([]);
+}
+
+function legendItems(list, legend) {
+  list.replaceChildren();
+  legend.forEach((entry) => {
+    const item = document.createElement("li");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = entry.color;
+    item.append(swatch, document.createTextNode(entry.label));
+    list.appendChild(item);
+  });
+  list.dataset.text = legend.map((e) => e.label).join(", ");
+}
+
 // Whole numbers are sent as integers and empty scales as null (the model's default), so the
 // server's checks see exactly what the user typed.
 function readSettings() {
@@ -79,6 +107,7 @@ function showResults(answer) {
     node.querySelector(".overlay").src = sample.overlay;
     node.querySelector("figcaption").textContent =
       `#${i + 1} "${sample.prompt}" (map: ${sample.segments})`;
+    legendItems(node.querySelector(".legend"), sample.legend || []);
     results.appendChild(node);
   });
   $("given").hidden = !answer.given_map;
@@ -86,6 +115,7 @@ function showResults(answer) {
     $("given-map").src = answer.given_map;
     $("given-name").textContent = `(${answer.given_name})`;
   }
+  showWarning(answer.warnings);
   $("download").href = answer.download;
   $("download-row").hidden = false;
 }
@@ -93,14 +123,22 @@ function showResults(answer) {
 async function onSubmit(event) {
   event.preventDefault();
   showError("");
+  showWarning([]);
   const button = $("generate");
   button.disabled = true;
   $("status").textContent = "generating\u2026";
   try {
     const body = readSettings();
-    const url = mode() === "map2image" ? "/api/map2image" : "/api/generate";
+    const url = { generate: "/api/generate", map2image: "/api/map2image", segment: "/api/segment" }[mode()];
     if (mode() === "map2image") {
       Object.assign(body, await mapUpload());
+    }
+    if (mode() === "segment") {
+      const file = $("image-file").files[0];
+      if (!file) {
+        throw new Error("choose an image to segment");
+      }
+      body.image = await readFile(file);
     }
     const answer = await postJSON(url, body);
     showResults(answer);
@@ -114,9 +152,33 @@ async function onSubmit(event) {
 }
 
 function onModeChange() {
-  const mapMode = mode() === "map2image";
-  $("upload").hidden = !mapMode;
-  $("generate").textContent = mapMode ? "Draw image" : "Generate";
+  $("upload").hidden = mode() !== "map2image";
+  $("image-upload").hidden = mode() !== "segment";
+  $("prompt").required = mode() !== "segment";
+  $("generate").textContent = { generate: "Generate", map2image: "Draw image", segment: "Draw map" }[mode()];
+  clearResults();
+}
+
+function showVocabulary(vocabulary) {
+  if (!vocabulary) {
+    return;
+  }
+  vocabulary.examples.forEach((example) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = example;
+    button.addEventListener("click", () => {
+      $("prompt").value = example;
+      $("prompt-count").textContent = example.length;
+    });
+    $("examples").appendChild(button);
+  });
+  vocabulary.lines.forEach((line) => {
+    const item = document.createElement("li");
+    item.textContent = line;
+    $("words").appendChild(item);
+  });
+  $("vocabulary").hidden = false;
 }
 
 async function loadConfig() {
@@ -133,6 +195,7 @@ async function loadConfig() {
   $("num-images").value = config.defaults.num_images;
   $("model-info").textContent =
     `Model: ${config.model} (${config.image_size} px images, ${config.map_size} px maps).`;
+  showVocabulary(config.vocabulary);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
