@@ -319,10 +319,28 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
     train = load_split(opts.data, "train", pipe.image_size, limit=opts.n)
     val = load_split(opts.data, opts.split, pipe.image_size)
     _check_table(pipe, train.table)
-    samples = generate(pipe, train, opts, "cogen")
-    size = pipe.image_size
-    maps = [m if m.shape == (size, size) else m.resize(size) for m in samples.maps]
-    generated = LabelledImages(samples.images, maps, train.captions, train.table)
+    import json
+    import tempfile
+
+    from pandiff.synthesize import SynthesizeOptions, synthesize
+
+    # The generated set is made the way `pandiff synthesize` makes a dataset (pair i from (seed, i),
+    # one per train scene, prompted by its caption) and read back by the same COCO loader as the
+    # real set, so both sides pass the same decoding.
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = [
+            {"id": i, "image_id": i, "caption": _fitting_caption(pipe, c)}
+            for i, c in enumerate(train.captions)
+        ]
+        Path(tmp, "prompts.json").write_text(json.dumps({"annotations": prompts}))
+        synth = SynthesizeOptions(
+            out=f"{tmp}/generated", n=len(train), captions=f"{tmp}/prompts.json", batch=opts.batch,
+            steps=opts.steps, seed=opts.seed, model=opts.model, device=opts.device, guidance=opts.guidance,
+            map_guidance=opts.map_guidance, map_cleanup=opts.map_cleanup, scheduler=opts.scheduler,
+            progress=opts.progress,
+        )  # fmt: skip
+        synthesize(synth, pipe=pipe)
+        generated = load_split(f"{tmp}/generated", "train", pipe.image_size)
     steps = {"steps": opts.judge_steps, "thing_steps": max(1, opts.judge_steps // 2)}
     result = downstream_comparison(generated, train, val, seed=opts.seed, progress=opts.progress, **steps)
     how = (
