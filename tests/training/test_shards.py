@@ -217,3 +217,34 @@ def test_prepare_batches_across_shards_and_workers_give_the_same_shards(
     for (a, _), (b, _) in zip(FeatureManifest.read(out).shard_files("train"), reference):
         x, y = load_file(str(a)), load_file(str(b))
         assert all(torch.equal(x[k], y[k]) for k in y)
+
+
+def test_prepare_refuses_a_file_or_a_foreign_folder_before_encoding(tmp_path, tiny_world, capsys):
+    """--out is checked first: a file or a folder pandiff did not write is refused and left as it
+    was; a folder of an earlier prepare is resumed (test above)."""
+    from pandiff.cli import main
+
+    notes = tmp_path / "mine" / "notes.txt"
+    notes.parent.mkdir()
+    notes.write_text("x")
+    afile = tmp_path / "afile"
+    afile.write_text("y")
+    for out, message in (
+        (notes.parent, "did not write"),
+        (afile, "existing file"),
+        (tiny_world, "reads or writes"),
+    ):
+        args = [
+            "prepare",
+            "--data",
+            str(tiny_world),
+            "--out",
+            str(out),
+            "--codec",
+            "identity",
+            "--splits",
+            "val",
+        ]
+        assert main([*args, "--text-encoder", "/nonexistent-encoder"]) == 2  # refused before any loading
+        assert message in capsys.readouterr().err
+    assert [p.name for p in notes.parent.iterdir()] == ["notes.txt"] and afile.read_text() == "y"

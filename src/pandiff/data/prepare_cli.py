@@ -7,6 +7,7 @@ so that ``pandiff prepare --help`` does not load torch.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pandiff import checks
 from pandiff.checks import finite_float
@@ -45,6 +46,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the encoders (default cpu)")
 
 
+def _check_out(out: str, data: str) -> None:
+    """Before any encoding: ``--out`` is a feature folder of an earlier ``prepare`` (resumed), or a
+    place a new one may go (absent or empty; never a file, a foreign folder or the data itself)."""
+    from pandiff.data.shards import MANIFEST
+    from pandiff.io import check_output_dir
+
+    path = Path(out)
+    if path.is_dir() and not path.is_symlink() and (path / MANIFEST).is_file():
+        return  # resumed; the manifest is checked against these settings when it is read
+    check_output_dir(path, overwrite=False, option="--out", protect=[data])
+
+
 def run(args: argparse.Namespace) -> int:
     from pandiff.data.prepare import prepare_features
     from pandiff.encoders.codec import load_codec
@@ -65,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scaling_factor is not None:
         checks.positive_float(args.scaling_factor, "--scaling-factor")
     checks.device(args.device)
+    _check_out(args.out, args.data)
     if args.codec is None:
         args.codec = default_codec(args.data)
     codec = load_codec(args.codec, scaling_factor=args.scaling_factor, device=args.device)
