@@ -125,3 +125,12 @@ def test_bad_options_are_rejected(tiny_pipeline_dir, tiny_world, tmp_path, coco_
         evaluate(EvaluationOptions(model=None, data=str(tiny_world), out=str(tmp_path / "report.md")))
     with pytest.raises(ConfigError, match="--map-cleanup must be >= 0"):
         evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, map_cleanup=-1))
+
+
+def test_report_names_the_bundled_model_when_none_is_given(tiny_pipeline_dir, tiny_world, tmp_path):
+    from pandiff.pipeline import PanopticDiffusionPipeline
+
+    opts = options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map")
+    opts.model = None  # as `pandiff evaluate` without --model; the pipeline is handed in
+    report = evaluate(opts, pipe=PanopticDiffusionPipeline.from_pretrained(str(tiny_pipeline_dir)))
+    assert report["model"].endswith("weights/world-s (bundled)")

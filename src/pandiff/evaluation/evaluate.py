@@ -377,7 +377,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
     scales = pipe.default_scales(opts.guidance, opts.map_guidance)
     world = is_world(opts.data)
     if opts.model is None:
-        from pandiff.pipeline import DEFAULT_MODEL_DIR
+        from pandiff.pipeline_spec import DEFAULT_MODEL_DIR
 
         model = f"{DEFAULT_MODEL_DIR} (bundled)"
     else:
