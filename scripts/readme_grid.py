@@ -38,7 +38,7 @@ PROMPTS = [
     EXAMPLE,
     EXAMPLE,
     EXAMPLE,
-    "a yellow star in the sky above the sea",
+    "a yellow star on the water under a blue sky",
     "a green triangle on the sand",
     "three pink squares in front of a brick wall",
     "a white cross on a wooden floor",

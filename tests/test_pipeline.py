@@ -35,14 +35,22 @@ def _map(pipe, seed=0):
 
 
 def test_cogeneration_shapes_batching_and_determinism(pipe):
-    out = pipe(["a red circle on the grass", "two blue squares"], num_inference_steps=3, num_images=2,
-               generator=_gen())
+    out = pipe(
+        ["a red circle on the grass", "two blue squares"],
+        num_inference_steps=3,
+        num_images=2,
+        generator=_gen(),
+    )
     assert out.prompts == ["a red circle on the grass"] * 2 + ["two blue squares"] * 2
     assert [im.size for im in out.images] == [(16, 16)] * 4
     assert all(m.shape == (16, 16) and m.table is pipe.table for m in out.maps)
     assert [o.size for o in out.overlays] == [(16, 16)] * 4
-    again = pipe(["a red circle on the grass", "two blue squares"], num_inference_steps=3, num_images=2,
-                 generator=_gen())
+    again = pipe(
+        ["a red circle on the grass", "two blue squares"],
+        num_inference_steps=3,
+        num_images=2,
+        generator=_gen(),
+    )
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(out.images, again.images))
     assert all(np.array_equal(a.category, b.category) for a, b in zip(out.maps, again.maps))
     other = pipe("a red circle on the grass", num_inference_steps=3, generator=_gen(1))
@@ -92,8 +100,9 @@ def test_lossless_map_upsampling_is_automatic_lossy_resize_needs_consent(pipe):
     small = PanopticMap(_map(pipe).category[::2, ::2], _map(pipe).instance[::2, ::2], pipe.table)
     bits = pipe.prepare_map(small)
     assert bits.shape == (7, 16, 16)
-    big = PanopticMap(np.kron(_map(pipe).category, np.ones((3, 3), int)) [:40, :40],
-                      np.zeros((40, 40), int), pipe.table)
+    big = PanopticMap(
+        np.kron(_map(pipe).category, np.ones((3, 3), int))[:40, :40], np.zeros((40, 40), int), pipe.table
+    )
     with pytest.raises(DataError, match="resize"):
         pipe.prepare_map(big)
     assert pipe.prepare_map(big, resize=True).shape == (7, 16, 16)
@@ -144,3 +153,23 @@ def test_generated_maps_are_cleaned_given_maps_are_not(pipe, tiny_pipeline_dir, 
     spec = json.loads((folder / "pandiff_pipeline.json").read_text())
     (folder / "pandiff_pipeline.json").write_text(json.dumps({**spec, "map_cleanup": 0}))
     assert PanopticDiffusionPipeline.from_pretrained(folder).map_cleanup == 0
+
+
+def test_guidance_left_as_none_is_the_model_folders(pipe, monkeypatch):
+    """pipe(prompt) uses the folder's guidance (pandiff_pipeline.json), not a hard-coded 3 / 1;
+    given values win."""
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    seen = []
+    real = LockstepSampler.sample
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs["guidance_scale"], kwargs["map_guidance_scale"]))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LockstepSampler, "sample", spy)
+    monkeypatch.setattr(pipe, "guidance_scale", 0.0)
+    monkeypatch.setattr(pipe, "map_guidance_scale", 0.5)
+    pipe("a red circle", num_inference_steps=2, generator=_gen())
+    pipe("a red circle", num_inference_steps=2, generator=_gen(), guidance_scale=4.0, map_guidance_scale=0.0)
+    assert seen == [(0.0, 0.5), (4.0, 0.0)]

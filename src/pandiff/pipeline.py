@@ -271,8 +271,8 @@ class PanopticDiffusionPipeline:
         self,
         prompt: str | Sequence[str],
         num_inference_steps: int = 20,
-        guidance_scale: float = 3.0,
-        map_guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
+        map_guidance_scale: float | None = None,
         num_images: int = 1,
         generator: torch.Generator | None = None,
         map: PanopticMap | Sequence[PanopticMap] | None = None,
@@ -294,6 +294,8 @@ class PanopticDiffusionPipeline:
                 (inpainting); any size, resized by nearest neighbour to each modality.
             resize: allow lossy resizing of a given map or image to the model's sizes.
             truncate: cut prompts longer than the text encoder's window instead of refusing them.
+            guidance_scale, map_guidance_scale: classifier-free text and map guidance; None (the
+                default) takes the model folder's (``pandiff_pipeline.json``).
             map_cleanup: sliver size for generated maps (:meth:`PanopticMap.absorb_slivers`);
                 default the model folder's ``map_cleanup`` (else 3); 0 returns the thresholded bits
                 as they are (the paper's decoding). Maps of map -> image and map inpainting are
@@ -335,8 +337,7 @@ class PanopticDiffusionPipeline:
             self.latent_shape,
             self.map_shape,
             num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            map_guidance_scale=map_guidance_scale,
+            **self.default_scales(guidance_scale, map_guidance_scale),
             image=given_latents,
             map_bits=given_bits,
             image_mask=image_mask,
