@@ -14,8 +14,21 @@ from pandiff.data.panoptic_map import PanopticMap
 
 
 def _generate(tiny_pipeline_dir, out, *extra):
-    return main(["generate", "two red circles on the grass", "--model", str(tiny_pipeline_dir), "--n", "2",
-                 "--steps", "2", "--out", str(out), *extra])
+    return main(
+        [
+            "generate",
+            "two red circles on the grass",
+            "--model",
+            str(tiny_pipeline_dir),
+            "--n",
+            "2",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +75,43 @@ def test_generate_is_reproducible(tiny_pipeline_dir, export, tmp_path):
 
 def test_map_to_image_and_segment(tiny_pipeline_dir, export, tmp_path):
     png = export / "panoptic" / "000.png"
-    assert main(["generate", "a scene", "--model", str(tiny_pipeline_dir), "--map", str(png), "--n", "1",
-                 "--steps", "2", "--out", str(tmp_path / "m2i")]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "a scene",
+                "--model",
+                str(tiny_pipeline_dir),
+                "--map",
+                str(png),
+                "--n",
+                "1",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "m2i"),
+            ]
+        )
+        == 0
+    )
     given = np.asarray(Image.open(png))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "m2i" / "panoptic" / "000.png")) != 0, given != 0)
-    assert main(["segment", str(export / "000_image.png"), "a scene", "--model", str(tiny_pipeline_dir),
-                 "--steps", "2", "--out", str(tmp_path / "seg")]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(export / "000_image.png"),
+                "a scene",
+                "--model",
+                str(tiny_pipeline_dir),
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "seg"),
+            ]
+        )
+        == 0
+    )
     seg_image = np.asarray(Image.open(tmp_path / "seg" / "000_image.png")).astype(int)
     assert np.abs(seg_image - np.asarray(Image.open(export / "000_image.png"))).max() <= 1
 
@@ -97,7 +141,9 @@ def test_existing_output_is_refused_without_overwrite(tiny_pipeline_dir, export,
 def test_empty_prompt_and_missing_model(tiny_pipeline_dir, tmp_path, capsys):
     assert main(["generate", " ", "--model", str(tiny_pipeline_dir), "--out", str(tmp_path / "e")]) == 2
     assert "prompt is empty" in capsys.readouterr().err
-    assert main(["generate", "a circle", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "f")]) == 2
+    assert (
+        main(["generate", "a circle", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "f")]) == 2
+    )
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -106,7 +152,16 @@ def test_map_with_unknown_category_or_missing_json(tiny_pipeline_dir, export, tm
     folder.mkdir()
     png = folder / "000.png"
     png.write_bytes((export / "panoptic" / "000.png").read_bytes())
-    args = ["generate", "x", "--model", str(tiny_pipeline_dir), "--map", str(png), "--out", str(tmp_path / "o")]
+    args = [
+        "generate",
+        "x",
+        "--model",
+        str(tiny_pipeline_dir),
+        "--map",
+        str(png),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 2
     assert "--map-json" in capsys.readouterr().err
     panoptic = json.loads((export / "panoptic.json").read_text())
@@ -124,3 +179,30 @@ def test_map_cleanup_reaches_the_pipeline(tiny_pipeline_dir, tmp_path, monkeypat
     assert _generate(tiny_pipeline_dir, tmp_path / "out", *extra) == 0
     assert sizes == ([size] * 2 if size else [])  # one clean-up per generated map, none when off
     assert json.loads((tmp_path / "out" / "panoptic.json").read_text())["info"]["map_cleanup"] == size
+
+
+def test_export_of_a_non_square_image_keeps_png_and_json_sizes_equal(tmp_path):
+    """write_export: the panoptic PNG has the image's own height and width (it was square before),
+    and upsampling a map onto the image grid keeps every label."""
+    from pandiff.data.world import world_category_table
+    from pandiff.export import write_export
+
+    table = world_category_table()
+    category = np.full((8, 8), table.index_of_name("grass"))
+    instance = np.zeros((8, 8), dtype=int)
+    category[2:4, 1:5], instance[2:4, 1:5] = table.index_of_name("circle"), 1
+    image = Image.new("RGB", (32, 16), "green")  # 32 wide, 16 high
+    out = write_export(
+        tmp_path / "export",
+        ["a red circle on the grass"],
+        [image],
+        [PanopticMap(category, instance, table)],
+        table,
+    )
+    spec = json.loads((out / "panoptic.json").read_text())
+    png = np.asarray(Image.open(out / "panoptic" / spec["annotations"][0]["file_name"]).convert("RGB"))
+    assert png.shape[:2] == (spec["images"][0]["height"], spec["images"][0]["width"]) == (16, 32)
+    ids = rgb_to_id(png)
+    areas = {s["id"]: s["area"] for s in spec["annotations"][0]["segments_info"]}
+    assert {int(i): int((ids == i).sum()) for i in np.unique(ids)} == areas
+    assert sorted(areas.values()) == [8 * 8, 16 * 32 - 8 * 8]  # the circle: 2x4 cells of 2x4 px each

@@ -28,6 +28,14 @@ from pandiff.errors import ConfigError
 from pandiff.io import atomic_dir, check_output_dir, write_json
 
 
+def _to_grid(pmap: PanopticMap, h: int, w: int) -> PanopticMap:
+    """The map on the image's ``h x w`` grid by nearest neighbour (lossless for integer upsampling),
+    so the panoptic PNG and the JSON's declared size always agree, square or not."""
+    rows = np.arange(h) * pmap.shape[0] // h
+    cols = np.arange(w) * pmap.shape[1] // w
+    return PanopticMap(pmap.category[rows][:, cols], pmap.instance[rows][:, cols], pmap.table)
+
+
 def write_export(
     out: str | Path,
     prompts: Sequence[str],
@@ -52,7 +60,7 @@ def write_export(
             stem = f"{i:03d}"
             arr = np.asarray(img.convert("RGB"))
             h, w = arr.shape[:2]
-            full = pmap if pmap.shape == (h, w) else pmap.resize(h)  # labels upsample losslessly
+            full = pmap if pmap.shape == (h, w) else _to_grid(pmap, h, w)
             img.save(tmp / f"{stem}_image.png")
             Image.fromarray(colorize(full)).save(tmp / f"{stem}_map.png")
             Image.fromarray(overlay(arr, full)).save(tmp / f"{stem}_overlay.png")
