@@ -187,18 +187,9 @@ class ResidentStream(ShardStream):
 
     KEYS = ("moments", "text", "num_captions", "category", "instance", "image_id")
 
-    def __init__(
-        self,
-        manifest: FeatureManifest,
-        split: str,
-        batch_size: int,
-        seed: int = 0,
-        shuffle_buffer: int = 2048,
-        rank: int = 0,
-        world_size: int = 1,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        super().__init__(manifest, split, batch_size, seed, shuffle_buffer, rank, world_size)
+    def __init__(self, *args: Any, device: str | torch.device = "cpu", **kwargs: Any) -> None:
+        """:class:`ShardStream`'s arguments, and ``device`` to hold the split on."""
+        super().__init__(*args, **kwargs)
         self.device = torch.device(device)
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in self.KEYS}
         handles: OrderedDict = OrderedDict()

@@ -109,20 +109,20 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
     (``cogen``), prompts with their maps (``map2image``) or with their images (``image2map``)."""
     from PIL import Image
 
-    scales = pipe.default_scales(opts.guidance, opts.map_guidance)
     gen = torch.Generator(opts.device).manual_seed(opts.seed)
     prompts = [_fitting_caption(pipe, caps) for caps in real.captions]
     images, maps = [], []
     step = opts.batch
     with tqdm(total=len(prompts), desc=f"evaluate {mode}", disable=not opts.progress) as bar:
         for start in range(0, len(prompts), step):
-            kwargs = dict(
-                num_inference_steps=opts.steps,
-                generator=gen,
-                truncate=True,
-                map_cleanup=opts.map_cleanup,
-                **scales,
-            )
+            kwargs = {
+                "num_inference_steps": opts.steps,
+                "generator": gen,
+                "truncate": True,
+                "map_cleanup": opts.map_cleanup,
+                "guidance_scale": opts.guidance,  # None: the model folder's (the pipeline resolves it)
+                "map_guidance_scale": opts.map_guidance,
+            }
             if mode == "map2image":
                 kwargs["map"] = real.maps[start : start + step]
             elif mode == "image2map":
@@ -237,8 +237,8 @@ def _world_metrics(
     maps = real.maps if mode == "map2image" else samples.maps
     images = (real if mode == "image2map" else samples).images.permute(0, 2, 3, 1).numpy()
     if mode != "map2image":
-        own = jd.summarise([jd.map_sample(m, s, im) for m, s, im in zip(maps, specs, images)], specs)
-        rates = wc.adherence_rates([wc.check_adherence(m, s, im) for m, s, im in zip(maps, specs, images)])
+        own_verdicts = [jd.map_sample(m, s, im) for m, s, im in zip(maps, specs, images)]
+        own, rates = jd.summarise(own_verdicts, specs), wc.adherence_rates(own_verdicts)
         how = (
             "share of the model's own maps whose thing counts per category equal the prompt's and that "
             f"hold every named stuff; by things named: {jd.by_bucket(own, 'adherence')}"

@@ -37,8 +37,9 @@ def judge_sample(
     """Verdicts for one picture from its judged map (``judged``: the judge's segmentation of
     ``image``, ``H W 3`` uint8).
 
-    Keys: ``adherence`` (thing counts per category equal the prompt's **and** every named stuff is
-    present), ``counts``, ``stuff_present``, ``relation`` (None when the prompt states none; on
+    Keys: those of :func:`world_checks.check_adherence` (``categories``, ``counts``, ...), and
+    ``adherence`` (thing counts per category equal the prompt's **and** every named stuff is
+    present), ``relation`` (None when the prompt states none; on
     judged instance centroids, candidates of the named colour), ``colour`` (``(correct, judged)``
     instance colours, :func:`world_checks.colour_matches`), ``agreement`` (judged thing counts equal
     those of ``own_map``, the map generated beside the image; None without one).
@@ -53,12 +54,10 @@ def map_sample(own_map: PanopticMap, spec: dict, image: np.ndarray | None = None
 
 
 def _verdicts(pmap: PanopticMap, spec: dict, image: np.ndarray | None, agreement: bool | None) -> dict:
-    verdict = wc.check_adherence(pmap, spec, image)
+    verdict = wc.check_adherence(pmap, spec, image)  # every criterion, so adherence_rates reads these too
     return {
+        **verdict,
         "adherence": bool(verdict["counts"] and verdict["stuff_present"]),
-        "counts": verdict["counts"],
-        "stuff_present": verdict["stuff_present"],
-        "relation": verdict["relation"],
         "colour": wc.colour_matches(pmap, image, spec) if image is not None else (0, 0),
         "agreement": agreement,
     }
