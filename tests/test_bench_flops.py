@@ -113,6 +113,25 @@ def test_two_stream_counts_the_frozen_image_stream_where_gradient_flows():
     count = training_flops(model)
     assert (count.forward, count.training, count.tokens) == (forward, training, g)
 
+    # Issue #22's convention: the frozen image stream counts its forward only (no activation
+    # gradients through it); the trainable map stream and zero_projs are counted as before.
+    image_forward = (
+        image_embed
+        + 3 * (block_linears(SEQ) + attention(SEQ))
+        + linear(SEQ, 2 * D, D)
+        + linear(N, D, P * P * C)
+        + conv(3, C, C, S * S)
+    )
+    frozen_forward_only = image_forward + map_embed + map_blocks + map_head + zero_projs
+    lean = training_flops(model, frozen_backward=False)
+    assert (lean.forward, lean.training, lean.tokens) == (forward, frozen_forward_only, g)
+    assert lean.training < count.training
+
+
+def test_frozen_backward_changes_nothing_for_a_trainable_model():
+    model = pdm_from_preset("world-s", "unified", map_bits=3, patch_factor=1, **TINY)
+    assert training_flops(model, frozen_backward=False) == training_flops(model)
+
 
 @pytest.mark.parametrize("variant", ["unified", "two-stream"])
 def test_training_flops_equal_torchs_flop_counter_on_a_real_step(variant):

@@ -33,6 +33,7 @@ from pandiff.model.uvit import (
     build_blocks,
     check_backbone_config,
     check_image_and_text,
+    check_refine_channels,
     initialize_weights,
     run_blocks,
     timestep_embedding,
@@ -115,6 +116,7 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
     Args: as :class:`~pandiff.model.uvit.UViT`, plus
         map_bits: K, analog-bit channels of the map.
         patch_factor: f in {1, 2, 4}; the map is ``f * latent_size`` wide with patch ``f * patch_size``.
+        refine_channels: as :class:`~pandiff.model.uvit.UViT` (the image head's pixel refiner).
     """
 
     @register_to_config
@@ -133,14 +135,16 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         text_dim: int = 768,
         text_len: int = 77,
         conv_head: bool = True,
+        refine_channels: int = 0,
     ) -> None:
         super().__init__()
         check_backbone_config(
             latent_channels, latent_size, patch_size, embed_dim, depth, num_heads, text_dim, text_len
         )
         check_map_config(map_bits, patch_factor)
+        check_refine_channels(refine_channels)
         self._build_image_modules(
-            latent_channels, latent_size, patch_size, embed_dim, text_dim, text_len, conv_head
+            latent_channels, latent_size, patch_size, embed_dim, text_dim, text_len, conv_head, refine_channels
         )
         self._build_map_modules(
             map_bits, patch_factor * patch_size, self.num_image_tokens, embed_dim, conv_head
@@ -176,13 +180,13 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         x = self.embed_image(image, timestep_image, text)  # B P+N D
         if map_bits is None:
             x = run_blocks(x, self.in_blocks, self.mid_block, self.out_blocks)
-            return PDMOutput(image=self.decode_image(x[:, self.num_prefix_tokens :]))
+            return PDMOutput(image=self.decode_image(x[:, self.num_prefix_tokens :], image))
         check_map_input(self.config, image, map_bits)
         n_img = x.shape[1]
         m = self.embed_map(map_bits, timestep_image if timestep_map is None else timestep_map)  # B 1+N D
         x = run_blocks(torch.cat([x, m], dim=1), self.in_blocks, self.mid_block, self.out_blocks)
         return PDMOutput(
-            image=self.decode_image(x[:, self.num_prefix_tokens : n_img]),
+            image=self.decode_image(x[:, self.num_prefix_tokens : n_img], image),
             map=self.decode_map(x[:, n_img + 1 :]),
         )
 
@@ -242,6 +246,7 @@ class PDMTwoStream(_MapProperties, ModelMixin, ConfigMixin):
         text_dim: int = 768,
         text_len: int = 77,
         conv_head: bool = True,
+        refine_channels: int = 0,
     ) -> None:
         super().__init__()
         check_map_config(map_bits, patch_factor)
@@ -257,6 +262,7 @@ class PDMTwoStream(_MapProperties, ModelMixin, ConfigMixin):
             text_dim=text_dim,
             text_len=text_len,
             conv_head=conv_head,
+            refine_channels=refine_channels,
         )
         self.map_stream = MapStream(
             map_bits=map_bits,
@@ -352,6 +358,6 @@ class PDMTwoStream(_MapProperties, ModelMixin, ConfigMixin):
         for blk_h, blk_g in zip(img.out_blocks, ms.out_blocks):
             h, g = step(blk_h, blk_g, h, g, *skips.pop())
         return PDMOutput(
-            image=img.decode_image(h[:, img.num_prefix_tokens :]),
+            image=img.decode_image(h[:, img.num_prefix_tokens :], image),
             map=ms.decode_map(g[:, n_img + 1 :]),
         )
