@@ -21,7 +21,10 @@ Schema (every key optional in YAML; the defaults below are the paper's where it 
               lr_schedule, warmup_steps, grad_clip, mixed_precision, compile (torch.compile the
               model through Accelerate's dynamo backend "inductor"; costs ~30-60 s of compiling on
               2 CPU cores at start, then ~9% faster world-s steps), ema_decay,
-              checkpoint_every, keep_checkpoints, log_every
+              checkpoint_every, keep_checkpoints, log_every, finite_checks ("step": a NaN/inf loss or
+              gradient norm stops the run before its update, one host sync per step; "log": the
+              check stays on the device, the fused AdamW skips that update and the run stops at the
+              next log step or save; "auto": "step" on a CPU, where a sync costs nothing, else "log")
     sample:   every, num, steps, guidance_scale, map_guidance_scale, scheduler
 
 Values given with ``--set`` are parsed by ``yaml.safe_load`` (``--set train.lr=1e-4`` gives a
@@ -97,6 +100,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 10
+    finite_checks: str = "auto"
 
 
 @dataclass
@@ -135,6 +139,7 @@ class Config:
 
 
 LR_SCHEDULES = ("constant_with_warmup", "linear", "cosine")
+FINITE_CHECKS = ("auto", "step", "log")
 MIXED_PRECISION = ("fp32", "bf16", "fp16")
 VARIANTS = ("unified", "two-stream", "image-only")
 
@@ -287,6 +292,10 @@ def _validate(c: Config) -> None:
         "train.checkpoint_every and keep_checkpoints must be >= 1",
     )
     need(t.log_every >= 1, "train.log_every must be >= 1")
+    need(
+        t.finite_checks in FINITE_CHECKS,
+        f"train.finite_checks must be one of {', '.join(FINITE_CHECKS)}",
+    )
     need(t.adam_eps > 0, "train.adam_eps must be > 0")
     checks.seed(c.run.seed, "run.seed")
     checks.guidance(c.sample.guidance_scale, "sample.guidance_scale")

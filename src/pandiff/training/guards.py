@@ -1,6 +1,7 @@
 """The training loop's divergence checks: a NaN/inf loss or gradient stops the run before the
-update; weights that an update left non-finite are caught at the next log step (the loop reads a
-flag there, so steps need no host sync of their own) and before any save."""
+update (``train.finite_checks=step``), or the fused optimizer skips that update on the device and the
+run stops at the next log step or save (``log``: no host sync per step); weights that an update left
+non-finite are caught at the next log step (the loop reads a flag there) and before any save."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ class NonFiniteLossError(PandiffError):
 
 
 class DivergenceChecks:
-    """Mixed into the Trainer; uses its ``accelerator``, ``run_dir``, ``state`` and ``_weights_finite``."""
+    """Mixed into the Trainer; uses its ``accelerator``, ``run_dir``, ``state``, ``_weights_finite`` and
+    ``_first_bad`` (the first step whose non-finite loss or gradient the device recorded, 0: none)."""
 
     def _check_finite(self, values: torch.Tensor, names: tuple[str, ...]) -> None:
         bad = (~torch.isfinite(values)).float()
@@ -34,10 +36,19 @@ class DivergenceChecks:
             )
 
     def _check_weights(self) -> None:
-        bad = (~self._weights_finite).float().view(1)
+        bad = torch.stack([(~self._weights_finite).float(), self._first_bad.float()]).view(1, 2)
         if self.accelerator.num_processes > 1:
-            bad = self.accelerator.reduce(bad, "sum")
-        if bool(bad.item()):
+            bad = self.accelerator.gather(bad)  # processes x 2
+        rows = bad.tolist()  # the one host sync of deferred checks
+        weights = any(w for w, _ in rows)
+        first = min((f for _, f in rows if f), default=0)
+        if first:
+            raise self._diverged(
+                f"step {int(first)}: the loss or gradient norm was not finite on at least one process; "
+                f"its update was skipped (as was any later non-finite one) and training stopped at step "
+                f"{self.state.step}, before saving"
+            )
+        if weights:
             raise self._diverged(
                 f"by step {self.state.step} an update left NaN or infinite weights (the losses were still "
                 "finite); they are not saved"

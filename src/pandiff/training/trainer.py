@@ -113,6 +113,14 @@ class Trainer(DivergenceChecks):
             t.lr_schedule, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.steps
         )
         self.ema = EMAModel(self.params, decay=t.ema_decay)
+        # "log" checks: flags stay on the device and the fused AdamW skips a non-finite update
+        # through its found_inf input (as under a GradScaler); fp16's own scaler owns that input.
+        self._defer = (
+            optimizer.defaults.get("fused", False)
+            and t.mixed_precision != "fp16"
+            and (t.finite_checks == "log" or (t.finite_checks == "auto" and acc.device.type != "cpu"))
+        )
+        self._raw_optimizer = optimizer
         self.ddp_model, self.optimizer = acc.prepare(self.model, optimizer)
         self.ema.to(acc.device)
         self.data.codec.to(acc.device)
@@ -131,6 +139,11 @@ class Trainer(DivergenceChecks):
         # False once an update left a NaN/inf weight: accumulated on the device every step and read
         # only at log steps (the host sync) and before every save, so steps stay asynchronous.
         self._weights_finite = torch.ones((), dtype=torch.bool, device=acc.device)
+        # Under deferred checks: a non-finite loss or gradient norm among this step's micro-batches,
+        # the first optimizer step that had one (0: none), and per-step loss sums not yet in history.
+        self._step_bad = torch.zeros((), dtype=torch.bool, device=acc.device)
+        self._first_bad = torch.zeros((), dtype=torch.long, device=acc.device)
+        self._pending: list[tuple[int, torch.Tensor]] = []
         self.history: list[dict[str, float]] = []
         self._last_saved = -1
         self._start(resume)
@@ -172,8 +185,9 @@ class Trainer(DivergenceChecks):
             dynamic_ncols=True,
             disable=not (self.progress and acc.is_main_process),
         )
-        window = torch.zeros(4, dtype=torch.float64)  # loss, image_loss, map_loss, micro-batches
-        step_sums = torch.zeros(4, dtype=torch.float64)
+        sums_device = acc.device if self._defer else "cpu"  # deferred: no copy to the host per step
+        window = torch.zeros(4, dtype=torch.float64, device=sums_device)  # loss, image, map, micro-batches
+        step_sums = torch.zeros(4, dtype=torch.float64, device=sums_device)
         tick, tick_step = time.perf_counter(), self.state.step
         try:
             while self.state.step < t.steps:
@@ -190,6 +204,7 @@ class Trainer(DivergenceChecks):
                     s = self.state.step
                     if s % t.log_every == 0 or s == t.steps:
                         self._check_weights()
+                        self._flush_history()
                         elapsed = time.perf_counter() - tick
                         row = self._log(window, (s - tick_step) / elapsed)
                         if row is not None:
@@ -211,6 +226,7 @@ class Trainer(DivergenceChecks):
             bar.close()
         if self._last_saved != self.state.step:
             self.save()
+        self._flush_history()
         return self.history
 
     def _compiled_step(self, batch: dict) -> torch.Tensor:
@@ -245,17 +261,30 @@ class Trainer(DivergenceChecks):
                 self.generator,
             )
             values = torch.stack([out.loss.detach(), out.image_loss, out.map_loss]).float()
-            self._check_finite(values, ("loss", "image_loss", "map_loss"))
+            if self._defer:
+                self._step_bad |= ~torch.isfinite(values).all()
+            else:
+                self._check_finite(values, ("loss", "image_loss", "map_loss"))
             acc.backward(out.loss)
             if acc.sync_gradients and self.config.train.grad_clip > 0:
                 norm = acc.clip_grad_norm_(self.params, self.config.train.grad_clip)
-                if self.config.train.mixed_precision != "fp16":  # fp16's grad scaler handles overflow itself
+                if self._defer:
+                    self._step_bad |= ~torch.isfinite(torch.as_tensor(norm))
+                # fp16's grad scaler handles overflow itself
+                elif self.config.train.mixed_precision != "fp16":
                     self._check_finite(torch.as_tensor(norm, dtype=torch.float32).view(1), ("gradient norm",))
+            if self._defer and acc.sync_gradients:
+                self._raw_optimizer.found_inf = self._step_bad.float()  # 1: the fused kernel skips the update
+                step = torch.full_like(self._first_bad, self.state.step + 1)
+                self._first_bad = torch.where((self._first_bad == 0) & self._step_bad, step, self._first_bad)
+                self._step_bad = torch.zeros_like(self._step_bad)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if acc.sync_gradients:  # one fused norm per step; a NaN or inf weight makes it non-finite
                 norms = torch._foreach_norm([p.detach() for p in self.params])
                 self._weights_finite &= torch.stack(norms).sum().isfinite()
+        if self._defer:
+            return torch.cat([values.double(), torch.ones(1, dtype=torch.float64, device=values.device)])
         return torch.cat([values.double().cpu(), torch.ones(1, dtype=torch.float64)])
 
     def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -279,15 +308,21 @@ class Trainer(DivergenceChecks):
         self.ema.step(self.params)
         self.state.step += 1
         self.state.samples_seen += t.batch_size * t.grad_accum * self.accelerator.num_processes
-        n = sums[3].item()
-        self.history.append(
-            {
-                "step": self.state.step,
-                "loss": sums[0].item() / n,
-                "image_loss": sums[1].item() / n,
-                "map_loss": sums[2].item() / n,
-            }
-        )
+        self._pending.append((self.state.step, sums.clone()))
+        if not self._defer:
+            self._flush_history()
+
+    def _flush_history(self) -> None:
+        """Move the per-step loss sums into ``history`` (deferred checks: one host copy per log step)."""
+        if not self._pending:
+            return
+        steps = [s for s, _ in self._pending]
+        sums = torch.stack([v for _, v in self._pending]).cpu().tolist()
+        self._pending.clear()
+        for step, (loss, image, map_, n) in zip(steps, sums):
+            self.history.append(
+                {"step": step, "loss": loss / n, "image_loss": image / n, "map_loss": map_ / n}
+            )
 
     def _log(self, window: torch.Tensor, steps_per_s: float) -> dict | None:
         acc = self.accelerator
@@ -312,6 +347,8 @@ class Trainer(DivergenceChecks):
     def save(self) -> None:
         """Write a checkpoint of the current step (every process must call this)."""
         acc = self.accelerator
+        if self._defer:
+            self._check_weights()  # a step whose update was skipped stops the run before any save
         rng = gather_object([ckpt.capture_rng(self.generator)])
         if acc.is_main_process:
             ema = self.ema.state_dict()
