@@ -14,7 +14,9 @@ Schema (every key optional in YAML; the defaults below are the paper's where it 
               ``pdm_from_preset``), init (a saved model folder to start from), image_stream (a
               pretrained image U-ViT, saved folder or checkpoint file: the frozen image stream of
               a two-stream model; the start of a unified model's image part), warm_start (a saved
-              model folder: every weight whose name and shape match, e.g. pixel -> latent space)
+              model folder: every weight whose name and shape match, e.g. pixel -> latent space),
+              trainable (parameter-name prefixes to train, e.g. [refiner.]; the rest stays frozen;
+              null: all)
     schedule: the fields of :class:`~pandiff.diffusion.schedule.NoiseSchedule`
     loss:     the fields of :class:`~pandiff.diffusion.loss.LossConfig`
     train:    steps, batch_size (per process), grad_accum, lr, weight_decay, betas, adam_eps,
@@ -80,6 +82,7 @@ class ModelConfig:
     init: str | None = None
     image_stream: str | None = None
     warm_start: str | None = None
+    trainable: list | None = None
 
 
 @dataclass

@@ -75,7 +75,34 @@ def build_model(cfg: ModelConfig, seed: int) -> torch.nn.Module:
         if not isinstance(model, PDMTwoStream):
             raise ConfigError(f"model.init {cfg.init} holds a {type(model).__name__}, not a two-stream model")
         model.freeze_image_stream()
+    if cfg.trainable is not None:
+        freeze_all_but(model, cfg.trainable)
     return model.train()
+
+
+def freeze_all_but(model: torch.nn.Module, prefixes: list) -> None:
+    """Train only the parameters whose names start with one of ``prefixes`` (``model.trainable``):
+    e.g. a new head on a trained model, whose predictions the frozen rest then cannot lose.
+
+    Raises:
+        ConfigError: an empty list, a prefix that is not a string, or one that names no parameter.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    if not prefixes or not all(isinstance(p, str) and p for p in prefixes):
+        raise ConfigError(
+            f"model.trainable must be a non-empty list of parameter-name prefixes, got {prefixes!r}"
+        )
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unknown:
+        tops = sorted({n.split(".")[0] for n in names})
+        raise ConfigError(
+            f"model.trainable: {unknown} name no parameter of this {type(model).__name__}; "
+            f"its top-level modules are {tops}"
+        )
+    for name, param in model.named_parameters():
+        param.requires_grad_(param.requires_grad and name.startswith(tuple(prefixes)))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model.trainable {prefixes}: every parameter it names is frozen already")
 
 
 def warm_start(model: torch.nn.Module, folder: str | Path) -> list[str]:
