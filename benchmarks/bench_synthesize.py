@@ -90,13 +90,14 @@ def main() -> None:
     batches = args.batch or ([256, 1024] if cuda else [1, 16])
     pipe = PanopticDiffusionPipeline.from_pretrained(args.model, device=args.device)
     pipe.autocast_dtype = torch.bfloat16 if args.precision == "bf16" else None
-    scales = pipe.default_scales()
-    branches = 1 + (scales["guidance_scale"] > 0) + (scales["map_guidance_scale"] > 0)
+    warm = pipe.call_settings(num_inference_steps=2)  # the folder's guidance; 2 steps to warm up
+    cleanup = warm.pop("map_cleanup")
+    branches = 1 + (warm["guidance_scale"] > 0) + (warm["map_guidance_scale"] > 0)
     workers = default_workers(args.device)
     lines = [
         (
             f"{args.steps} DPM-Solver++ steps, {branches} guidance branches per step, {args.precision}, "
-            f"{args.device}, {workers} writer processes, map clean-up {pipe.map_cleanup}; forward-only: model alone at "
+            f"{args.device}, {workers} writer processes, map clean-up {cleanup}; forward-only: model alone at "
             "batch x branches samples per forward"
         ),
         "",
@@ -110,7 +111,7 @@ def main() -> None:
         prompts = Path(tmp) / "prompts.txt"
         prompts.write_text("\n".join(PROMPTS) + "\n")
         for batch in batches:
-            sample_pairs(pipe, PROMPTS[:1] * batch, pair_generators(0, range(batch)), 2, scales)  # warm-up
+            sample_pairs(pipe, PROMPTS[:1] * batch, pair_generators(0, range(batch)), warm)  # warm-up
             n = max(args.pairs_per_batch * batch, args.min_pairs)
             runs = []  # per repeat: wall and CPU pairs/s, then wall and CPU forward samples/s
             for r in range(args.repeats):

@@ -33,15 +33,14 @@ def one_thread():
 @pytest.fixture(scope="session")
 def make_tiny_pipeline(tmp_path_factory):
     """Writes a complete pipeline folder around a tiny random pixel-space PDM on the world's
-    categories (identity codec, the real MiniLM text encoder), as ``pandiff train --export``
-    writes it: ``make_tiny_pipeline(image_size) -> folder``."""
-    import json
-
+    categories (identity codec, the real MiniLM text encoder), with the writer ``pandiff train
+    --export`` uses: ``make_tiny_pipeline(image_size) -> folder``."""
     import torch
 
     from pandiff.data.world import world_category_table
     from pandiff.diffusion.schedule import NoiseSchedule
     from pandiff.model import pdm_from_preset
+    from pandiff.pipeline_config import PipelineConfig, save_pipeline_folder
 
     def make(image_size: int) -> Path:
         torch.manual_seed(0)
@@ -51,21 +50,16 @@ def make_tiny_pipeline(tmp_path_factory):
         with torch.no_grad():  # wake the zero-initialised heads so every input matters
             for p in model.parameters():
                 p.add_(0.05 * torch.randn_like(p))
+        config = PipelineConfig(
+            codec="identity",
+            text_encoder="minilm",
+            categories=world_category_table().to_coco(),
+            schedule=NoiseSchedule().to_dict(),
+            image_size=image_size,
+            guidance_scale=2.0,
+        )
         folder = tmp_path_factory.mktemp("pipeline") / f"tiny-world-{image_size}"
-        model.save_pretrained(folder / "model")
-        description = {
-            "model": "model",
-            "codec": "identity",
-            "text_encoder": "minilm",
-            "schedule": NoiseSchedule().to_dict(),
-            "instance_bits": 3,
-            "categories": world_category_table().to_coco(),
-            "image_size": image_size,
-            "guidance_scale": 2.0,
-            "map_guidance_scale": 1.0,
-        }
-        (folder / "pandiff_pipeline.json").write_text(json.dumps(description))
-        return folder
+        return save_pipeline_folder(folder, model, config)
 
     return make
 

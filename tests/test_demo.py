@@ -244,7 +244,7 @@ class _FailingPipe:
 
     def __init__(self, real, error):
         self.real, self.error = real, error
-        self.default_scales, self.scheduler = real.default_scales, real.scheduler
+        self.call_settings, self.scheduler = real.call_settings, real.scheduler
 
     def __call__(self, *args, **kwargs):
         raise self.error

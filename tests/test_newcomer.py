@@ -96,7 +96,7 @@ def test_prepare_without_codec_names_the_codec_to_pass(tmp_path):
 def test_a_run_folder_as_model_uses_its_export(tiny_pipeline_dir, tmp_path):
     import shutil
 
-    from pandiff.pipeline_spec import resolve_model_dir
+    from pandiff.pipeline_config import resolve_model_dir
 
     shutil.copytree(tiny_pipeline_dir, tmp_path / "run" / "final")
     with pytest.warns(UserWarning, match="training run, not a pipeline folder; using its export"):

@@ -137,7 +137,7 @@ def test_generated_maps_are_cleaned_given_maps_are_not(pipe, tiny_pipeline_dir, 
     # The random tiny model draws arbitrary bits; decode every sample to the rimmed map instead.
     monkeypatch.setattr(MapBitCodec, "decode_map", lambda self, bits, table: PanopticMap(
         rimmed.category.copy(), rimmed.instance.copy(), table))  # fmt: skip
-    assert pipe.map_cleanup == 3  # the default when the folder names none
+    assert pipe.config.map_cleanup == 3  # the folder's
     cleaned = pipe("two blue squares", num_inference_steps=1, generator=_gen())
     assert "square" not in {pipe.table[c].name for c, _ in cleaned.maps[0].segments()}
     expected = rimmed.absorb_slivers(3)
@@ -152,7 +152,7 @@ def test_generated_maps_are_cleaned_given_maps_are_not(pipe, tiny_pipeline_dir, 
     shutil.copytree(tiny_pipeline_dir, folder)
     spec = json.loads((folder / "pandiff_pipeline.json").read_text())
     (folder / "pandiff_pipeline.json").write_text(json.dumps({**spec, "map_cleanup": 0}))
-    assert PanopticDiffusionPipeline.from_pretrained(folder).map_cleanup == 0
+    assert PanopticDiffusionPipeline.from_pretrained(folder).config.map_cleanup == 0
 
 
 def test_guidance_left_as_none_is_the_model_folders(pipe, monkeypatch):
@@ -168,8 +168,8 @@ def test_guidance_left_as_none_is_the_model_folders(pipe, monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(LockstepSampler, "sample", spy)
-    monkeypatch.setattr(pipe, "guidance_scale", 0.0)
-    monkeypatch.setattr(pipe, "map_guidance_scale", 0.5)
+    monkeypatch.setattr(pipe.config, "guidance_scale", 0.0)
+    monkeypatch.setattr(pipe.config, "map_guidance_scale", 0.5)
     pipe("a red circle", num_inference_steps=2, generator=_gen())
     pipe("a red circle", num_inference_steps=2, generator=_gen(), guidance_scale=4.0, map_guidance_scale=0.0)
     assert seen == [(0.0, 0.5), (4.0, 0.0)]

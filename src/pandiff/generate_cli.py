@@ -18,7 +18,7 @@ from pandiff.data.coco_format import check_segments_info
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import DataError
 from pandiff.io import check_output_dir
-from pandiff.pipeline_spec import DEFAULT_MODEL_DIR, read_pipeline_spec, resolve_model_dir
+from pandiff.pipeline_config import DEFAULT_MODEL_DIR, SCHEDULER_NAMES, PipelineConfig, resolve_model_dir
 
 
 def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/generate") -> None:
@@ -26,7 +26,7 @@ def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/g
         "--model", default=None, help="pipeline folder (default: the bundled built-in-world model)"
     )
     p.add_argument("--n", type=int, default=default_n, help=f"samples to draw (default {default_n})")
-    p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's, 20)")
     p.add_argument(
         "--seed", type=int, default=0, help="random seed; equal seeds give equal outputs (default 0)"
     )
@@ -48,7 +48,7 @@ def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/g
         "(default: the model's, 3)",
     )
     p.add_argument(
-        "--scheduler", default="dpmsolver++", choices=["dpmsolver++", "ddim", "ddpm"], help="sampler"
+        "--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default: the model's, dpmsolver++)"
     )
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     p.add_argument(
@@ -151,7 +151,8 @@ def _open_rgb(path: Path | BinaryIO, what: str, name: str | None = None) -> Imag
 def _check_args(args) -> None:
     """Every option, before the model loads or anything is written (sampler steps are bounded
     by the model's schedule when it has loaded)."""
-    checks.number(args.steps, "--steps", 1, integer=True)
+    if args.steps is not None:
+        checks.number(args.steps, "--steps", 1, integer=True)
     checks.number(args.n, "--n", 1, 1_000_000, integer=True)
     checks.number(args.batch, "--batch", 1, 4096, integer=True)
     checks.seed(args.seed)
@@ -175,18 +176,20 @@ def _run(args, image: Image.Image | None = None) -> int:
     model_dir = resolve_model_dir(args.model)  # a training run's folder: its export RUN/final
     pmap = None
     if getattr(args, "map", None):  # the given map first: a wrong file fails before the weights load
-        table = CategoryTable.from_coco(read_pipeline_spec(model_dir)["categories"])
+        table = CategoryTable.from_coco(PipelineConfig.from_pretrained(model_dir).categories)
         pmap = read_panoptic_png(args.map, args.map_json, table)
     pipe = PanopticDiffusionPipeline.from_pretrained(model_dir, device=args.device, scheduler=args.scheduler)
     pipe.check_prompts(args.prompt, allow_empty=image is not None)
     loaded = time.perf_counter()
-    scales = pipe.default_scales(args.guidance, args.map_guidance)
+    settings = pipe.call_settings(args.guidance, args.map_guidance, args.steps, args.map_cleanup)
     generator = torch.Generator().manual_seed(args.seed)
     out = PipelineOutput([], [], [], [])
     for first in range(0, args.n, args.batch):  # batches of --batch keep memory bounded for any --n
         part = pipe(
             args.prompt,
-            num_inference_steps=args.steps,
+            num_inference_steps=args.steps,  # None: the model folder's (the pipeline resolves it)
+            guidance_scale=args.guidance,
+            map_guidance_scale=args.map_guidance,
             num_images=min(args.batch, args.n - first),
             generator=generator,
             map=pmap,
@@ -194,18 +197,18 @@ def _run(args, image: Image.Image | None = None) -> int:
             resize=args.resize,
             progress=True,
             map_cleanup=args.map_cleanup,
-            **scales,
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
     done = time.perf_counter()
     info = {
         "model": str(args.model or "bundled world-s"),
-        "sampler": args.scheduler,
-        "steps": args.steps,
+        "sampler": pipe.scheduler,
+        "steps": settings["num_inference_steps"],
         "seed": args.seed,
-        **scales,
-        "map_cleanup": pipe.cleanup_size(args.map_cleanup),
+        "guidance_scale": settings["guidance_scale"],
+        "map_guidance_scale": settings["map_guidance_scale"],
+        "map_cleanup": settings["map_cleanup"],
     }
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)
     what = (
@@ -215,8 +218,8 @@ def _run(args, image: Image.Image | None = None) -> int:
     )
     print(
         f"{what} to {path} "
-        f"(load {loaded - start:.1f} s, sampling {done - loaded:.1f} s, {args.steps} {args.scheduler} steps, "
-        f"guidance {scales['guidance_scale']}, map guidance {scales['map_guidance_scale']})"
+        f"(load {loaded - start:.1f} s, sampling {done - loaded:.1f} s, {info['steps']} {pipe.scheduler} steps, "
+        f"guidance {info['guidance_scale']}, map guidance {info['map_guidance_scale']})"
     )
     return 0
 

@@ -2,20 +2,22 @@
 
 A pipeline folder (diffusers-style) holds::
 
-    pandiff_pipeline.json   codec, text encoder, schedule, instance bits, category table, image size,
-                            default guidance scales and map clean-up
+    pandiff_pipeline.json   a PipelineConfig: codec, text encoder, schedule, instance bits, category
+                            table, image size, and the defaults of every call argument left as None
+                            (guidance scales, steps, map clean-up, scheduler)
     model/                  config.json + safetensors of the PDM transformer (EMA weights)
-    codec/                  the image codec (AutoencoderKL folder), unless the JSON names another path
+    codec/                  the image codec (AutoencoderKL folder), unless the JSON names another
+    text_encoder/           a local text encoder's copy, unless the JSON names one ("minilm", a hub id)
 
-``PanopticDiffusionPipeline.from_pretrained(folder)`` loads all of it; calling the pipeline
-returns PIL images, :class:`PanopticMap` objects and overlays.
+``PanopticDiffusionPipeline.from_pretrained(folder)`` loads all of it and ``save_pretrained(folder)``
+writes it; calling the pipeline returns PIL images, :class:`PanopticMap` objects and overlays.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +32,7 @@ from pandiff.data.panoptic_map import PanopticMap, canonicalize, center_crop_box
 from pandiff.diffusion.sampler import LockstepSampler
 from pandiff.diffusion.schedule import NoiseSchedule
 from pandiff.errors import ConfigError, DataError, WeightsError
-from pandiff.pipeline_spec import read_pipeline_spec, resolve_model_dir, schedule_from_spec
-
-# Side of the block a generated map segment must contain to survive decoding (smaller pieces are
-# bit-threshold rims, see PanopticMap.absorb_slivers); 0 keeps the thresholded bits as they are.
-MAP_CLEANUP = 3
+from pandiff.pipeline_config import PipelineConfig, component_path, resolve_model_dir, save_pipeline_folder
 
 
 @dataclass
@@ -62,7 +60,10 @@ class PanopticDiffusionPipeline:
         table: category table of the model's maps.
         instance_bits: instance bits of the map codec.
         image_size: pixel side of generated images.
-        scheduler: ``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"``.
+        scheduler: ``"dpmsolver++"``, ``"ddim"`` or ``"ddpm"``; default the config's.
+        config: the folder's settings (:class:`PipelineConfig`): the defaults of every call
+            argument left as None; default one built from the arguments above (codec
+            ``"identity"`` or saved with the pipeline, text encoder by its ``name_or_path``).
     """
 
     def __init__(
@@ -74,7 +75,8 @@ class PanopticDiffusionPipeline:
         table: CategoryTable,
         instance_bits: int = 3,
         image_size: int = 64,
-        scheduler: str = "dpmsolver++",
+        scheduler: str | None = None,
+        config: PipelineConfig | None = None,
     ) -> None:
         self.model = model.eval()
         self.codec = codec
@@ -83,7 +85,18 @@ class PanopticDiffusionPipeline:
         self.table = table
         self.bit_codec = MapBitCodec.for_table(table, instance_bits)
         self.image_size = image_size
-        self.scheduler = scheduler
+        if config is None:
+            config = PipelineConfig(
+                codec="identity" if type(codec).__name__ == "IdentityCodec" else "codec",
+                text_encoder=str(getattr(text_encoder, "name_or_path", "minilm")),
+                categories=table.to_coco(),
+                schedule=schedule.to_dict(),
+                instance_bits=instance_bits,
+                image_size=image_size,
+            )
+        if scheduler is not None:
+            config = replace(config, scheduler=scheduler)  # validated by __post_init__
+        self.config = config
         cfg = model.config
         if self.bit_codec.num_bits != cfg.map_bits:
             raise WeightsError(
@@ -94,74 +107,139 @@ class PanopticDiffusionPipeline:
         self.map_size = cfg.latent_size * cfg.patch_factor
         self.map_shape = (cfg.map_bits, self.map_size, self.map_size)
         self._empty: torch.Tensor | None = None
-        self.guidance_scale = 3.0
-        self.map_guidance_scale = 1.0
-        self.map_cleanup = MAP_CLEANUP
+        self._progress_bar_config: dict = {"disable": True}
         # Model forwards under bf16 autocast where the CPU multiplies bf16 natively (avx512_bf16);
         # set to None for full fp32 sampling.
         self.autocast_dtype: torch.dtype | None = torch.bfloat16 if cpu_has_fast_bf16() else None
 
-    # -- loading ---------------------------------------------------------------------------------
+    # -- loading and saving ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(
         cls,
         folder: str | Path | None = None,
         device: str | torch.device = "cpu",
-        scheduler: str = "dpmsolver++",
+        scheduler: str | None = None,
+        torch_dtype: torch.dtype | None = None,
     ) -> PanopticDiffusionPipeline:
-        """Load a pipeline folder (default: the bundled built-in-world model)."""
+        """Load a pipeline folder (default: the bundled built-in-world model).
+
+        Args:
+            device: where the model, codec and text encoder run.
+            scheduler: overrides the folder's sampler (``"dpmsolver++"``, ``"ddim"``, ``"ddpm"``).
+            torch_dtype: dtype of the model and codec weights (e.g. ``torch.bfloat16``); default
+                as stored. The text encoder stays in its own dtype; its features are cast.
+        """
         from pandiff.encoders.codec import load_codec
         from pandiff.encoders.text import load_text_encoder
         from pandiff.model import load_pdm
 
         folder = resolve_model_dir(folder)  # a training run's folder: its export RUN/final
         device = checks.device(device, "device")
-        spec = read_pipeline_spec(folder)
-        model = load_pdm(folder / spec.get("model", "model"))
+        config = PipelineConfig.from_pretrained(folder)
+        model = load_pdm(folder / config.model)
         if not getattr(model, "with_map", True):
             raise WeightsError(
                 f"{folder} holds an image-only U-ViT (a text-to-image image stream), which draws no "
                 "maps; train a two-stream PDM on it with --set model.image_stream="
-                f"{folder / spec.get('model', 'model')}"
+                f"{folder / config.model}"
             )
-        codec_ref = spec["codec"]
-        codec_path = folder / codec_ref
-        codec = load_codec(str(codec_path) if codec_path.exists() else codec_ref)
-        text_encoder = load_text_encoder(
-            spec["text_encoder"], max_length=model.config.text_len, device=device
+        # Components the folder holds a copy of load from it; the pipeline's config names them by
+        # absolute path, so save_pretrained copies them into a new folder.
+        config = replace(
+            config,
+            codec=component_path(folder, config.codec),
+            text_encoder=component_path(folder, config.text_encoder),
         )
-        schedule = schedule_from_spec(spec, folder)
+        codec = load_codec(config.codec)
+        text_encoder = load_text_encoder(config.text_encoder, max_length=model.config.text_len, device=device)
         pipe = cls(
-            model.to(device),
+            model,
             codec,
             text_encoder,
-            schedule,
-            CategoryTable.from_coco(spec["categories"]),
-            instance_bits=spec["instance_bits"],
-            image_size=spec["image_size"],
+            config.noise_schedule(folder),
+            CategoryTable.from_coco(config.categories),
+            instance_bits=config.instance_bits,
+            image_size=config.image_size,
             scheduler=scheduler,
+            config=config,
         )
-        if hasattr(codec, "to"):
-            codec.to(device)
-        pipe.guidance_scale = float(spec.get("guidance_scale", pipe.guidance_scale))
-        pipe.map_guidance_scale = float(spec.get("map_guidance_scale", pipe.map_guidance_scale))
-        pipe.map_cleanup = int(spec.get("map_cleanup", pipe.map_cleanup))
-        return pipe
+        return pipe.to(device, torch_dtype)
 
-    def default_scales(
-        self, guidance: float | None = None, map_guidance: float | None = None
-    ) -> dict[str, float]:
-        """Guidance keyword arguments: the given values, else the model folder's defaults."""
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write this pipeline as a folder :meth:`from_pretrained` reads: the model (in its
+        current dtype), the codec and a local text encoder copied in, and :attr:`config`."""
+        config = replace(self.config, text_encoder=str(getattr(self.text_encoder, "name_or_path", "minilm")))
+        return save_pipeline_folder(folder, self.model, config, codec=self.codec)
+
+    def to(
+        self,
+        *args: str | torch.device | torch.dtype | None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> PanopticDiffusionPipeline:
+        """Move the pipeline to a device and/or cast the model and codec to a dtype, in place:
+        ``pipe.to("cuda")``, ``pipe.to(torch.bfloat16)``, ``pipe.to("cuda", torch.float16)``,
+        ``pipe.to(device=..., dtype=...)``. The text encoder only moves; its features are cast."""
+        for arg in (*args, device, dtype):
+            if arg is None:
+                continue
+            if isinstance(arg, torch.dtype):
+                if not arg.is_floating_point:
+                    raise ConfigError(f"the pipeline's dtype must be a floating-point dtype, got {arg}")
+                # nn.Module's cast: diffusers' ModelMixin.to warns about fp32-kept modules PDM has none of.
+                torch.nn.Module.to(self.model, dtype=arg)
+                if hasattr(self.codec, "to"):
+                    self.codec.to(dtype=arg)
+            else:
+                target = checks.device(arg, "device")
+                for part in (self.model, self.codec, self.text_encoder):
+                    if hasattr(part, "to"):
+                        part.to(target)
+            self._empty = None
+        return self
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's dtype (latents, map bits and text features are cast to it)."""
+        return next(self.model.parameters()).dtype
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        """Settings of the sampling progress bar, as in diffusers: ``disable=False`` shows it
+        (hidden by default); a call's ``progress`` argument overrides it."""
+        unknown = set(kwargs) - {"disable"}
+        if unknown:
+            raise TypeError(f"unknown progress bar setting(s): {', '.join(sorted(unknown))}")
+        self._progress_bar_config.update(kwargs)
+
+    @property
+    def scheduler(self) -> str:
+        return self.config.scheduler
+
+    def call_settings(
+        self,
+        guidance_scale: float | None = None,
+        map_guidance_scale: float | None = None,
+        num_inference_steps: int | None = None,
+        map_cleanup: int | None = None,
+    ) -> dict[str, float | int]:
+        """The settings a call with these arguments uses: each given value (checked), else the
+        folder's (:attr:`config`). Callers report them; they pass their own values, None
+        included, to the call."""
+        c = self.config
+        size = _given_or(map_cleanup, c.map_cleanup)
         return {
-            "guidance_scale": self.guidance_scale if guidance is None else guidance,
-            "map_guidance_scale": self.map_guidance_scale if map_guidance is None else map_guidance,
+            "num_inference_steps": checks.steps(
+                _given_or(num_inference_steps, c.num_inference_steps), self.schedule.num_train_timesteps
+            ),
+            "guidance_scale": checks.guidance(_given_or(guidance_scale, c.guidance_scale), "guidance_scale"),
+            "map_guidance_scale": checks.guidance(
+                _given_or(map_guidance_scale, c.map_guidance_scale), "map_guidance_scale"
+            ),
+            # A block wider than the map would absorb every segment (and its search grows with the side).
+            "map_cleanup": checks.number(
+                size, "map_cleanup", 0, self.map_size, integer=True, hint=" (0 = off)"
+            ),
         }
-
-    def cleanup_size(self, map_cleanup: int | None = None) -> int:
-        """The sliver size a call uses: ``map_cleanup``, else the model folder's (see ``__call__``)."""
-        size = self.map_cleanup if map_cleanup is None else map_cleanup
-        # A block wider than the map would absorb every segment (and its search grows with the side).
-        return checks.number(size, "map_cleanup", 0, self.map_size, integer=True, hint=" (0 = off)")
 
     @property
     def device(self) -> torch.device:
@@ -261,25 +339,26 @@ class PanopticDiffusionPipeline:
         return arr.permute(2, 0, 1)
 
     def _encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        dev, dtype = self.device, self.dtype
         if self._empty is None:
-            self._empty = self.text_encoder.empty().to(self.device)  # cached: same every call
-        return self.text_encoder.encode(prompts).to(self.device), self._empty
+            self._empty = self.text_encoder.empty().to(dev, dtype)  # cached: same every call
+        return self.text_encoder.encode(prompts).to(dev, dtype), self._empty
 
     # -- the call --------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
         self,
         prompt: str | Sequence[str],
-        num_inference_steps: int = 20,
+        num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         map_guidance_scale: float | None = None,
         num_images: int = 1,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         map: PanopticMap | Sequence[PanopticMap] | None = None,
         image: Image.Image | np.ndarray | Sequence[Image.Image | np.ndarray] | None = None,
         mask: np.ndarray | None = None,
         resize: bool = False,
-        progress: bool = False,
+        progress: bool | None = None,
         truncate: bool = False,
         map_cleanup: int | None = None,
     ) -> PipelineOutput:
@@ -294,17 +373,21 @@ class PanopticDiffusionPipeline:
                 (inpainting); any size, resized by nearest neighbour to each modality.
             resize: allow lossy resizing of a given map or image to the model's sizes.
             truncate: cut prompts longer than the text encoder's window instead of refusing them.
-            guidance_scale, map_guidance_scale: classifier-free text and map guidance; None (the
-                default) takes the model folder's (``pandiff_pipeline.json``).
-            map_cleanup: sliver size for generated maps (:meth:`PanopticMap.absorb_slivers`);
-                default the model folder's ``map_cleanup`` (else 3); 0 returns the thresholded bits
-                as they are (the paper's decoding). Maps of map -> image and map inpainting are
-                returned as decoded.
+            num_inference_steps, guidance_scale, map_guidance_scale, map_cleanup: None (the
+                default) takes the folder's (:attr:`config`, see :meth:`call_settings`).
+                Guidance is classifier-free text and map guidance (0 turns a branch off);
+                ``map_cleanup`` is the sliver size for generated maps
+                (:meth:`PanopticMap.absorb_slivers`), 0 returns the thresholded bits as they are
+                (the paper's decoding). Maps of map -> image and map inpainting are returned as decoded.
+            generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
+                num_images``, prompt-major): image i then depends on generator i alone.
+            progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
         Returns:
             :class:`PipelineOutput` with PIL images, panoptic maps and overlays.
         """
         prompts = self.check_prompts(prompt, truncate, allow_empty=image is not None and map is None)
-        cleanup = self.cleanup_size(map_cleanup)
+        settings = self.call_settings(guidance_scale, map_guidance_scale, num_inference_steps, map_cleanup)
+        cleanup = settings.pop("map_cleanup")
         checks.number(num_images, "num_images", 1, 100_000, integer=True)
         if mask is not None and map is None and image is None:
             raise ConfigError("a mask needs the image and/or map whose unmasked part is kept")
@@ -313,17 +396,17 @@ class PanopticDiffusionPipeline:
         prompts = [p for p in prompts for _ in range(num_images)]
         b = len(prompts)
         text, empty = self._encode_prompts(prompts)
-        dev = self.device
+        dev, dtype = self.device, self.dtype
         given_bits = given_latents = None
         if maps_in is not None:
             bits = torch.stack([self.prepare_map(m, resize) for m in maps_in]).to(dev)
-            given_bits = _expand(bits, b, num_images)
+            given_bits = _expand(bits.to(dtype), b, num_images)
         if images_in is not None:
-            pixels = torch.stack([self.prepare_image(im, resize) for im in images_in]).to(dev)
+            pixels = torch.stack([self.prepare_image(im, resize) for im in images_in]).to(dev, dtype)
             given_latents = _expand(self.codec.encode(pixels), b, num_images)
         image_mask = map_mask = None
         if mask is not None:
-            mask_t = torch.as_tensor(_mask_array(mask), dtype=torch.float32)[None, None].to(dev)
+            mask_t = torch.as_tensor(_mask_array(mask), dtype=dtype)[None, None].to(dev)
             if image is not None:
                 image_mask = _resize_mask(mask_t, self.latent_shape[1]).expand(b, -1, -1, -1)
             if map is not None:
@@ -336,14 +419,13 @@ class PanopticDiffusionPipeline:
             empty,
             self.latent_shape,
             self.map_shape,
-            num_inference_steps=num_inference_steps,
-            **self.default_scales(guidance_scale, map_guidance_scale),
+            **settings,
             image=given_latents,
             map_bits=given_bits,
             image_mask=image_mask,
             map_mask=map_mask,
-            generator=generator,
-            progress=progress,
+            generator=list(generator) if isinstance(generator, Sequence) else generator,
+            progress=not self._progress_bar_config["disable"] if progress is None else progress,
         )
         pixels = self.codec.decode(out.latents)  # B 3 S S in [-1, 1]
         arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
@@ -353,6 +435,10 @@ class PanopticDiffusionPipeline:
         images = [Image.fromarray(a) for a in arrays]
         overlays = [Image.fromarray(overlay(a, m)) for a, m in zip(arrays, maps)]
         return PipelineOutput(prompts, images, maps, overlays)
+
+
+def _given_or(value, default):
+    return default if value is None else value
 
 
 def cpu_has_fast_bf16() -> bool:

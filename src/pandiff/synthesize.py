@@ -58,7 +58,7 @@ class SynthesizeOptions:
     captions: str | None = None
     per_prompt: int = 1
     batch: int = 16
-    steps: int = 20
+    steps: int | None = None  # None: the model folder's, as for the guidance scales and clean-up
     seed: int = 0
     model: str | None = None
     device: str = "cpu"
@@ -67,7 +67,7 @@ class SynthesizeOptions:
     guidance: float | None = None
     map_guidance: float | None = None
     map_cleanup: int | None = None
-    scheduler: str = "dpmsolver++"
+    scheduler: str | None = None
     split: str = "train"
     shard_size: int | None = None  # default: the resumed run's, else 256 rounded up to a multiple of batch
     workers: int | None = None
@@ -195,16 +195,16 @@ def done_shards(out: Path, split: str, shards: list[range]) -> set[int]:
 
 # -- sampling and writing ------------------------------------------------------------------------
 @torch.no_grad()
-def sample_pairs(pipe, prompts: list[str], generators: list[torch.Generator], steps: int, scales: dict):
+def sample_pairs(pipe, prompts: list[str], generators: list[torch.Generator], settings: dict):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images and ``B K H W`` uint8 hard map bits, both on the CPU; the per-pair work (map decoding,
-    clean-up, PNG encoding) is left to :class:`PairWriter` so it can run in other processes."""
+    clean-up, PNG encoding) is left to :class:`PairWriter` so it can run in other processes.
+    ``settings``: the sampler's steps and guidance scales (``pipe.call_settings``)."""
     from pandiff.diffusion.sampler import LockstepSampler
 
     text, empty = pipe._encode_prompts(prompts)
     sampler = LockstepSampler(pipe.model, pipe.schedule, pipe.scheduler, autocast_dtype=pipe.autocast_dtype)
-    out = sampler.sample(text, empty, pipe.latent_shape, pipe.map_shape, num_inference_steps=steps,
-                         generator=generators, **scales)  # fmt: skip
+    out = sampler.sample(text, empty, pipe.latent_shape, pipe.map_shape, generator=generators, **settings)
     pixels = pipe.codec.decode(out.latents)
     images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
     return images.cpu().numpy(), (out.map_bits > 0).byte().cpu().numpy()
@@ -272,7 +272,7 @@ def _writer_pool(workers: int, writer: PairWriter):
 
 
 def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
-               scales: dict, cleanup: int, progress) -> int:  # fmt: skip
+               settings: dict, cleanup: int, progress) -> int:  # fmt: skip
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
     are held at once (one being sampled, one being written), whatever ``n`` is."""
     p = paths(opts.out, opts.split)
@@ -294,7 +294,7 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
     try:
         for s, idx in batches:
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
-            images, bits = sample_pairs(pipe, texts, pair_generators(opts.seed, idx), opts.steps, scales)
+            images, bits = sample_pairs(pipe, texts, pair_generators(opts.seed, idx), settings)
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)
             items = list(zip(idx, texts, images, bits))
@@ -359,13 +359,13 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     if opts.precision != "auto" or pipe.device.type == "cuda":
         pipe.autocast_dtype = None if opts.precision == "fp32" else torch.bfloat16
     pipe.check_prompts(used, truncate=opts.captions is not None)  # captions are cut, as prepare cuts them
-    scales = pipe.default_scales(opts.guidance, opts.map_guidance)
-    cleanup = pipe.cleanup_size(opts.map_cleanup)
+    settings = pipe.call_settings(opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup)
+    cleanup = settings.pop("map_cleanup")
     config = {
-        "n": opts.n, "per_prompt": opts.per_prompt, "steps": opts.steps, "seed": opts.seed,
-        "model": str(opts.model or "bundled world-s"),
-        "precision": "fp32" if pipe.autocast_dtype is None else "bf16", **scales,
-        "map_cleanup": cleanup, "sampler": opts.scheduler, "split": opts.split,
+        "n": opts.n, "per_prompt": opts.per_prompt, "steps": settings["num_inference_steps"], "seed": opts.seed,
+        "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
+        "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
+        "map_cleanup": cleanup, "sampler": pipe.scheduler, "split": opts.split,
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
         "pandiff_version": pandiff.__version__,
@@ -385,7 +385,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     begin = time.perf_counter()
     with tqdm(total=total, unit="pair", desc=f"synthesize [{state.process_index + 1}/{state.num_processes}]",
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
-        written = run_shards(pipe, opts, prompts, mine, shards, scales, cleanup, bar)
+        written = run_shards(pipe, opts, prompts, mine, shards, settings, cleanup, bar)
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()
     if state.is_main_process:

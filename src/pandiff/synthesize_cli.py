@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pandiff.pipeline_config import SCHEDULER_NAMES
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -21,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="pairs per prompt; pair i draws prompt (i // K) mod len(prompts) (default 1)",
     )  # fmt: skip
     p.add_argument("--batch", type=int, default=16, help="pairs sampled at once; bounds memory (default 16)")
-    p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's, 20)")
     p.add_argument("--seed", type=int, default=0, help="pair i depends only on (seed, i) (default 0)")
     p.add_argument(
         "--model", default=None, help="pipeline folder (default: the bundled built-in-world model)"
@@ -46,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="sliver size of the generated maps' clean-up, 0 = off (default: the model's, 3)",
     )  # fmt: skip
     p.add_argument(
-        "--scheduler", default="dpmsolver++", choices=["dpmsolver++", "ddim", "ddpm"], help="sampler"
+        "--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default: the model's, dpmsolver++)"
     )
     p.add_argument(
         "--split", default="train", choices=["train", "val"], help="split name of the layout (default train)"

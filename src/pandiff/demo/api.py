@@ -74,13 +74,13 @@ class DemoApp:
 
     def config(self) -> dict:
         """Limits and defaults for the page's controls."""
-        scales = self.pipe.default_scales()
+        defaults = self.pipe.call_settings()
         return {
             **asdict(self.limits),
             "defaults": {
-                "steps": 20,
-                "guidance": scales["guidance_scale"],
-                "map_guidance": scales["map_guidance_scale"],
+                "steps": defaults["num_inference_steps"],
+                "guidance": defaults["guidance_scale"],
+                "map_guidance": defaults["map_guidance_scale"],
                 "seed": 0,
                 "num_images": 1,
             },
@@ -164,8 +164,8 @@ class DemoApp:
             raise ConfigError(
                 f"the prompt is {len(prompt)} characters long; the demo takes at most {lim.max_prompt_chars}"
             )
-        steps = body.get("steps", 20)
-        if not _is_int(steps) or not 1 <= steps <= lim.max_steps:
+        steps = body.get("steps")
+        if steps is not None and (not _is_int(steps) or not 1 <= steps <= lim.max_steps):
             raise ConfigError(f"steps must be a whole number in 1..{lim.max_steps}, got {steps!r}")
         num_images = body.get("num_images", 1)
         if not _is_int(num_images) or not 1 <= num_images <= lim.max_images:
@@ -184,12 +184,15 @@ class DemoApp:
             ):
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
             scales[name] = None if value is None else float(value)
+        # The values the call will use (None: the model folder's), for the answer and the export.
+        settings = self.pipe.call_settings(scales["guidance"], scales["map_guidance"], steps)
         return {
             "prompt": prompt.strip(),
-            "steps": steps,
+            "steps": settings["num_inference_steps"],
             "seed": seed,
             "num_images": num_images,
-            **self.pipe.default_scales(scales["guidance"], scales["map_guidance"]),
+            "guidance_scale": settings["guidance_scale"],
+            "map_guidance_scale": settings["map_guidance_scale"],
         }
 
     def _upload(self, body: dict, name: str) -> bytes:

@@ -45,14 +45,14 @@ class EvaluationOptions:
     out: str = "report.json"
     mode: str = "cogen"
     n: int = 500
-    steps: int = 20
+    steps: int | None = None  # None: the model folder's, as for the guidance scales and clean-up
     split: str = "val"
     guidance: float | None = None
     map_guidance: float | None = None
     map_cleanup: int | None = None
     batch: int = 16
     seed: int = 0
-    scheduler: str = "dpmsolver++"
+    scheduler: str | None = None
     judge: str | None = None
     min_judge_miou: float = MIN_JUDGE_MIOU
     judge_steps: int = 1200
@@ -65,7 +65,7 @@ class EvaluationOptions:
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name in ("n", "steps", "batch", "judge_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.map_cleanup is not None and self.map_cleanup < 0:
             raise ConfigError(f"--map-cleanup must be >= 0 (0 = off), got {self.map_cleanup}")
@@ -116,11 +116,11 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
     with tqdm(total=len(prompts), desc=f"evaluate {mode}", disable=not opts.progress) as bar:
         for start in range(0, len(prompts), step):
             kwargs = {
-                "num_inference_steps": opts.steps,
+                "num_inference_steps": opts.steps,  # None: the model folder's (the pipeline resolves it)
                 "generator": gen,
                 "truncate": True,
                 "map_cleanup": opts.map_cleanup,
-                "guidance_scale": opts.guidance,  # None: the model folder's (the pipeline resolves it)
+                "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
             }
             if mode == "map2image":
@@ -374,10 +374,10 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         pipe = PanopticDiffusionPipeline.from_pretrained(
             opts.model, device=opts.device, scheduler=opts.scheduler
         )
-    scales = pipe.default_scales(opts.guidance, opts.map_guidance)
+    settings = pipe.call_settings(opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup)
     world = is_world(opts.data)
     if opts.model is None:
-        from pandiff.pipeline_spec import DEFAULT_MODEL_DIR
+        from pandiff.pipeline_config import DEFAULT_MODEL_DIR
 
         model = f"{DEFAULT_MODEL_DIR} (bundled)"
     else:
@@ -389,9 +389,10 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "dataset": "world" if world else "coco",
         "split": "train" if opts.mode == "downstream" else opts.split,
         "sampler": pipe.scheduler,
-        "steps": opts.steps,
-        **scales,
-        "map_cleanup": pipe.cleanup_size(opts.map_cleanup),
+        "steps": settings["num_inference_steps"],
+        "guidance_scale": settings["guidance_scale"],
+        "map_guidance_scale": settings["map_guidance_scale"],
+        "map_cleanup": settings["map_cleanup"],
         "seed": opts.seed,
         "batch": opts.batch,
         "prompts": "first caption of each scene that fits the text encoder, else its shortest, cut to the window",

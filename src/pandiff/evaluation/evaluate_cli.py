@@ -6,6 +6,7 @@ import argparse
 
 from pandiff import checks
 from pandiff.checks import finite_float
+from pandiff.pipeline_config import SCHEDULER_NAMES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="what to sample: prompt -> image+map (default), map -> image, image -> map, or the downstream proof",
     )
     p.add_argument("--n", type=int, default=500, help="scenes to evaluate (default 500)")
-    p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's, 20)")
     p.add_argument("--split", default="val", choices=["train", "val"], help="dataset split (default val)")
     p.add_argument(
         "--guidance", type=finite_float, default=None, help="text guidance scale (default: the model's)"
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16, help="scenes per sampling call (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
-        "--scheduler", default="dpmsolver++", choices=["dpmsolver++", "ddim", "ddpm"], help="sampler"
+        "--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default: the model's, dpmsolver++)"
     )
     p.add_argument(
         "--judge", default=None, help="judge folder (pandiff train-judge) for the world's judge metrics"

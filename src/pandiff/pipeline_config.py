@@ -1,0 +1,214 @@
+"""A pipeline folder's settings: one :class:`PipelineConfig`, stored as ``pandiff_pipeline.json``.
+
+The config says which components the folder holds (model, codec, text encoder, noise schedule,
+category table, sizes) and the defaults a call of the pipeline takes for every argument left as
+``None`` (guidance scales, steps, map clean-up, scheduler). It is validated in one place,
+:meth:`PipelineConfig.check`, so a hand-edited or foreign file (a string guidance scale, NaN)
+fails on loading with a WeightsError naming the key, instead of a traceback deep in sampling.
+This module stays free of torch: the CLIs import it before parsing arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pandiff import checks
+from pandiff.errors import ConfigError, WeightsError
+
+PIPELINE_FILE = "pandiff_pipeline.json"
+DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "world-s"
+SCHEDULER_NAMES = ("dpmsolver++", "ddim", "ddpm")
+# Side of the block a generated map segment must contain to survive decoding (smaller pieces are
+# bit-threshold rims, see PanopticMap.absorb_slivers); 0 keeps the thresholded bits as they are.
+MAP_CLEANUP = 3
+_REQUIRED = ("codec", "text_encoder", "categories")
+
+
+@dataclass
+class PipelineConfig:
+    """What ``pandiff_pipeline.json`` holds; optional keys absent from older folders take these
+    defaults.
+
+    Attributes:
+        codec: ``"identity"``, a hub id, or a folder (relative to the pipeline folder: ``"codec"``).
+        text_encoder: ``"minilm"``, a hub id, or a folder (relative: ``"text_encoder"``).
+        categories: the COCO category list of the model's maps.
+        model: subfolder of the PDM transformer.
+        schedule: keyword arguments of :class:`~pandiff.diffusion.schedule.NoiseSchedule`.
+        instance_bits, image_size: map codec instance bits, pixel side of generated images.
+        guidance_scale, map_guidance_scale, num_inference_steps, map_cleanup, scheduler: what a
+            call of the pipeline uses for an argument left as ``None``.
+        trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
+    """
+
+    codec: str
+    text_encoder: str
+    categories: list[dict]
+    model: str = "model"
+    schedule: dict = field(default_factory=dict)
+    instance_bits: int = 3
+    image_size: int = 64
+    guidance_scale: float = 3.0
+    map_guidance_scale: float = 1.0
+    num_inference_steps: int = 20
+    map_cleanup: int = MAP_CLEANUP
+    scheduler: str = "dpmsolver++"
+    trained_steps: int | None = None
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first invalid field."""
+        for key in ("model", "codec", "text_encoder"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{key!r} must be a non-empty string, got {value!r}")
+        if not isinstance(self.categories, list) or not self.categories:
+            raise ConfigError("'categories' must be a non-empty list of COCO categories")
+        if not isinstance(self.schedule, dict):
+            raise ConfigError(f"'schedule' must be an object, got {self.schedule!r}")
+        checks.number(self.instance_bits, "'instance_bits'", 0, 16, integer=True)
+        checks.number(self.image_size, "'image_size'", 8, 4096, integer=True)
+        checks.guidance(self.guidance_scale, "'guidance_scale'")
+        checks.guidance(self.map_guidance_scale, "'map_guidance_scale'")
+        checks.steps(
+            self.num_inference_steps,
+            self.schedule.get("num_train_timesteps", 1000),
+            "'num_inference_steps'",
+        )
+        checks.number(self.map_cleanup, "'map_cleanup'", 0, 4096, integer=True)
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise ConfigError(
+                f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
+            )
+        if self.trained_steps is not None:
+            checks.number(self.trained_steps, "'trained_steps'", 0, integer=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object (provenance keys left out when unknown)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        """A validated config; unknown keys are ignored (a newer pandiff may add some)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> PipelineConfig:
+        """Read and validate ``folder/pandiff_pipeline.json``.
+
+        Raises:
+            WeightsError: the folder or file is missing, not JSON, or holds an invalid value.
+        """
+        folder = Path(folder)
+        path = folder / PIPELINE_FILE
+        if not folder.is_dir():
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise WeightsError(f"model folder {folder} {what}; pass --model with a pipeline folder")
+        if not path.is_file():
+            raise WeightsError(
+                f"{folder} is not a pandiff pipeline folder: {PIPELINE_FILE} is missing "
+                "(export one with `pandiff train ... --export DIR`)"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise WeightsError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise WeightsError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise WeightsError(f"{path} lacks {', '.join(missing)}; re-export the pipeline")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise WeightsError(f"{path}: {exc}; re-export the pipeline or fix the file") from None
+
+    def noise_schedule(self, folder: Path | None = None):
+        """The :class:`~pandiff.diffusion.schedule.NoiseSchedule` the config describes."""
+        from pandiff.diffusion.schedule import NoiseSchedule
+
+        try:
+            return NoiseSchedule(**self.schedule)
+        except (TypeError, ConfigError) as exc:
+            where = folder / PIPELINE_FILE if folder is not None else "the pipeline config"
+            raise WeightsError(f"{where}: invalid 'schedule' ({exc}); re-export the pipeline") from None
+
+
+def component_path(folder: Path, ref: str) -> str:
+    """Where a component named ``ref`` in ``folder``'s config loads from: the folder's own copy
+    (``folder/ref``) when there is one, else ``ref`` as it is (a name, hub id or absolute path)."""
+    local = folder / ref
+    return str(local.absolute()) if local.exists() else ref
+
+
+def _local_dir(ref: str) -> Path | None:
+    """``ref`` as a folder to copy: an absolute path to an existing folder (names, hub ids and
+    relative placeholders are not)."""
+    path = Path(ref).expanduser()
+    return path if path.is_absolute() and path.is_dir() else None
+
+
+def save_pipeline_folder(out: str | Path, model, config: PipelineConfig, codec=None) -> Path:
+    """Write a complete pipeline folder, atomically::
+
+        out/model/                 the PDM's config.json + safetensors
+        out/codec/                 the image codec, unless it is "identity" or a hub id
+        out/text_encoder/          a copy of a local text-encoder folder ("minilm" and hub ids stay names)
+        out/pandiff_pipeline.json  ``config``
+
+    Args:
+        model: a ``save_pretrained``-able PDM.
+        config: its settings; ``codec`` and ``text_encoder`` may name local folders by absolute
+            path, which are copied in so the folder is portable.
+        codec: the loaded codec, saved with its ``save_pretrained`` when ``config.codec`` is
+            neither a local folder (copied) nor ``"identity"``; without it a hub id stays a name.
+    """
+    from pandiff.io import atomic_dir, write_json
+
+    out = Path(out)
+    data = config.to_dict()
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp / config.model, safe_serialization=True)
+        codec_dir, text_dir = _local_dir(config.codec), _local_dir(config.text_encoder)
+        if codec_dir is not None:
+            shutil.copytree(codec_dir, tmp / "codec")
+            data["codec"] = "codec"
+        elif codec is not None and config.codec != "identity":
+            codec.save_pretrained(tmp / "codec")
+            data["codec"] = "codec"
+        if text_dir is not None:
+            if not (text_dir / "config.json").is_file():  # a Stable Diffusion folder: its text parts
+                for part in ("text_encoder", "tokenizer"):
+                    shutil.copytree(text_dir / part, tmp / "text_encoder" / part)
+            else:
+                shutil.copytree(text_dir, tmp / "text_encoder")
+            data["text_encoder"] = "text_encoder"
+        write_json(tmp / PIPELINE_FILE, data, indent=1)
+    return out
+
+
+def resolve_model_dir(folder: str | Path | None) -> Path:
+    """The pipeline folder to load: ``folder`` (default: the bundled model), or, for a training
+    run's folder (no pipeline file, but its export ``final/`` has one), that export, with a warning."""
+    folder = Path(folder) if folder is not None else DEFAULT_MODEL_DIR
+    export = folder / "final"
+    if folder.is_dir() and not (folder / PIPELINE_FILE).is_file() and (export / PIPELINE_FILE).is_file():
+        import warnings
+
+        warnings.warn(
+            f"{folder} is a training run, not a pipeline folder; using its export {export}", stacklevel=2
+        )
+        return export
+    return folder
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")

@@ -1,0 +1,218 @@
+"""The pipeline owns its folder: PipelineConfig, save_pretrained / from_pretrained, None meaning the
+folder's, dtype and device moves, the progress bar setting and per-image generators."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pandiff.errors import ConfigError, WeightsError
+from pandiff.pipeline import PanopticDiffusionPipeline
+from pandiff.pipeline_config import PIPELINE_FILE, PipelineConfig
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_pipeline_dir):
+    return PanopticDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _batch_sizes(pipe):
+    """Records the batch of every model forward (guidance branches are stacked in one forward)."""
+    sizes = []
+    handle = pipe.model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    return sizes, handle
+
+
+def test_a_folder_saved_with_guidance_off_runs_one_branch_per_step(pipe, tmp_path):
+    """pipe(prompt) takes the folder's guidance: 0 / 0 saved means the conditional branch alone
+    (one sample per forward), where the old pipeline hard-coded 3 / 1 and ran three."""
+    pipe.config.guidance_scale, before = 0.0, pipe.config.guidance_scale
+    pipe.config.map_guidance_scale = 0.0
+    try:
+        pipe.save_pretrained(tmp_path / "off")
+    finally:
+        pipe.config.guidance_scale, pipe.config.map_guidance_scale = before, 1.0
+    off = PanopticDiffusionPipeline.from_pretrained(tmp_path / "off")
+    assert (off.config.guidance_scale, off.config.map_guidance_scale) == (0.0, 0.0)
+    sizes, handle = _batch_sizes(off)
+    try:
+        off("a red circle", num_inference_steps=2, generator=_gen())
+        assert sizes == [1, 1]
+        sizes.clear()
+        off(
+            "a red circle",
+            num_inference_steps=2,
+            generator=_gen(),
+            guidance_scale=2.0,
+            map_guidance_scale=1.0,
+        )
+        assert sizes == [3, 3]  # given values win: conditional, text-free and map-free branches
+    finally:
+        handle.remove()
+
+
+def test_none_means_the_folders_steps_and_scheduler(pipe, tmp_path):
+    folder = tmp_path / "p"
+    replace_config = replace(pipe.config, num_inference_steps=3, scheduler="ddim")
+    pipe.config, before = replace_config, pipe.config
+    try:
+        pipe.save_pretrained(folder)
+    finally:
+        pipe.config = before
+    loaded = PanopticDiffusionPipeline.from_pretrained(folder)
+    assert loaded.scheduler == "ddim" and loaded.call_settings()["num_inference_steps"] == 3
+    sizes, handle = _batch_sizes(loaded)
+    try:
+        loaded("a red circle", generator=_gen(), guidance_scale=0.0, map_guidance_scale=0.0)
+    finally:
+        handle.remove()
+    assert len(sizes) == 3
+    assert PanopticDiffusionPipeline.from_pretrained(folder, scheduler="ddpm").scheduler == "ddpm"
+
+
+def test_save_pretrained_round_trips_the_folder(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "copy")
+    again = PanopticDiffusionPipeline.from_pretrained(tmp_path / "copy")
+    assert again.config == pipe.config
+    for a, b in zip(pipe.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    first = pipe("a red circle", num_inference_steps=2, generator=_gen())
+    second = again("a red circle", num_inference_steps=2, generator=_gen())
+    assert np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))
+
+
+def test_dtype_round_trip(tiny_pipeline_dir, tmp_path):
+    """from_pretrained(torch_dtype=bf16) holds bf16 weights and samples; saved, the folder keeps
+    those values (it loads as float32, as every folder does, and casts back to bf16 exactly)."""
+    half = PanopticDiffusionPipeline.from_pretrained(tiny_pipeline_dir, torch_dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    out = half("a red circle", num_inference_steps=2, generator=_gen())
+    assert np.asarray(out.images[0]).shape == (16, 16, 3)
+    half.save_pretrained(tmp_path / "bf16")
+    loaded = PanopticDiffusionPipeline.from_pretrained(tmp_path / "bf16")
+    assert loaded.dtype == torch.float32
+    for a, b in zip(half.model.parameters(), loaded.model.parameters()):
+        assert torch.equal(a.float(), b)
+    back = loaded.to(torch.bfloat16)
+    assert back is loaded and back.dtype == torch.bfloat16
+    again = back("a red circle", num_inference_steps=2, generator=_gen())
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(out.images[0]))
+    assert back.to("cpu").device.type == "cpu"
+    with pytest.raises(ConfigError, match="floating-point"):
+        back.to(torch.int64)
+
+
+def test_list_generators_reproduce_per_image_seeds(pipe):
+    """generator=[g0, g1, ...]: image i is what a call with generator i alone draws."""
+    prompts = ["a red circle on the grass", "two blue squares"]
+    both = pipe(prompts, num_inference_steps=2, generator=[_gen(5), _gen(7)])
+    for k, (prompt, seed) in enumerate(zip(prompts, (5, 7))):
+        alone = pipe(prompt, num_inference_steps=2, generator=_gen(seed))
+        image = np.asarray(alone.images[0]).astype(int)
+        assert np.abs(np.asarray(both.images[k]).astype(int) - image).max() <= 1
+    swapped = pipe(prompts[:1], num_images=2, num_inference_steps=2, generator=[_gen(7), _gen(5)])
+    again = pipe(prompts[:1], num_images=2, num_inference_steps=2, generator=[_gen(5), _gen(7)])
+    assert np.array_equal(np.asarray(swapped.images[1]), np.asarray(again.images[0]))
+    with pytest.raises(ConfigError, match="3 generators for 2 samples"):
+        pipe(prompts, num_inference_steps=1, generator=[_gen(), _gen(), _gen()])
+
+
+def test_progress_bar_config(pipe, capsys):
+    pipe("a red circle", num_inference_steps=2, generator=_gen())
+    assert "sampling" not in capsys.readouterr().err  # hidden by default
+    pipe.set_progress_bar_config(disable=False)
+    try:
+        pipe("a red circle", num_inference_steps=2, generator=_gen())
+        assert "sampling" in capsys.readouterr().err
+        pipe("a red circle", num_inference_steps=2, generator=_gen(), progress=False)
+        assert "sampling" not in capsys.readouterr().err  # the call's argument wins
+    finally:
+        pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(TypeError, match="colour"):
+        pipe.set_progress_bar_config(colour="red")
+
+
+def test_an_export_with_a_local_text_encoder_is_portable(pipe, tmp_path):
+    """A local text-encoder folder is copied into the saved folder, which then loads after the
+    original is gone; "minilm" stays a name."""
+    from pandiff.encoders.text import save_tiny_clip_text_encoder
+    from pandiff.pipeline_config import save_pipeline_folder
+
+    encoder = save_tiny_clip_text_encoder(tmp_path / "my-encoder", max_positions=pipe.model.config.text_len)
+    config = replace(pipe.config, text_encoder=str(encoder))
+    # The tiny model reads 384-wide MiniLM features; this check is about the folder, not sampling.
+    save_pipeline_folder(tmp_path / "portable", pipe.model, config)
+    saved = json.loads((tmp_path / "portable" / PIPELINE_FILE).read_text())
+    assert saved["text_encoder"] == "text_encoder" and saved["codec"] == "identity"
+    assert (tmp_path / "portable" / "text_encoder" / "config.json").is_file()
+    for item in sorted(encoder.iterdir()):
+        item.unlink()
+    encoder.rmdir()
+    moved = tmp_path / "moved"
+    (tmp_path / "portable").rename(moved)
+    loaded = PipelineConfig.from_pretrained(moved)
+    from pandiff.encoders.text import load_text_encoder
+    from pandiff.pipeline_config import component_path
+
+    text = load_text_encoder(component_path(moved, loaded.text_encoder))
+    assert text.encode(["a red circle"]).shape[0] == 1
+    pipe.save_pretrained(tmp_path / "named")
+    assert json.loads((tmp_path / "named" / PIPELINE_FILE).read_text())["text_encoder"] == "minilm"
+    assert not (tmp_path / "named" / "text_encoder").exists()
+
+
+def test_training_export_copies_a_local_text_encoder(pipe, tmp_path):
+    """pandiff train's export writes through the same writer: a folder path becomes a copy."""
+    from types import SimpleNamespace
+
+    from pandiff.encoders.text import save_tiny_clip_text_encoder
+    from pandiff.training.config import SampleConfig
+    from pandiff.training.export import export_pipeline
+
+    encoder = save_tiny_clip_text_encoder(tmp_path / "enc")
+    spec = SimpleNamespace(
+        codec="identity",
+        text_encoder=str(encoder),
+        categories=pipe.table.to_coco(),
+        instance_bits=3,
+        image_size=16,
+    )
+    out = export_pipeline(
+        tmp_path / "final", pipe.model, spec, pipe.schedule, SampleConfig(guidance_scale=2.5), 7
+    )
+    config = PipelineConfig.from_pretrained(out)
+    assert (config.text_encoder, config.guidance_scale, config.trained_steps, config.weights) == (
+        "text_encoder",
+        2.5,
+        7,
+        "ema",
+    )
+    assert (out / "text_encoder" / "config.json").is_file()
+
+
+def test_config_validation_names_the_key(tmp_path, tiny_pipeline_dir):
+    data = json.loads((tiny_pipeline_dir / PIPELINE_FILE).read_text())
+    for change, message in (({"num_inference_steps": 0}, "num_inference_steps"),
+                            ({"scheduler": "euler"}, "unknown scheduler"),
+                            ({"guidance_scale": "3"}, "guidance_scale")):  # fmt: skip
+        (tmp_path / PIPELINE_FILE).write_text(json.dumps({**data, **change}))
+        with pytest.raises(WeightsError, match=message):
+            PipelineConfig.from_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="map_cleanup"):
+        PipelineConfig(**{**data, "map_cleanup": -1})
+
+
+def test_the_bundled_folder_loads_as_before():
+    """The bundled folder predates steps / scheduler keys: they take the defaults."""
+    from pandiff.pipeline_config import DEFAULT_MODEL_DIR
+
+    config = PipelineConfig.from_pretrained(DEFAULT_MODEL_DIR)
+    assert (config.guidance_scale, config.map_guidance_scale, config.map_cleanup) == (2.0, 1.0, 3)
+    assert (config.num_inference_steps, config.scheduler, config.codec) == (20, "dpmsolver++", "identity")
