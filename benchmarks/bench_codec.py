@@ -6,7 +6,7 @@ Usage::
     python benchmarks/bench_codec.py [--batches 8 16] [--channels 24,48,96] [--steps 20]
         [--warmup 5] [--precision bf16|fp32] [--runs DIR [DIR ...]] [--no-append] [--note TEXT]
 
-* **step rate**: ``train_codec.optimizer_step`` (encode, posterior sample, decode, MSE + KL,
+* **step rate**: ``codec_training.optimizer_step`` (encode, posterior sample, decode, MSE + KL,
   backward, Adam) on a random in-memory batch of 64 px images, for each ``--batches`` size, with the
   model and batch in channels_last (what ``train-codec`` uses) and in the standard layout. Every
   rate is the median step time after ``--warmup`` untimed steps. Images per minute is what the
@@ -31,24 +31,25 @@ from pathlib import Path
 import torch
 from bench_common import machine_description, publish
 
-from pandiff.encoders import train_codec
+from pandiff.cli.train_codec import channel_list
+from pandiff.encoders import codec_training
 
 
 def step_seconds(
     batch: int, channels: list[int], channels_last: bool, bf16: bool, steps: int, warmup: int
 ) -> float:
     """Median seconds of one ``optimizer_step`` at ``batch`` 64 px images."""
-    vae = train_codec.make_codec(channels, 64, "cpu")
+    vae = codec_training.make_codec(channels, 64, "cpu")
     x = torch.rand(batch, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     else:
         vae = vae.to(memory_format=torch.contiguous_format)
-    optimizer = train_codec.make_optimizer(vae, 1e-3)
+    optimizer = codec_training.make_optimizer(vae, 1e-3)
     seconds = []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        train_codec.optimizer_step(vae, optimizer, x, 1e-6, bf16)
+        codec_training.optimizer_step(vae, optimizer, x, 1e-6, bf16)
         if i >= warmup:
             seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
@@ -90,7 +91,7 @@ def run_rows(folders: list[Path]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--channels", type=train_codec.channel_list, default=train_codec.WORLD_CODEC_CHANNELS)
+    parser.add_argument("--channels", type=channel_list, default=codec_training.WORLD_CODEC_CHANNELS)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per setting")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")

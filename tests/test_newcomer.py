@@ -84,7 +84,7 @@ def test_a_bad_map_fails_before_the_weights_load(tiny_pipeline_dir, tmp_path, mo
 
 
 def test_prepare_without_codec_names_the_codec_to_pass(tmp_path):
-    from pandiff.data.prepare_cli import default_codec
+    from pandiff.cli.prepare import default_codec
 
     (tmp_path / "annotations").mkdir()
     with pytest.raises(ConfigError, match="not a built-in world: pass --codec"):

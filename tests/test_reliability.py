@@ -199,7 +199,7 @@ def test_bad_numbers_are_refused_before_any_work(argv, message, tmp_path, capsys
 
 def test_environment_errors_are_one_line(tmp_path, capsys, monkeypatch):
     """A full disk, a permission or memory: the top-level handler prints one line with the path."""
-    from pandiff.training import train_cli
+    from pandiff.cli import train as train_cli
 
     failures = [
         (OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x")), "disk is full"),
@@ -237,7 +237,7 @@ def test_binary_config_and_a_bomb_image(tmp_path, capsys, tripwire):
     (tmp_path / "c.yaml").write_bytes(b"\xff\xfe\x00binary")
     code, err = run_cli(["train", "--config", tmp_path / "c.yaml"], capsys)
     assert code == 2 and "not UTF-8 text" in err
-    from pandiff.generate_cli import read_image
+    from pandiff.data.readers import read_image
 
     with pytest.raises(Exception, match="cannot read the image .*decompression bomb"):
         read_image(bomb_png(tmp_path / "bomb.png"))

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from pandiff.data import world_cli
+from pandiff.cli import make_world as world_cli
 from pandiff.data.coco import CocoPanoptic
 from pandiff.data.coco_format import rgb_to_id
 from pandiff.data.panoptic_map import PanopticMap

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pandiff.cli import SUBCOMMANDS
-from pandiff.encoders import train_codec
+from pandiff.cli import SUBCOMMANDS, train_codec
+from pandiff.encoders import codec_training
 from pandiff.encoders.codec import VaeCodec, load_codec
 from pandiff.errors import ConfigError, DataError
 
@@ -67,7 +67,7 @@ def trained(world, tmp_path_factory) -> Path:
 
 
 def test_registered_as_subcommand():
-    assert SUBCOMMANDS["train-codec"][0] == "pandiff.encoders.train_codec"
+    assert SUBCOMMANDS["train-codec"][0] == "pandiff.cli.train_codec"
 
 
 def test_writes_loadable_codec_and_record(trained, world):
@@ -85,13 +85,13 @@ def test_writes_loadable_codec_and_record(trained, world):
     codec = load_codec(trained)
     assert isinstance(codec, VaeCodec)
     assert codec.scaling_factor == pytest.approx(record["scaling_factor"])
-    images = train_codec.to_unit_range(train_codec.load_image_folder(world / "val2017"), "cpu")
+    images = codec_training.to_unit_range(codec_training.load_image_folder(world / "val2017"), "cpu")
     latents = codec.encode(images)
     assert latents.shape == (4, 4, 4, 4)
     # The stored scaling factor gives the train latents unit spread (measured on train images).
-    train_images = train_codec.to_unit_range(train_codec.load_image_folder(world / "train2017"), "cpu")
+    train_images = codec_training.to_unit_range(codec_training.load_image_folder(world / "train2017"), "cpu")
     assert codec.encode(train_images).std().item() == pytest.approx(1.0, rel=1e-3)
-    psnr = train_codec.psnr(codec.decode(latents), images).mean().item()
+    psnr = codec_training.psnr(codec.decode(latents), images).mean().item()
     assert psnr == pytest.approx(record["val_psnr_db"], abs=0.01)
 
 
@@ -109,13 +109,13 @@ def test_loss_falls(trained):
 def test_psnr_of_known_error():
     target = torch.zeros(1, 3, 4, 4)
     # An error of 0.2 on the [-1, 1] scale is 0.1 on [0, 1]: PSNR = 20 dB.
-    assert train_codec.psnr(target + 0.2, target).item() == pytest.approx(20.0, abs=1e-4)
+    assert codec_training.psnr(target + 0.2, target).item() == pytest.approx(20.0, abs=1e-4)
 
 
 def test_learning_rate_schedule():
-    assert train_codec.learning_rate(1.0, 5, 0.0, 10) == pytest.approx(0.5)
-    assert train_codec.learning_rate(1.0, 50, 0.5, 10) == pytest.approx(0.5)
-    assert train_codec.learning_rate(1.0, 100, 1.0, 10) == pytest.approx(0.0)
+    assert codec_training.learning_rate(1.0, 5, 0.0, 10) == pytest.approx(0.5)
+    assert codec_training.learning_rate(1.0, 50, 0.5, 10) == pytest.approx(0.5)
+    assert codec_training.learning_rate(1.0, 100, 1.0, 10) == pytest.approx(0.0)
 
 
 def test_refuses_existing_out_without_overwrite(world, trained):
@@ -132,7 +132,7 @@ def test_mixed_image_sizes(tmp_path):
     write_images(tmp_path / "w" / "train2017", 2, 16, seed=0)
     Image.new("RGB", (24, 24)).save(tmp_path / "w" / "train2017" / "z.png")
     with pytest.raises(DataError, match="one image size"):
-        train_codec.load_image_folder(tmp_path / "w" / "train2017")
+        codec_training.load_image_folder(tmp_path / "w" / "train2017")
 
 
 def test_size_not_divisible(tmp_path):
@@ -153,7 +153,7 @@ def test_codec_loss_is_mse_plus_weighted_kl():
     target = torch.zeros(2, 3, 4, 4)
     reconstruction = torch.full_like(target, 0.5)
     posterior = DiagonalGaussianDistribution(torch.zeros(2, 8, 1, 1))  # N(0, 1): KL 0
-    assert train_codec.codec_loss(reconstruction, target, posterior, 1.0).item() == pytest.approx(0.25)
+    assert codec_training.codec_loss(reconstruction, target, posterior, 1.0).item() == pytest.approx(0.25)
     wide = DiagonalGaussianDistribution(torch.cat([torch.ones(2, 4, 1, 1), torch.zeros(2, 4, 1, 1)], 1))
     # KL of N(1, 1) from N(0, 1) is 0.5 per latent value: 2 per image, spread over 48 pixel values.
-    assert train_codec.codec_loss(target, target, wide, 1.0).item() == pytest.approx(2 / 48)
+    assert codec_training.codec_loss(target, target, wide, 1.0).item() == pytest.approx(2 / 48)

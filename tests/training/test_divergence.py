@@ -10,7 +10,7 @@ import torch
 
 from pandiff.errors import WeightsError
 from pandiff.training import checkpoint as ckpt
-from pandiff.training.train_cli import train
+from pandiff.training.run import train
 from pandiff.training.trainer import NonFiniteLossError, Trainer
 
 

@@ -8,7 +8,7 @@ import torch
 
 from pandiff.errors import ConfigError
 from pandiff.model import load_pdm
-from pandiff.training.train_cli import train
+from pandiff.training.run import train
 
 
 def test_only_the_named_parameters_train_and_the_export_keeps_the_rest(tmp_path, tiny_features, tiny_config):

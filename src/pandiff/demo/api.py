@@ -28,10 +28,10 @@ from PIL import Image
 
 from pandiff.data.palette import colorize, legend
 from pandiff.data.panoptic_map import PanopticMap
+from pandiff.data.readers import open_rgb
 from pandiff.demo.uploads import map_from_png_and_json, map_from_zip
 from pandiff.errors import ConfigError, DataError
 from pandiff.export import write_export
-from pandiff.generate_cli import _open_rgb
 from pandiff.pipeline import PanopticDiffusionPipeline, PipelineOutput
 
 GENERATE_FIELDS = {"prompt", "steps", "guidance", "map_guidance", "seed", "num_images"}
@@ -136,7 +136,7 @@ class DemoApp:
         params = self._check_params(body, GENERATE_FIELDS | IMAGE_FIELDS, allow_empty_prompt=True)
         if not body.get("image"):
             raise DataError("upload an image to segment")
-        image = _open_rgb(BytesIO(self._upload(body, "image")), "uploaded image", name="(image)")
+        image = open_rgb(BytesIO(self._upload(body, "image")), "uploaded image", name="(image)")
         answer = self._run(params, given=None, mode="image -> map", image=image)
         answer["given_image"] = _data_url(image)
         return answer

@@ -6,7 +6,7 @@ Two upload forms are accepted, both as raw bytes:
 * a zip of an export folder (the demo's download, or a zipped ``pandiff generate --out`` folder):
   its ``panoptic.json`` and the ``panoptic/NNN.png`` of the chosen annotation.
 
-Both end in :func:`pandiff.generate_cli.read_panoptic_png`, the reader ``pandiff generate --map``
+Both end in :func:`pandiff.data.readers.read_panoptic_png`, the reader ``pandiff generate --map``
 uses, so the demo and the CLI accept exactly the same maps.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 
 from pandiff.data.categories import CategoryTable
 from pandiff.data.panoptic_map import PanopticMap
+from pandiff.data.readers import read_panoptic_png
 from pandiff.errors import DataError
-from pandiff.generate_cli import read_panoptic_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # An export zip holds small PNGs and JSON; refusing more keeps a zip bomb from filling memory.

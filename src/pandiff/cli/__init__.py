@@ -1,7 +1,9 @@
-"""The ``pandiff`` command line: one subcommand per job, each implemented in its own module.
+"""The ``pandiff`` command line: one subcommand per job, each a module of this package
+(``pandiff.cli.generate`` for ``pandiff generate``, ...).
 
-Every subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; modules are
-imported only when their subcommand runs, so ``pandiff --help`` is instant.
+Every subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``, parses and
+checks its options and calls library functions; library code never imports from here. Heavy
+modules are imported only when a subcommand runs, so ``pandiff --help`` is instant.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ import sys
 
 # name -> (module, one-line help). Order is the data flow of the paper's pipeline.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "make-world": ("pandiff.data.world_cli", "write a built-in synthetic world in COCO panoptic format"),
-    "train-codec": ("pandiff.encoders.train_codec", "train the small image autoencoder for the built-in world"),
-    "prepare": ("pandiff.data.prepare_cli", "encode a dataset once into feature shards for training"),
-    "train": ("pandiff.training.train_cli", "train a PDM model (Accelerate; resumable checkpoints; EMA export)"),
-    "generate": ("pandiff.generate_cli", "generate image + panoptic map pairs from a prompt (or an image for a map)"),
-    "synthesize": ("pandiff.synthesize_cli", "generate a whole panoptic dataset (COCO layout; resumable, multi-process)"),
-    "segment": ("pandiff.segment_cli", "draw the panoptic map of a given image with the same model"),
-    "train-judge": ("pandiff.evaluation.train_judge_cli", "train the built-in world's judge segmentation network"),
-    "evaluate": ("pandiff.evaluation.evaluate_cli", "sample a model on a dataset and write a metrics report"),
-    "demo": ("pandiff.demo_cli", "serve the web demo on 127.0.0.1"),
+    "make-world": ("pandiff.cli.make_world", "write a built-in synthetic world in COCO panoptic format"),
+    "train-codec": ("pandiff.cli.train_codec", "train the small image autoencoder for the built-in world"),
+    "prepare": ("pandiff.cli.prepare", "encode a dataset once into feature shards for training"),
+    "train": ("pandiff.cli.train", "train a PDM model (Accelerate; resumable checkpoints; EMA export)"),
+    "generate": ("pandiff.cli.generate", "generate image + panoptic map pairs from a prompt (or an image for a map)"),
+    "synthesize": ("pandiff.cli.synthesize", "generate a whole panoptic dataset (COCO layout; resumable, multi-process)"),
+    "segment": ("pandiff.cli.segment", "draw the panoptic map of a given image with the same model"),
+    "train-judge": ("pandiff.cli.train_judge", "train the built-in world's judge segmentation network"),
+    "evaluate": ("pandiff.cli.evaluate", "sample a model on a dataset and write a metrics report"),
+    "demo": ("pandiff.cli.demo", "serve the web demo on 127.0.0.1"),
 }
 
 
@@ -162,7 +164,7 @@ def _show_own_warnings_as_lines(command: str) -> None:
     import warnings
 
     default = getattr(warnings.showwarning, "pandiff_default", warnings.showwarning)  # no chain
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # pandiff/, not pandiff/cli/
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, UserWarning) and os.path.abspath(filename).startswith(package):

@@ -1,4 +1,4 @@
-"""``pandiff train-codec``: train the built-in world's small ``AutoencoderKL`` (64 px -> 4 x 16 x 16).
+"""Train the built-in world's small ``AutoencoderKL`` (64 px -> 4 x 16 x 16): ``pandiff train-codec``.
 
 Stable Diffusion's autoencoder recipe cut down to a CPU budget: a pixel reconstruction loss plus a
 tiny KL term, latents drawn from the posterior while training, random horizontal flips. No
@@ -13,15 +13,14 @@ roughly unit variance. Progress (loss, validation PSNR) shows in a tqdm bar;
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pandiff import checks
-from pandiff.checks import finite_float
 from pandiff.errors import ConfigError, DataError
 from pandiff.io import atomic_dir, check_output_dir, write_json
 
@@ -66,63 +65,39 @@ def _no_grad(fn):
     return wrapper
 
 
-def channel_list(text: str) -> list[int]:
-    """``"16,32,64"`` -> ``[16, 32, 64]`` (the ``--channels`` option)."""
-    return [int(c) for c in text.split(",")]
+@dataclass
+class CodecTrainingOptions:
+    """What ``pandiff train-codec`` was asked (mirrors its command-line options)."""
 
+    data: Path
+    out: Path
+    steps: int = 8000
+    batch: int = BATCH
+    lr: float = 2e-3
+    kl_weight: float = 1e-6
+    channels: list[int] = field(default_factory=lambda: list(WORLD_CODEC_CHANNELS))
+    seed: int = 0
+    bf16: bool = True
+    eval_every: int = 250
+    max_minutes: float | None = None
+    device: str | None = None  # None: cuda when available, else cpu
+    overwrite: bool = False
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", required=True, type=Path, help="world folder (images in train2017/, val2017/)"
-    )
-    parser.add_argument("--out", required=True, type=Path, help="folder to write the trained codec to")
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=8000,
-        help="optimizer steps (default 8000; a --max-minutes 20 run on 2 CPU cores stops by time at ~6000)",
-    )
-    parser.add_argument(
-        "--batch",
-        type=int,
-        default=BATCH,
-        help=f"images per step (default {BATCH}: more, noisier steps beat fewer, cleaner ones in a time budget)",
-    )
-    parser.add_argument(
-        "--lr", type=finite_float, default=2e-3, help="peak Adam learning rate (default 2e-3)"
-    )
-    parser.add_argument(
-        "--kl-weight",
-        type=finite_float,
-        default=1e-6,
-        help="KL weight relative to the per-image sum of reconstruction errors, as in Stable Diffusion "
-        "(default 1e-6)",
-    )
-    parser.add_argument(
-        "--channels",
-        type=channel_list,
-        default=WORLD_CODEC_CHANNELS,
-        help="channels of each encoder/decoder level, comma-separated; n levels downsample by 2^(n-1) "
-        f"(default {','.join(map(str, WORLD_CODEC_CHANNELS))})",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches")
-    parser.add_argument(
-        "--bf16",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="bf16 autocast for the forward pass (default on: 1.4-1.8x faster steps on a bf16-capable CPU)",
-    )
-    parser.add_argument("--eval-every", type=int, default=250, help="steps between validation PSNR checks")
-    parser.add_argument(
-        "--max-minutes",
-        type=finite_float,
-        default=None,
-        help="stop (and save) after this long; the learning rate decays to zero by then",
-    )
-    parser.add_argument(
-        "--device", default=None, help="torch device (default cuda when available, else cpu)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    def check(self) -> None:
+        """Every option, before any image loads or anything is written."""
+        for name in ("steps", "batch", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.channels or min(self.channels) < 1:
+            raise ConfigError(f"--channels must list positive channel counts, got {self.channels}")
+        checks.number(self.lr, "--lr", 0.0, 1.0, lo_open=True)
+        checks.number(self.kl_weight, "--kl-weight", 0.0)
+        if self.max_minutes is not None:
+            checks.number(self.max_minutes, "--max-minutes", 0.0, lo_open=True)
+        checks.seed(self.seed)
+        if self.device is not None:
+            checks.device(self.device)
+        check_output_dir(self.out, self.overwrite, protect=[self.data])
 
 
 def load_image_folder(folder: Path) -> torch.Tensor:
@@ -205,22 +180,6 @@ def narrow_posterior(vae, logvar: float = INITIAL_LOGVAR) -> None:
     vae.quant_conv.bias[channels:] = logvar
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    for name in ("steps", "batch", "eval_every"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if not args.channels or min(args.channels) < 1:
-        raise ConfigError(f"--channels must list positive channel counts, got {args.channels}")
-    checks.number(args.lr, "--lr", 0.0, 1.0, lo_open=True)
-    checks.number(args.kl_weight, "--kl-weight", 0.0)
-    if args.max_minutes is not None:
-        checks.number(args.max_minutes, "--max-minutes", 0.0, lo_open=True)
-    checks.seed(args.seed)
-    if args.device is not None:
-        checks.device(args.device)
-    check_output_dir(args.out, args.overwrite, protect=[args.data])
-
-
 def codec_config(channels: list[int], size: int) -> dict:
     """The AutoencoderKL config for ``size`` px images with ``channels`` per level."""
     from pandiff.encoders.codec import TINY_VAE_CONFIG
@@ -292,7 +251,7 @@ def optimizer_step(
 
 
 def train_steps(
-    vae, train: torch.Tensor, val: torch.Tensor, args: argparse.Namespace
+    vae, train: torch.Tensor, val: torch.Tensor, args: CodecTrainingOptions
 ) -> tuple[int, list[dict]]:
     """Optimise ``vae`` in place on uint8 ``train`` images; returns the steps taken and the history
     (seconds since the start, mean loss since the previous check and validation PSNR, every
@@ -345,12 +304,14 @@ def train_steps(
     return step, history
 
 
-def run(args: argparse.Namespace) -> int:
+def train_codec(opts: CodecTrainingOptions) -> dict:
+    """Train a codec on ``opts.data``'s train2017/ images, score it on val2017/, and save it (with
+    its measured scaling factor and ``training.json``) to ``opts.out``; returns that report."""
     import torch
 
-    _check_args(args)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    opts.check()
+    args = replace(opts, device=opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    args.data, args.out = Path(args.data), Path(args.out)
     train = load_image_folder(args.data / "train2017")
     val = load_image_folder(args.data / "val2017")
     size = tuple(train.shape[-2:])
@@ -397,8 +358,4 @@ def run(args: argparse.Namespace) -> int:
     with atomic_dir(args.out) as tmp:
         vae.to("cpu", memory_format=torch.contiguous_format).save_pretrained(tmp, safe_serialization=True)
         write_json(tmp / "training.json", report, indent=2)
-    print(
-        f"train-codec: {steps} steps in {train_seconds / 60:.1f} min, val PSNR {val_psnr:.2f} dB "
-        f"(mean over {len(val)} val images), scaling factor {scaling:.5f} -> {args.out}"
-    )
-    return 0
+    return report
