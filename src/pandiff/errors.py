@@ -55,3 +55,8 @@ def describe_environment_error(exc: BaseException) -> str | None:
     if type(exc).__name__ == "DecompressionBombError":  # PIL's, without importing PIL here
         return f"{exc}; pandiff refuses images this large (a decompression bomb)"
     return None
+
+
+def brief(exc: BaseException) -> str:
+    """One line naming a library's complaint (its type and first 300 characters), for our messages."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"

@@ -105,7 +105,7 @@ def _check_args(args) -> None:
 def _run(args, image: Image.Image | None = None) -> int:
     import torch
 
-    from pandiff.export import write_export
+    from pandiff.coco_export import write_export
     from pandiff.pipeline import PanopticDiffusionPipeline, PipelineOutput
 
     start = time.perf_counter()

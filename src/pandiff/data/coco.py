@@ -153,7 +153,7 @@ class CocoPanoptic(Dataset):
 
     @classmethod
     def from_export(cls, folder: str | Path, **kwargs: Any) -> CocoPanoptic:
-        """Read a folder written by ``pandiff generate`` (see :mod:`pandiff.export`)."""
+        """Read a folder written by ``pandiff generate`` (see :mod:`pandiff.coco_export`)."""
         layout = {
             "png_dir": "panoptic",
             "image_dir": ".",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from pandiff.data.categories import CategoryTable
+from pandiff.data.panoptic_map import CODE_BASE, PanopticMap
 from pandiff.errors import DataError
 
 
@@ -101,25 +102,22 @@ def coco_to_segments(
     return category, instance, crowd
 
 
-def segments_to_coco(
-    category: np.ndarray, instance: np.ndarray, table: CategoryTable
-) -> tuple[np.ndarray, list[dict]]:
+def segments_to_coco(pmap: PanopticMap) -> tuple[np.ndarray, list[dict]]:
     """Encode category/instance arrays as a COCO panoptic PNG array and ``segments_info``.
 
     Every distinct non-void (category, instance) pair becomes one segment with ids 1..n in sorted
     order; instance 0 of a thing category (a crowd region) gets ``iscrowd=1``.
     """
-    category = np.asarray(category, dtype=np.int64)
-    instance = np.asarray(instance, dtype=np.int64)
+    table = pmap.table
     lut = table.isthing_lut()
-    key = category * 65536 + instance
+    key = pmap.codes()
     uniq, inverse = np.unique(key, return_inverse=True)
     inverse = inverse.reshape(key.shape)
     ids = np.zeros(key.shape, dtype=np.int64)
     segments = []
     next_id = 1
     for u_index, k in enumerate(uniq):
-        cat, inst = int(k // 65536), int(k % 65536)
+        cat, inst = divmod(int(k), CODE_BASE)
         if cat == 0:
             continue
         mask = inverse == u_index

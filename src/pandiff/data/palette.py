@@ -67,7 +67,7 @@ def legend(pmap: PanopticMap) -> list[dict]:
 
 def segment_boundaries(pmap: PanopticMap) -> np.ndarray:
     """``H W`` bool: pixels whose right or lower neighbour belongs to another segment."""
-    key = pmap.category * 65536 + pmap.instance
+    key = pmap.codes()
     edges = np.zeros(key.shape, dtype=bool)
     edges[:, :-1] |= key[:, :-1] != key[:, 1:]
     edges[:-1, :] |= key[:-1, :] != key[1:, :]

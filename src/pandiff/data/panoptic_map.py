@@ -92,7 +92,7 @@ class PanopticMap:
         """
         from pandiff.data.coco_format import segments_to_coco
 
-        return segments_to_coco(self.category, self.instance, self.table)
+        return segments_to_coco(self)
 
     @classmethod
     def from_coco(

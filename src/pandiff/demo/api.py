@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from pandiff.coco_export import write_export
 from pandiff.data.palette import colorize, legend
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.data.readers import open_rgb
 from pandiff.demo.uploads import map_from_png_and_json, map_from_zip
 from pandiff.errors import ConfigError, DataError
-from pandiff.export import write_export
 from pandiff.pipeline import PanopticDiffusionPipeline, PipelineOutput
 
 GENERATE_FIELDS = {"prompt", "steps", "guidance", "map_guidance", "seed", "num_images"}
@@ -269,7 +269,7 @@ def describe_map(pmap: PanopticMap) -> str:
 
 
 def _export_zip(out: PipelineOutput, pipe: PanopticDiffusionPipeline, info: dict) -> bytes:
-    """The samples as a zipped export folder (see :mod:`pandiff.export`), files at the zip's root."""
+    """The samples as a zipped export folder (see :mod:`pandiff.coco_export`), files at the zip's root."""
     with tempfile.TemporaryDirectory(prefix="pandiff-demo-") as tmp:
         folder = write_export(Path(tmp) / "export", out.prompts, out.images, out.maps, pipe.table, True, info)
         buffer = BytesIO()

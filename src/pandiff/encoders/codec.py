@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from pandiff.checks import describe_names, nonfinite
-from pandiff.errors import DataError, WeightsError
+from pandiff.errors import DataError, WeightsError, brief
 from pandiff.io import atomic_dir
 
 IDENTITY = "identity"
@@ -211,11 +211,6 @@ class VaeCodec(ImageCodec):
             self.vae.save_pretrained(tmp, safe_serialization=True)
 
 
-def _brief(exc: Exception) -> str:
-    """One line naming the library's complaint, for our error messages."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-
-
 def _how_to_get(name: str) -> str:
     return (
         f"on a connected machine run `hf download {SD_VAE} --local-dir DIR` (or any Stable Diffusion "
@@ -283,7 +278,7 @@ def load_codec(
         try:
             vae = AutoencoderKL.from_pretrained(name, subfolder=sub, use_safetensors=True)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            errors.append(_brief(exc))
+            errors.append(brief(exc))
             continue
         bad = nonfinite(vae.named_parameters())
         if bad:  # a diverged codec decodes every latent to NaN: black images

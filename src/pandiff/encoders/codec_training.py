@@ -3,8 +3,8 @@
 Stable Diffusion's autoencoder recipe cut down to a CPU budget: a pixel reconstruction loss plus a
 tiny KL term, latents drawn from the posterior while training, random horizontal flips. No
 perceptual or adversarial loss (they need a pretrained network and a discriminator); the loss is
-the mean squared error because the goal is measured in PSNR (an L1 trial, which often wins PSNR
-in super-resolution, trailed it by 0.9-1.9 dB at every check up to step 1750 of a 20-minute run).
+the mean squared error because the goal is measured in PSNR (L1 trailed it; the runs behind these
+defaults: benchmarks/RESULTS.md, "Lab notes moved out of the code").
 After training, the scaling factor is measured as ``1 / std`` of the train latents (how Stable
 Diffusion chose 0.18215) and stored in the saved config, so the diffusion model sees latents of
 roughly unit variance. Progress (loss, validation PSNR) shows in a tqdm bar;
@@ -30,21 +30,12 @@ if TYPE_CHECKING:  # imported where used, so that `pandiff train-codec --help` d
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 EVAL_IMAGES = 256  # validation images scored at each periodic evaluation (all at the end)
 SCALE_IMAGES = 1024  # train images whose latents set the scaling factor
-# Images per step. On 2 CPU cores batch 8 runs 335 steps/min (2676 images/min) and batch 16 173
-# steps/min (2763 images/min; benchmarks/bench_codec.py): nearly the same images, twice the updates.
-# Val PSNR after 20 minutes (24,48,96, beta2 0.99): batch 16 29.78 dB (3254 steps); batch 8
-# 30.33 dB (5947 steps; behind up to step ~1000, ahead from 1250 on, one dip to 24.7 dB at step
-# 1750 recovered by 2000); seed 1 30.28 dB (5751 steps); seed 0 again, committed code, 30.03 dB
-# (5585 steps: the machine ran 6% slower, and the step count sets where the schedule ends).
+# Images per step: in a time budget, twice the updates of batch 16 at nearly the same images per
+# minute won validation PSNR (measured: benchmarks/RESULTS.md).
 BATCH = 8
 EVAL_BATCH = 64  # images per forward pass when scoring (no gradients: larger than a training batch)
-# Default widths for the built-in world's 64 px codec. Training is convolution-bound (~33 images/s
-# at 32,64,128 on 2 CPU cores), so within 20 minutes (bf16) a cheaper codec that sees more images
-# wins up to a point. Val PSNR after 20 minutes (batch 16, Adam beta2 0.999: measured before
-# BATCH and make_optimizer changed): 32,64,128 28.67 dB (2336 steps, 2.74 GFLOP per image);
-# 32,48,96 29.17 dB (3268 steps, 1.76 GFLOP); 24,48,96 29.29 dB (3215 steps, 1.55 GFLOP,
-# ahead of 32,48,96 at every check); 16,48,96 29.23 dB (3995 steps, 1.38 GFLOP); 32,40,80 behind
-# 32,48,96 at every check (26.7 vs 28.2 dB at step 1750, stopped); 16,32,64 (fp32, 15 min) 27.5 dB.
+# Default widths for the built-in world's 64 px codec: training is convolution-bound, so in a
+# 20-minute budget a cheaper codec that sees more images wins up to a point (benchmarks/RESULTS.md).
 WORLD_CODEC_CHANNELS = [24, 48, 96]
 # Initial posterior log-variance. At diffusers' default init it is about 0, i.e. noise as large as
 # the latents themselves, and the reconstruction learns nothing until it has shrunk; starting

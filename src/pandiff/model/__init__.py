@@ -3,10 +3,10 @@
 - :mod:`pandiff.model.uvit`: U-ViT building blocks and the image-only text-to-image :class:`UViT`.
 - :mod:`pandiff.model.pdm`: :class:`PDMUnified` and :class:`PDMTwoStream` (Multi-Scale Patching).
 - :mod:`pandiff.model.presets`: named sizes and :func:`pdm_from_preset`.
-- :mod:`pandiff.model.checkpoints`: :func:`load_pdm` and :func:`load_uvit_checkpoint`.
+- :mod:`pandiff.model.loading`: :func:`load_pdm` and :func:`load_uvit_checkpoint`.
 """
 
-from pandiff.model.checkpoints import MODEL_CLASSES, PDMModel, load_pdm, load_uvit_checkpoint
+from pandiff.model.loading import MODEL_CLASSES, PDMModel, load_pdm, load_uvit_checkpoint
 from pandiff.model.pdm import PATCH_FACTORS, PDMTwoStream, PDMUnified
 from pandiff.model.presets import PRESETS, VARIANTS, pdm_from_preset
 from pandiff.model.uvit import PDMOutput, UViT, timestep_embedding

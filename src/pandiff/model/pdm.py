@@ -1,8 +1,9 @@
 """The Panoptic Diffusion Model transformers: unified and two-stream, with Multi-Scale Patching.
 
-Both co-generate an image latent (epsilon prediction) and a panoptic map as analog bits (clean-bit
-prediction, tanh -> [-1, 1]). The map is ``K x (f*s) x (f*s)`` for a latent of side s and patch
-factor f in {1, 2, 4}; it is patched with side ``f*p`` so it has as many tokens as the image.
+Both co-generate an image latent (the prediction the noise schedule's ``image_prediction`` names:
+noise, v or the clean latent) and a panoptic map as analog bits (clean-bit prediction, tanh ->
+[-1, 1]). The map is ``K x (f*s) x (f*s)`` for a latent of side s and patch factor f in {1, 2, 4};
+it is patched with side ``f*p`` so it has as many tokens as the image.
 
 The map has its own time token so the two modalities can sit at different noise levels (a clean
 map is map-conditioned generation, a clean image is image -> map). The map time token is the

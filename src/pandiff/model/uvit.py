@@ -32,7 +32,8 @@ class PDMOutput(BaseOutput):
     """What every pandiff model returns.
 
     Attributes:
-        image: ``B C h w`` epsilon (noise) prediction for the image latent.
+        image: ``B C h w`` prediction for the image latent: noise, v or the clean latent, whichever
+            the noise schedule's ``image_prediction`` names (the bundled model: the clean image).
         map: ``B K H W`` clean analog-bit prediction in [-1, 1] (tanh), or None without map input.
     """
 
@@ -124,11 +125,9 @@ MATMUL_ATTENTION_MAX_TOKENS = 1024
 def matmul_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """``softmax(Q K^T / sqrt(Dh)) V`` as two batched matmuls in the inputs' (low) precision.
 
-    Written out because PyTorch's fused CPU SDPA kernel is slow in bf16: for U-ViT-sized heads
-    (``B=32, H=3, N=154, Dh=64``) its forward + backward takes ~3x as long as these two bf16
-    matmuls (32 ms against 12 ms on the 2-core reference CPU; in fp32 both take ~20 ms), which
-    made attention a third of a bf16 training step (U-ViT-S/2's 591 tokens: 135 against 184 ms;
-    at 1024 tokens the two are even). Same result as SDPA up to rounding (tested).
+    Written out because PyTorch's fused CPU SDPA kernel is several times slower in bf16 at U-ViT's
+    token counts (timings: benchmarks/RESULTS.md, "Lab notes moved out of the code"). Same result
+    as SDPA up to rounding (tested).
     """
     # The 1/sqrt(Dh) scale goes on Q (N x Dh) rather than the N x N scores; the CPU softmax kernel
     # accumulates reduced-precision inputs in fp32 internally, so no explicit upcast is needed.
