@@ -1,12 +1,12 @@
 """COCO panoptic format: RGB-encoded segment-id PNGs plus ``segments_info`` (id, category_id,
-iscrowd, area, bbox), converted to and from per-pixel category/instance arrays."""
+iscrowd, area, bbox), read into per-pixel category/instance arrays (the other way is
+:meth:`PanopticMap.to_coco <pandiff.data.panoptic_map.PanopticMap.to_coco>`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pandiff.data.categories import CategoryTable
-from pandiff.data.panoptic_map import CODE_BASE, PanopticMap
 from pandiff.errors import DataError
 
 
@@ -100,38 +100,3 @@ def coco_to_segments(
             if seg.get("iscrowd", 0):
                 crowd[mask] = True
     return category, instance, crowd
-
-
-def segments_to_coco(pmap: PanopticMap) -> tuple[np.ndarray, list[dict]]:
-    """Encode category/instance arrays as a COCO panoptic PNG array and ``segments_info``.
-
-    Every distinct non-void (category, instance) pair becomes one segment with ids 1..n in sorted
-    order; instance 0 of a thing category (a crowd region) gets ``iscrowd=1``.
-    """
-    table = pmap.table
-    lut = table.isthing_lut()
-    key = pmap.codes()
-    uniq, inverse = np.unique(key, return_inverse=True)
-    inverse = inverse.reshape(key.shape)
-    ids = np.zeros(key.shape, dtype=np.int64)
-    segments = []
-    next_id = 1
-    for u_index, k in enumerate(uniq):
-        cat, inst = divmod(int(k), CODE_BASE)
-        if cat == 0:
-            continue
-        mask = inverse == u_index
-        ids[mask] = next_id
-        ys, xs = np.nonzero(mask)
-        x0, y0 = int(xs.min()), int(ys.min())
-        segments.append(
-            {
-                "id": next_id,
-                "category_id": table[cat].coco_id,
-                "iscrowd": int(lut[cat] and inst == 0),
-                "area": int(mask.sum()),
-                "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
-            }
-        )
-        next_id += 1
-    return id_to_rgb(ids), segments

@@ -90,9 +90,32 @@ class PanopticMap:
         Segment ids are 1..n (id = R + 256 G + 256^2 B); void pixels are 0. A thing category's
         instance 0 (merged overflow instances) is written with ``iscrowd=1``.
         """
-        from pandiff.data.coco_format import segments_to_coco
+        from pandiff.data.coco_format import id_to_rgb
 
-        return segments_to_coco(self)
+        lut = self.table.isthing_lut()
+        key = self.codes()
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(key.shape)
+        ids = np.zeros(key.shape, dtype=np.int64)
+        segments = []
+        for u_index, at in enumerate(first):  # segments in code order: ids 1..n
+            cat, inst = int(self.category.flat[at]), int(self.instance.flat[at])
+            if cat == 0:
+                continue
+            mask = inverse == u_index
+            ids[mask] = len(segments) + 1
+            ys, xs = np.nonzero(mask)
+            x0, y0 = int(xs.min()), int(ys.min())
+            segments.append(
+                {
+                    "id": len(segments) + 1,
+                    "category_id": self.table[cat].coco_id,
+                    "iscrowd": int(lut[cat] and inst == 0),
+                    "area": int(mask.sum()),
+                    "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+                }
+            )
+        return id_to_rgb(ids), segments
 
     @classmethod
     def from_coco(
