@@ -32,7 +32,7 @@ import torch
 from bench_common import machine_description, publish
 
 from pandiff.cli.train_codec import channel_list
-from pandiff.encoders import codec_training
+from pandiff.world import codec_training
 
 
 def step_seconds(

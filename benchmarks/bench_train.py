@@ -262,9 +262,9 @@ def measure_matmuls(shapes: list[tuple[int, int, int]]) -> dict[tuple[str, tuple
 def make_features(folder: Path, n: int) -> Path:
     """A world of ``n`` 64 px scenes prepared as for world-s-pixel (identity codec, MiniLM text)."""
     from pandiff.data.prepare import prepare_features
-    from pandiff.data.world import generate_world
     from pandiff.encoders.codec import load_codec
     from pandiff.encoders.text import load_text_encoder
+    from pandiff.world.generator import generate_world
 
     start = time.perf_counter()
     generate_world(folder / "world", n=n, size=64, seed=0, workers=1)

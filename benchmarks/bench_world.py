@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench_common import append_results
 
-from pandiff.data.world import generate_world
+from pandiff.world.generator import generate_world
 
 
 def _cpu_seconds() -> float:

@@ -22,7 +22,7 @@ from pandiff.io import atomic_path
 from pandiff.pipeline import PanopticDiffusionPipeline
 
 EXAMPLE = "two red circles and a blue square on the grass"  # the README's main command
-# What the example asks for, in the world's scene-spec form (pandiff.data.world).
+# What the example asks for, in the world's scene-spec form (pandiff.world.generator).
 EXAMPLE_SPEC = {
     "image_id": 0,
     "things": [
@@ -93,8 +93,8 @@ def judge_examples(folder: str, out) -> dict[int, str]:
     """Verdicts, judged on the image, of the rows that show the README example."""
     import numpy as np
 
-    from pandiff.evaluation.judge import load_judge, segment_images
-    from pandiff.evaluation.judged import judge_sample
+    from pandiff.world.judge import load_judge, segment_images
+    from pandiff.world.judged import judge_sample
 
     judge, _ = load_judge(folder)
     rows = [i for i, p in enumerate(PROMPTS) if p == EXAMPLE]

@@ -37,10 +37,10 @@ def make_tiny_pipeline(tmp_path_factory):
     --export`` uses: ``make_tiny_pipeline(image_size) -> folder``."""
     import torch
 
-    from pandiff.data.world import world_category_table
     from pandiff.diffusion.schedule import NoiseSchedule
     from pandiff.model import pdm_from_preset
     from pandiff.pipeline_config import PipelineConfig, save_pipeline_folder
+    from pandiff.world.generator import world_category_table
 
     def make(image_size: int) -> Path:
         torch.manual_seed(0)

@@ -185,7 +185,7 @@ def test_export_of_a_non_square_image_keeps_png_and_json_sizes_equal(tmp_path):
     """write_export: the panoptic PNG has the image's own height and width (it was square before),
     and upsampling a map onto the image grid keeps every label."""
     from pandiff.coco_export import write_export
-    from pandiff.data.world import world_category_table
+    from pandiff.world.generator import world_category_table
 
     table = world_category_table()
     category = np.full((8, 8), table.index_of_name("grass"))

@@ -38,7 +38,7 @@ def test_the_readme_quickstart_runs_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_the_readme_shows_the_quickstart_commands_and_the_vocabulary():
-    from pandiff.data.world import world_vocabulary
+    from pandiff.world.generator import world_vocabulary
 
     text = README.read_text(encoding="utf-8")
     quickstart = text.split("## Train your own on the built-in world", 1)[1].split("\n## ", 1)[0]

@@ -424,7 +424,7 @@ def test_a_prompt_with_known_words_does_not_warn(pipe):
 
 
 def test_a_full_disk_leaves_the_previous_world_whole(tmp_path, capsys, monkeypatch):
-    from pandiff.data import world
+    from pandiff.world import generator as world
 
     out = tmp_path / "w"
     assert run_cli(["make-world", "--out", out, "--n", "3", "--workers", "1"], capsys)[0] == 0
@@ -487,7 +487,7 @@ def test_codec_and_judge_with_nan_weights_are_neither_saved_nor_loaded(tmp_path)
 
     from pandiff.encoders.codec import VaeCodec, load_codec
     from pandiff.errors import WeightsError
-    from pandiff.evaluation.judge import Judge, JudgeConfig, load_judge, save_judge
+    from pandiff.world.judge import Judge, JudgeConfig, load_judge, save_judge
 
     codec = VaeCodec.from_config()
     codec.save_pretrained(tmp_path / "codec")
@@ -500,7 +500,7 @@ def test_codec_and_judge_with_nan_weights_are_neither_saved_nor_loaded(tmp_path)
     with pytest.raises(WeightsError, match="NaN or infinite"):
         load_codec(str(tmp_path / "codec"))
 
-    from pandiff.data.world import world_category_table
+    from pandiff.world.generator import world_category_table
 
     judge = Judge(JudgeConfig(image_size=32, width=8, categories=world_category_table().to_coco()))
     with torch.no_grad():

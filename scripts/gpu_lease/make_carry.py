@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
-from pandiff.data.world import world_vocabulary
 from pandiff.encoders.text import minilm_path
+from pandiff.world.generator import world_vocabulary
 
 DEV = Path(".dev")
 SPECIAL = {0, 100, 101, 102, 103}  # [PAD] [UNK] [CLS] [SEP] [MASK]

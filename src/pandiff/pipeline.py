@@ -293,7 +293,7 @@ class PanopticDiffusionPipeline:
     def unknown_words(self, prompt: str) -> list[str]:
         """Words of ``prompt`` outside the built-in world's captions, for a model drawing the
         built-in world's categories (the bundled one); ``[]`` for any other model."""
-        from pandiff.data.world import is_world_table, unknown_words
+        from pandiff.world.generator import is_world_table, unknown_words
 
         return unknown_words(prompt) if is_world_table(self.table) else []
 

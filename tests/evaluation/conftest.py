@@ -11,7 +11,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
-    from pandiff.data.world import generate_world
+    from pandiff.world.generator import generate_world
 
     out = tmp_path_factory.mktemp("eval-world") / "world"
     generate_world(out, n=60, size=32, seed=3, val_fraction=0.2, workers=1)

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 
-from pandiff.evaluation import judge_train
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
-from pandiff.evaluation.judge_train import load_split
 from pandiff.synthesize import SynthesizeOptions, synthesize
+from pandiff.world import judge_training as judge_train
+from pandiff.world.judge_training import load_split
 
 
 def test_downstream_trains_on_the_synthesized_dataset(tiny_pipeline_dir, tiny_world, tmp_path, monkeypatch):

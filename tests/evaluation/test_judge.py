@@ -8,7 +8,7 @@ import torch
 
 from pandiff.data.categories import CategoryTable
 from pandiff.errors import WeightsError
-from pandiff.evaluation.judge import (
+from pandiff.world.judge import (
     MIN_JUDGE_MIOU,
     JudgeFeatures,
     absorb_specks,
@@ -19,7 +19,7 @@ from pandiff.evaluation.judge import (
     segment_images,
     split_instances,
 )
-from pandiff.evaluation.judge_train import boundary_target, load_split
+from pandiff.world.judge_training import boundary_target, load_split
 
 
 def test_train_judge_writes_a_folder_and_beats_the_majority_baseline(tiny_judge_run):

@@ -26,7 +26,7 @@ TINY_MODEL = {
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
-    from pandiff.data.world import generate_world
+    from pandiff.world.generator import generate_world
 
     out = tmp_path_factory.mktemp("world") / "world"
     generate_world(out, n=48, size=32, seed=0, workers=1)

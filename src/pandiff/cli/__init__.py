@@ -107,7 +107,7 @@ def epilog(name: str) -> str:
     """The end of ``pandiff NAME --help``: examples, and for generate the bundled model's words."""
     text = f"examples:\n{EXAMPLES[name]}"
     if name == "generate":
-        from pandiff.data.world import vocabulary_text
+        from pandiff.world.generator import vocabulary_text
 
         words = "\n".join("  " + line for line in vocabulary_text(96).splitlines())
         text += f"\n\nwhat the bundled model knows (the built-in world's words):\n{words}"

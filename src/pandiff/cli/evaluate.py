@@ -64,8 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
-    from pandiff.evaluation.judge import MIN_JUDGE_MIOU
     from pandiff.io import check_output_file
+    from pandiff.world.judge import MIN_JUDGE_MIOU
 
     # Before any sampling: a bad --out or number used to fail only after all of it.
     check_output_file(args.out)

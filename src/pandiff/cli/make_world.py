@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pandiff.data.world import generate_world
+    from pandiff.world.generator import generate_world
 
     summary = generate_world(
         args.out,

@@ -1,5 +1,5 @@
 """``pandiff train-codec``: train the built-in world's small image autoencoder; the work is
-:func:`pandiff.encoders.codec_training.train_codec`."""
+:func:`pandiff.world.codec_training.train_codec`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from pandiff.checks import finite_float
-from pandiff.encoders.codec_training import BATCH, WORLD_CODEC_CHANNELS
+from pandiff.world.codec_training import BATCH, WORLD_CODEC_CHANNELS
 
 
 def channel_list(text: str) -> list[int]:
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pandiff.encoders.codec_training import CodecTrainingOptions, train_codec
+    from pandiff.world.codec_training import CodecTrainingOptions, train_codec
 
     opts = CodecTrainingOptions(**{f.name: getattr(args, f.name) for f in fields(CodecTrainingOptions)})
     report = train_codec(opts)

@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pandiff.evaluation.judge import MIN_JUDGE_MIOU
-    from pandiff.evaluation.judge_train import train_judge
     from pandiff.io import check_output_dir
+    from pandiff.world.judge import MIN_JUDGE_MIOU
+    from pandiff.world.judge_training import train_judge
 
     for name in ("steps", "batch", "thing_steps", "width"):
         checks.number(getattr(args, name), f"--{name.replace('_', '-')}", 1, 1_000_000, integer=True)

@@ -92,7 +92,7 @@ class DemoApp:
 
     def _vocabulary(self) -> dict | None:
         """The built-in world's words and example prompts, for a model of the built-in world."""
-        from pandiff.data.world import is_world_table, vocabulary_text, world_vocabulary
+        from pandiff.world.generator import is_world_table, vocabulary_text, world_vocabulary
 
         if not is_world_table(self.pipe.table):
             return None

@@ -10,7 +10,7 @@ that states the relation; for COCO it is the first of the five):
   accuracy under the given map's instances, and with a judge PQ/mIoU of judge(image) vs the map.
 * ``image2map``: prompt + real image -> map. PQ and mIoU against the ground truth, MCD; on the
   world prompt adherence of the map.
-* ``downstream`` (world): the downstream proof of :func:`pandiff.evaluation.judge_train.downstream_comparison`
+* ``downstream`` (world): the downstream proof of :func:`pandiff.world.judge_training.downstream_comparison`
   on the first ``n`` training scenes.
 
 Metrics whose weights are absent are skipped with a note saying what to pass; weights that are
@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError, DataError, WeightsError
-from pandiff.evaluation.judge import MIN_JUDGE_MIOU
-from pandiff.evaluation.judge_train import LabelledImages, load_split
 from pandiff.evaluation.report import Report
+from pandiff.world.judge import MIN_JUDGE_MIOU
+from pandiff.world.judge_training import LabelledImages, load_split
 
 MODES = ("cogen", "map2image", "image2map", "downstream")
 
@@ -147,7 +147,7 @@ def _fitting_caption(pipe, captions: list[str]) -> str:
 
 
 def _load_judge(opts: EvaluationOptions, pipe, report: Report):
-    from pandiff.evaluation.judge import load_judge
+    from pandiff.world.judge import load_judge
 
     judge, metrics = load_judge(opts.judge, opts.min_judge_miou)
     if judge.config.image_size != pipe.image_size:
@@ -229,10 +229,10 @@ def _distance(extractor, real: LabelledImages, samples: Samples) -> dict:
 def _world_metrics(
     samples: Samples, real: LabelledImages, specs: list[dict], judge, mode: str, report: Report
 ) -> None:
-    from pandiff.evaluation import judged as jd
-    from pandiff.evaluation import world_checks as wc
-    from pandiff.evaluation.judge import JudgeFeatures, segment_images
     from pandiff.evaluation.panoptic_quality import map_miou, panoptic_quality
+    from pandiff.world import checks as wc
+    from pandiff.world import judged as jd
+    from pandiff.world.judge import JudgeFeatures, segment_images
 
     maps = real.maps if mode == "map2image" else samples.maps
     images = (real if mode == "image2map" else samples).images.permute(0, 2, 3, 1).numpy()
@@ -310,7 +310,7 @@ def _map_metrics(samples: Samples, real: LabelledImages, mode: str, report: Repo
 
 
 def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
-    from pandiff.evaluation.judge_train import downstream_comparison
+    from pandiff.world.judge_training import downstream_comparison
 
     if not is_world(opts.data):
         raise ConfigError(
@@ -417,7 +417,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
     if makes_images:
         _image_metrics(samples, real, inception, clip, report)
     if world:
-        from pandiff.evaluation.world_checks import load_specs
+        from pandiff.world.checks import load_specs
 
         by_id = load_specs(opts.data, opts.split)
         specs = [by_id[i] for i in real.image_ids]

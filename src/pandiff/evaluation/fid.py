@@ -6,7 +6,7 @@ and has an int ``num_features``. Two are used:
 * :func:`inception_extractor`: the Inception-v3 pool features (d = 2048) of the FID literature,
   through torchmetrics' ``NoTrainInceptionV3``; needs the optional ``torch-fidelity`` package and
   its weight file (``weights-inception-2015-12-05-6726825d.pth``) on disk; nothing is downloaded.
-* the built-in world's judge (:meth:`pandiff.evaluation.judge.JudgeNet.features`), so world
+* the built-in world's judge (:meth:`pandiff.world.judge.JudgeNet.features`), so world
   FID/KID need no downloaded weights at all.
 
 :class:`FeatureDistance` extracts features once per image and feeds them to torchmetrics'

@@ -75,14 +75,16 @@ from pandiff import checks
 from pandiff.data.categories import Category, CategoryTable
 from pandiff.data.coco_format import rgb_to_id
 from pandiff.data.panoptic_map import PanopticMap, canonicalize
-from pandiff.data.world_captions import (
+from pandiff.errors import ConfigError, DataError
+from pandiff.io import atomic_write_text
+from pandiff.world.captions import (
     NUMBER_WORDS,
     RELATION_PHRASES,
     captions_for,
     phrase_words,
     plural,
 )
-from pandiff.data.world_draw import (
+from pandiff.world.drawing import (
     SHAPE_EXTENT,
     SIZES,
     STUFF_COLORS,
@@ -93,8 +95,6 @@ from pandiff.data.world_draw import (
     paint,
     rasterize,
 )
-from pandiff.errors import ConfigError, DataError
-from pandiff.io import atomic_write_text
 
 MAX_INSTANCES = 7
 # Shape "radius" as a fraction of the picture side, per size word.

@@ -150,7 +150,7 @@ def _relation_text(spec: dict, rng: np.random.Generator, sizes: bool = False) ->
 
 def captions_for(spec: dict, rng: np.random.Generator) -> list[str]:
     """Five distinct captions for a scene spec (keys ``things``, ``counts``, ``relations``,
-    ``stuff`` as documented in :mod:`pandiff.data.world`). Deterministic for a given ``rng``."""
+    ``stuff`` as documented in :mod:`pandiff.world.generator`). Deterministic for a given ``rng``."""
     groups = _groups(spec)
     stuff = spec["stuff"]
     total = sum(g[0] for g in groups)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from pandiff.data.panoptic_map import PanopticMap
-from pandiff.data.world import make_scene, world_category_table
-from pandiff.data.world_draw import STUFF_COLORS, THING_COLORS
-from pandiff.evaluation.judged import bucket, judge_ceiling, judge_sample, map_sample, summarise
 from pandiff.evaluation.report import Report
+from pandiff.world.drawing import STUFF_COLORS, THING_COLORS
+from pandiff.world.generator import make_scene, world_category_table
+from pandiff.world.judged import bucket, judge_ceiling, judge_sample, map_sample, summarise
 
 TABLE = world_category_table()
 

@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 
 from pandiff.data.panoptic_map import PanopticMap
-from pandiff.data.world import make_scene
-from pandiff.data.world_captions import INVERSE_RELATION
-from pandiff.data.world_draw import THING_COLORS
-from pandiff.evaluation.world_checks import (
+from pandiff.world.captions import INVERSE_RELATION
+from pandiff.world.checks import (
     adherence_rates,
     check_adherence,
     colour_matches,
@@ -17,6 +15,8 @@ from pandiff.evaluation.world_checks import (
     dominant_colour,
     instance_counts,
 )
+from pandiff.world.drawing import THING_COLORS
+from pandiff.world.generator import make_scene
 
 SEED = 0
 

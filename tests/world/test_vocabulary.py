@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from pandiff.data.world import (
+from pandiff.world.generator import (
     EXAMPLE_PROMPTS,
     MAX_INSTANCES,
     make_scene,

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from pandiff.cli import SUBCOMMANDS, train_codec
-from pandiff.encoders import codec_training
 from pandiff.encoders.codec import VaeCodec, load_codec
 from pandiff.errors import ConfigError, DataError
+from pandiff.world import codec_training
 
 
 def write_images(folder: Path, n: int, size: int, seed: int) -> None:

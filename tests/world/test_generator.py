@@ -17,7 +17,10 @@ from pandiff.cli import make_world as world_cli
 from pandiff.data.coco import CocoPanoptic
 from pandiff.data.coco_format import rgb_to_id
 from pandiff.data.panoptic_map import PanopticMap
-from pandiff.data.world import (
+from pandiff.errors import ConfigError, DataError
+from pandiff.world.captions import INVERSE_RELATION, NUMBER_WORDS, plural
+from pandiff.world.drawing import Thing, shape_mask
+from pandiff.world.generator import (
     STUFF_COLORS,
     THING_COLORS,
     generate_world,
@@ -28,9 +31,6 @@ from pandiff.data.world import (
     world_category_table,
     world_paths,
 )
-from pandiff.data.world_captions import INVERSE_RELATION, NUMBER_WORDS, plural
-from pandiff.data.world_draw import Thing, shape_mask
-from pandiff.errors import ConfigError, DataError
 
 N, SIZE, SEED = 12, 64, 3
 TABLE = world_category_table()

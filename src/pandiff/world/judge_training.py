@@ -26,7 +26,8 @@ from tqdm import tqdm
 from pandiff.data.categories import CategoryTable
 from pandiff.data.panoptic_map import CODE_BASE, PanopticMap
 from pandiff.errors import ConfigError, DataError
-from pandiff.evaluation.judge import (
+from pandiff.evaluation.panoptic_quality import PanopticScorer, SemanticIoU
+from pandiff.world.judge import (
     MIN_JUDGE_MIOU,
     Judge,
     JudgeConfig,
@@ -35,7 +36,6 @@ from pandiff.evaluation.judge import (
     save_judge,
     segment_images,
 )
-from pandiff.evaluation.panoptic_quality import PanopticScorer, SemanticIoU
 
 # Thing-thing boundary pixels are ~1% of a world picture; without up-weighting the head learns "never".
 BOUNDARY_POS_WEIGHT = torch.tensor(10.0)

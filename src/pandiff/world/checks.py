@@ -1,6 +1,6 @@
 """Exact checks of generated samples against the built-in world's scene specs.
 
-Every world prompt comes from a structured spec (:mod:`pandiff.data.world`): which shapes, how
+Every world prompt comes from a structured spec (:mod:`pandiff.world.generator`): which shapes, how
 many of each colour, the stuff, and in two-thing scenes a spatial relation. Those facts are
 checked on the generated map (and image) directly; nothing here needs learned weights.
 
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from pandiff.data.panoptic_map import PanopticMap
-from pandiff.data.world import spatial_relation
-from pandiff.data.world_draw import STUFF_COLORS, THING_COLORS
 from pandiff.errors import DataError
+from pandiff.world.drawing import STUFF_COLORS, THING_COLORS
+from pandiff.world.generator import spatial_relation
 
 MIN_FRACTION = 0.002
 ADHERENCE_CRITERIA = ("categories", "counts", "counts_components", "stuff_present", "stuff_exact", "relation")
@@ -128,7 +128,7 @@ def relation_satisfied(
 
     Candidates for the subject (object) are the generated instances of its category, and, when the
     image is given, of its colour (:func:`dominant_colour`). The relation holds when some pair of
-    distinct candidates stands in it by :func:`pandiff.data.world.spatial_relation` on their
+    distinct candidates stands in it by :func:`pandiff.world.generator.spatial_relation` on their
     centroids: the comparison the world generator used to write the caption.
     """
     if not spec["relations"]:

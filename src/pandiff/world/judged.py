@@ -3,7 +3,7 @@ things the prompt names.
 
 A model's own map is no evidence of what its picture shows (GenEval judges the image with a
 detector for this reason): here the judge segments each generated image and the scene spec's
-criteria of :mod:`pandiff.evaluation.world_checks` are applied to that judged map. The same
+criteria of :mod:`pandiff.world.checks` are applied to that judged map. The same
 criteria on the model's own map stay available as a second, labelled figure, and the judge is
 scored on the real images of the same scenes so that every report states its ceiling.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import DataError
-from pandiff.evaluation import world_checks as wc
+from pandiff.world import checks as wc
 
 BUCKETS = ("1", "2", "3", "4+")
 # Yes/no criteria of one sample, in report order; colour is a share of instances instead.
@@ -142,7 +142,7 @@ def report_image_figures(summary: dict, report) -> None:
 def report_judge_ceiling(judge, real, specs: Sequence[dict], report) -> None:
     """Score the judge on the real images of the evaluated scenes; the header states it as the
     ceiling of every image-judged figure."""
-    from pandiff.evaluation.judge import segment_images
+    from pandiff.world.judge import segment_images
 
     judged = segment_images(judge, real.images)
     report.header["judge"]["ground_truth"] = judge_ceiling(
