@@ -47,7 +47,9 @@ print(json.dumps({"load_s": load_s, "call_s": min(times), "rss_mb": rss}))
 
 
 def run_one(cfg: dict) -> dict:
-    res = subprocess.run([sys.executable, "-c", WORKER, json.dumps(cfg)], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", WORKER, json.dumps(cfg)], capture_output=True, text=True, check=False
+    )
     if res.returncode != 0:
         raise SystemExit(f"benchmark worker failed for {cfg}:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

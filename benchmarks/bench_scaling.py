@@ -67,9 +67,7 @@ class Timer:
     def __init__(self, mode: str, precision: str, repeats: int) -> None:
         self.mode, self.repeats = mode, repeats
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32  # what matmuls emit
-        self.autocast = (
-            torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-        )
+        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
     def __call__(self, fn: Callable[[], torch.Tensor | tuple]) -> float:
         seconds = []
@@ -155,9 +153,7 @@ def main() -> None:
     print(f"Machine: {machine_description()}", flush=True)
 
     header = (
-        "| mode | scenario | tokens | map px | ms / step | ms / sample | "
-        + " | ".join(PARTS)
-        + " | other |"
+        "| mode | scenario | tokens | map px | ms / step | ms / sample | " + " | ".join(PARTS) + " | other |"
     )
     lines = [
         (
@@ -183,7 +179,12 @@ def main() -> None:
             )
             print(row, flush=True)
             lines.append(row)
-    publish("bench_scaling.py: cost per step by map resolution and image tokens", lines, not args.no_append, args.note)
+    publish(
+        "bench_scaling.py: cost per step by map resolution and image tokens",
+        lines,
+        not args.no_append,
+        args.note,
+    )
 
 
 if __name__ == "__main__":

@@ -141,9 +141,7 @@ def test_dataset_reads_back_as_coco_panoptic(straight, tiny_pipe):
 
 def test_pairs_equal_the_pipeline_with_the_same_generators(straight, tiny_pipe):
     """The dataset's pairs are the pipeline's own (same prompt, same per-pair generator)."""
-    out = tiny_pipe(
-        PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3])
-    )
+    out = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]))
     p = paths(straight, "train")
     data = CocoPanoptic(straight, "train", image_size=16, map_size=16)
     for k, index in enumerate((2, 3)):

@@ -34,8 +34,17 @@ def test_modes_timesteps_and_text_dropout():
     schedule = NoiseSchedule()
     rec = Recorder(torch.zeros_like(latents), bits.clone())
     cfg = LossConfig(text_dropout=0.5, p_clean_map=0.3, p_clean_image=0.3)
-    joint_loss(rec, schedule, schedule.training_scheduler(), latents, bits, text, empty, cfg,
-               torch.Generator().manual_seed(1))
+    joint_loss(
+        rec,
+        schedule,
+        schedule.training_scheduler(),
+        latents,
+        bits,
+        text,
+        empty,
+        cfg,
+        torch.Generator().manual_seed(1),
+    )
     image, t_image, text_in, map_in, t_map = rec.calls[0]
     clean_map = t_map == 0
     clean_image = t_image == 0
@@ -78,8 +87,17 @@ def test_map_loss_value_and_weight():
 
 def test_tiny_model_loss_falls():
     torch.manual_seed(0)
-    model = pdm_from_preset("world-s", latent_size=4, patch_factor=2, map_bits=5, embed_dim=32, depth=2,
-                            num_heads=2, text_dim=8, text_len=3)
+    model = pdm_from_preset(
+        "world-s",
+        latent_size=4,
+        patch_factor=2,
+        map_bits=5,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        text_dim=8,
+        text_len=3,
+    )
     latents, bits, text, empty = _batch(16)
     bits = bits[..., :8, :8]
     schedule = NoiseSchedule()
@@ -88,7 +106,9 @@ def test_tiny_model_loss_falls():
     cfg = LossConfig()
     losses = []
     for step in range(150):
-        out = joint_loss(model, schedule, noiser, latents, bits, text, empty, cfg, torch.Generator().manual_seed(step % 4))
+        out = joint_loss(
+            model, schedule, noiser, latents, bits, text, empty, cfg, torch.Generator().manual_seed(step % 4)
+        )
         opt.zero_grad()
         out.loss.backward()
         opt.step()
@@ -124,11 +144,14 @@ def test_image_target_follows_the_prediction_type(prediction):
     t, eps = _replay_draws(latents, gen_seed)
     target = noiser.get_velocity(latents, eps, t) if prediction == "v_prediction" else latents
     rec = Recorder(target, bits.clone())
-    out = joint_loss(rec, schedule, noiser, latents, bits, text, empty, cfg, torch.Generator().manual_seed(gen_seed))
+    out = joint_loss(
+        rec, schedule, noiser, latents, bits, text, empty, cfg, torch.Generator().manual_seed(gen_seed)
+    )
     assert out.image_loss.item() == pytest.approx(0.0, abs=1e-10)
     rec_eps = Recorder(eps, bits.clone())
-    out_eps = joint_loss(rec_eps, schedule, noiser, latents, bits, text, empty, cfg,
-                         torch.Generator().manual_seed(gen_seed))
+    out_eps = joint_loss(
+        rec_eps, schedule, noiser, latents, bits, text, empty, cfg, torch.Generator().manual_seed(gen_seed)
+    )
     assert out_eps.image_loss.item() > 0.01  # epsilon is not the target any more
 
 
@@ -152,10 +175,22 @@ def test_x0_weight_equals_the_v_loss_up_to_its_cap():
     v_loss = (v_hat - noiser.get_velocity(latents, eps, t)).pow(2).mean(dim=(1, 2, 3))
     plain = (guess - latents).pow(2).mean(dim=(1, 2, 3))
     cfg = {"p_clean_map": 0.0, "p_clean_image": 0.0, "text_dropout": 0.0}
-    for cap, expected in ((1e9, v_loss.mean()), (1.0, plain.mean()),
-                          (4.0, (plain * (1 + ab.view(-1) / (1 - ab.view(-1))).clamp(max=4.0)).mean())):
-        out = joint_loss(Recorder(guess, bits.clone()), schedule, noiser, latents, bits, text, empty,
-                         LossConfig(x0_weight_cap=cap, **cfg), torch.Generator().manual_seed(seed))
+    for cap, expected in (
+        (1e9, v_loss.mean()),
+        (1.0, plain.mean()),
+        (4.0, (plain * (1 + ab.view(-1) / (1 - ab.view(-1))).clamp(max=4.0)).mean()),
+    ):
+        out = joint_loss(
+            Recorder(guess, bits.clone()),
+            schedule,
+            noiser,
+            latents,
+            bits,
+            text,
+            empty,
+            LossConfig(x0_weight_cap=cap, **cfg),
+            torch.Generator().manual_seed(seed),
+        )
         assert out.image_loss.item() == pytest.approx(expected.item(), rel=1e-4)
     with pytest.raises(ConfigError, match="x0_weight_cap"):
         LossConfig(x0_weight_cap=0.5)

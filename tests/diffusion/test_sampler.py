@@ -39,7 +39,13 @@ def _sample(model, steps=4, seed=0, scheduler="dpmsolver++", batch_guidance=True
     schedule = NoiseSchedule(image_prediction=prediction)
     sampler = LockstepSampler(model, schedule, scheduler, batch_guidance=batch_guidance)
     return sampler.sample(
-        text, empty, LATENT, MAP, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), **kw
+        text,
+        empty,
+        LATENT,
+        MAP,
+        num_inference_steps=steps,
+        generator=torch.Generator().manual_seed(seed),
+        **kw,
     )
 
 
@@ -103,7 +109,9 @@ def test_clean_given_map_is_returned_and_conditions_the_image(model):
 
 def test_given_map_is_fed_clean_at_timestep_zero(model):
     seen = []
-    handle = model.register_forward_hook(lambda mod, args, out: seen.append((args[3].clone(), args[4].clone())))
+    handle = model.register_forward_hook(
+        lambda mod, args, out: seen.append((args[3].clone(), args[4].clone()))
+    )
     m = _bits(7)
     try:
         _sample(model, steps=3, map_bits=m)
@@ -279,7 +287,9 @@ def test_image_only_model_samples_images_with_text_guidance(batch_guidance):
     text, empty = _text()
     calls = []
     handle = uvit.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
-    sampler = LockstepSampler(uvit, NoiseSchedule(image_prediction="v_prediction"), batch_guidance=batch_guidance)
+    sampler = LockstepSampler(
+        uvit, NoiseSchedule(image_prediction="v_prediction"), batch_guidance=batch_guidance
+    )
     try:
         out = sampler.sample(text, empty, LATENT, None, num_inference_steps=3, guidance_scale=2.0)
     finally:

@@ -24,7 +24,12 @@ from pandiff.world.judge_training import boundary_target, load_split
 
 def test_train_judge_writes_a_folder_and_beats_the_majority_baseline(tiny_judge_run):
     folder = tiny_judge_run["dir"]
-    assert {p.name for p in folder.iterdir()} == {".pandiff-output", "config.json", "judge.safetensors", "metrics.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        ".pandiff-output",
+        "config.json",
+        "judge.safetensors",
+        "metrics.json",
+    }
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["val_miou"] > metrics["majority_baseline_miou"] + 0.1
     assert 0.0 <= metrics["val_pq"] <= 1.0

@@ -90,8 +90,12 @@ def test_refined_model_learns_a_detail_the_patch_head_misses():
 def test_config_round_trip(tmp_path, cls):
     torch.manual_seed(0)
     model = cls(**TINY, refine_channels=4)
-    torch.nn.init.normal_(model.state_dict()["image_stream.refiner.conv_out.weight" if cls is PDMTwoStream
-                                              else "refiner.conv_out.weight"], std=0.1)
+    torch.nn.init.normal_(
+        model.state_dict()[
+            "image_stream.refiner.conv_out.weight" if cls is PDMTwoStream else "refiner.conv_out.weight"
+        ],
+        std=0.1,
+    )
     model.save_pretrained(tmp_path / "m")
     back = load_pdm(tmp_path / "m")
     assert back.config.refine_channels == 4

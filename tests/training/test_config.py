@@ -89,7 +89,9 @@ def test_hash_is_stable_and_sensitive(tmp_path):
 
 def test_world_recipes_of_the_bundled_model_and_its_two_stream_twin():
     """The three built-in-world recipes share schedule and loss; they differ in the variant."""
-    recipes = {n: load_config(CONFIGS / f"{n}.yaml") for n in ("world-s-pixel", "world-s-t2i", "world-s-two-stream")}
+    recipes = {
+        n: load_config(CONFIGS / f"{n}.yaml") for n in ("world-s-pixel", "world-s-t2i", "world-s-two-stream")
+    }
     assert [c.model.variant for c in recipes.values()] == ["unified", "image-only", "two-stream"]
     for config in recipes.values():
         assert config.model.preset == "world-s-pixel"
@@ -109,7 +111,9 @@ def test_a_preset_name_or_a_path_selects_the_shipped_yaml(tmp_path, monkeypatch)
         assert resolve_config(name) == PRESETS_DIR / "world-s-pixel.yaml"
     assert load_config("world-s-pixel").model.preset == "world-s-pixel"
     (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "world-s-pixel.yaml").write_text("model:\n  preset: world-s\ndata:\n  features: f\n")
+    (tmp_path / "configs" / "world-s-pixel.yaml").write_text(
+        "model:\n  preset: world-s\ndata:\n  features: f\n"
+    )
     assert load_config("configs/world-s-pixel.yaml").model.preset == "world-s"  # a file wins
     with pytest.raises(ConfigError, match="names no preset; the presets are .*world-s-pixel"):
         load_config("world-s-pixle")

@@ -19,8 +19,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train-codec": ("pandiff.cli.train_codec", "train the small image autoencoder for the built-in world"),
     "prepare": ("pandiff.cli.prepare", "encode a dataset once into feature shards for training"),
     "train": ("pandiff.cli.train", "train a PDM model (Accelerate; resumable checkpoints; EMA export)"),
-    "generate": ("pandiff.cli.generate", "generate image + panoptic map pairs from a prompt (or an image for a map)"),
-    "synthesize": ("pandiff.cli.synthesize", "generate a whole panoptic dataset (COCO layout; resumable, multi-process)"),
+    "generate": (
+        "pandiff.cli.generate",
+        "generate image + panoptic map pairs from a prompt (or an image for a map)",
+    ),
+    "synthesize": (
+        "pandiff.cli.synthesize",
+        "generate a whole panoptic dataset (COCO layout; resumable, multi-process)",
+    ),
     "segment": ("pandiff.cli.segment", "draw the panoptic map of a given image with the same model"),
     "train-judge": ("pandiff.cli.train_judge", "train the built-in world's judge segmentation network"),
     "evaluate": ("pandiff.cli.evaluate", "sample a model on a dataset and write a metrics report"),

@@ -41,7 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16, help="scenes per sampling call (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
-        "--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default: the model's, dpmsolver++)"
+        "--scheduler",
+        default=None,
+        choices=SCHEDULER_NAMES,
+        help="sampler (default: the model's, dpmsolver++)",
     )
     p.add_argument(
         "--judge", default=None, help="judge folder (pandiff train-judge) for the world's judge metrics"

@@ -43,7 +43,10 @@ def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/g
         "(default: the model's, 3)",
     )
     p.add_argument(
-        "--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default: the model's, dpmsolver++)"
+        "--scheduler",
+        default=None,
+        choices=SCHEDULER_NAMES,
+        help="sampler (default: the model's, dpmsolver++)",
     )
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     p.add_argument(

@@ -48,7 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="sliver size of the generated maps' clean-up, 0 = off (default: the model's, 3)",
     )  # fmt: skip
     p.add_argument(
-        "--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default: the model's, dpmsolver++)"
+        "--scheduler",
+        default=None,
+        choices=SCHEDULER_NAMES,
+        help="sampler (default: the model's, dpmsolver++)",
     )
     p.add_argument(
         "--split", default="train", choices=["train", "val"], help="split name of the layout (default train)"

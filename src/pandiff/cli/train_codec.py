@@ -64,9 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="stop (and save) after this long; the learning rate decays to zero by then",
     )
-    parser.add_argument(
-        "--device", default=None, help="torch device (default cuda when available, else cpu)"
-    )
+    parser.add_argument("--device", default=None, help="torch device (default cuda when available, else cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 

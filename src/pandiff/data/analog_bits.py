@@ -60,7 +60,9 @@ class MapBitCodec:
     def max_instances(self) -> int:
         return 2**self.instance_bits - 1
 
-    def encode(self, category: torch.Tensor | np.ndarray, instance: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def encode(
+        self, category: torch.Tensor | np.ndarray, instance: torch.Tensor | np.ndarray
+    ) -> torch.Tensor:
         """``... H W`` integer maps -> ``... C H W`` float bits in {-1, +1} (C = ``num_bits``)."""
         category = torch.as_tensor(np.asarray(category) if isinstance(category, np.ndarray) else category)
         instance = torch.as_tensor(np.asarray(instance) if isinstance(instance, np.ndarray) else instance)
@@ -77,7 +79,9 @@ class MapBitCodec:
         inst_bits = _to_bits(instance.long(), self.instance_bits)
         return torch.cat([cat_bits, inst_bits], dim=-3) * 2.0 - 1.0
 
-    def decode(self, bits: torch.Tensor, isthing: list[bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, bits: torch.Tensor, isthing: list[bool] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``... C H W`` analog bits -> ``(category, instance)`` long tensors ``... H W``.
 
         Thresholds at 0. ``isthing`` (``table.isthing_lut()``) lets the decoder clear the instance

@@ -112,7 +112,12 @@ class CategoryTable:
         """COCO ``categories`` entries, in table order."""
         out = []
         for c in self.categories:
-            entry = {"id": c.coco_id, "name": c.name, "supercategory": c.supercategory, "isthing": int(c.isthing)}
+            entry = {
+                "id": c.coco_id,
+                "name": c.name,
+                "supercategory": c.supercategory,
+                "isthing": int(c.isthing),
+            }
             if c.color is not None:
                 entry["color"] = list(c.color)
             out.append(entry)

@@ -59,7 +59,9 @@ def check_segments_info(segments_info, table: CategoryTable, where: str) -> np.n
     segments = np.array(rows, dtype=np.int64).reshape(-1, 3)
     ids, counts = np.unique(segments[:, 0], return_counts=True)
     if (counts > 1).any():
-        raise DataError(f"{where} lists a segment id twice ({int(ids[counts > 1][0])}): one would take the other's pixels")
+        raise DataError(
+            f"{where} lists a segment id twice ({int(ids[counts > 1][0])}): one would take the other's pixels"
+        )
     return segments
 
 

@@ -107,7 +107,11 @@ class DemoHandler(BaseHTTPRequestHandler):
         if not (self._host_allowed() and self._same_origin_json()):
             return
         app = self.server.app
-        routes = {"/api/generate": app.generate, "/api/map2image": app.map_to_image, "/api/segment": app.segment}
+        routes = {
+            "/api/generate": app.generate,
+            "/api/map2image": app.map_to_image,
+            "/api/segment": app.segment,
+        }
         path = self.path.split("?", 1)[0]
         if path not in routes:
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint at {path}"})

@@ -145,7 +145,14 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         check_map_config(map_bits, patch_factor)
         check_refine_channels(refine_channels)
         self._build_image_modules(
-            latent_channels, latent_size, patch_size, embed_dim, text_dim, text_len, conv_head, refine_channels
+            latent_channels,
+            latent_size,
+            patch_size,
+            embed_dim,
+            text_dim,
+            text_len,
+            conv_head,
+            refine_channels,
         )
         self._build_map_modules(
             map_bits, patch_factor * patch_size, self.num_image_tokens, embed_dim, conv_head

@@ -414,7 +414,14 @@ class UViT(ImageTokens, ModelMixin, ConfigMixin):
         )
         check_refine_channels(refine_channels)
         self._build_image_modules(
-            latent_channels, latent_size, patch_size, embed_dim, text_dim, text_len, conv_head, refine_channels
+            latent_channels,
+            latent_size,
+            patch_size,
+            embed_dim,
+            text_dim,
+            text_len,
+            conv_head,
+            refine_channels,
         )
         self.in_blocks, self.mid_block, self.out_blocks = build_blocks(
             depth, embed_dim, num_heads, mlp_ratio, qkv_bias

@@ -49,7 +49,20 @@ _RELATION_WORDS = {
 RELATION_PHRASES = tuple(_RELATION_WORDS.values())
 # Words the caption templates below write around the tables' phrases.
 TEMPLATE_WORDS = (
-    "a", "an", "one", "and", "the", "other", "shape", "shapes", "picture", "of", "background", "is", "with", "over"
+    "a",
+    "an",
+    "one",
+    "and",
+    "the",
+    "other",
+    "shape",
+    "shapes",
+    "picture",
+    "of",
+    "background",
+    "is",
+    "with",
+    "over",
 )
 
 

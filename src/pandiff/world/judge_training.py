@@ -82,7 +82,9 @@ def boundary_target(category: torch.Tensor, instance: torch.Tensor, isthing: lis
     segment (thing-stuff edges need no boundary: the region classes already separate them)."""
     lut = torch.tensor(isthing)
     thing = lut[category]
-    key = torch.where(thing, category * CODE_BASE + instance, torch.full_like(category, -1)).float()  # as PanopticMap.codes()
+    key = torch.where(
+        thing, category * CODE_BASE + instance, torch.full_like(category, -1)
+    ).float()  # as PanopticMap.codes()
     padded = F.pad(key[:, None], (1, 1, 1, 1), value=-1.0)[:, 0]
     h, w = key.shape[1:]
     touches = torch.zeros(key.shape, dtype=torch.bool)
