@@ -115,3 +115,27 @@ def tiny_config():
 def tiny_model() -> dict:
     """The tiny model's ``model.overrides``."""
     return dict(TINY_MODEL)
+
+
+@pytest.fixture
+def poison_map_loss(monkeypatch):
+    """``poison_map_loss(n)``: the n-th call of the trainer's joint loss returns a NaN map loss."""
+
+    def poison(at_call: int) -> None:
+        import torch
+
+        import pandiff.training.trainer as trainer_module
+
+        real_loss = trainer_module.joint_loss
+        calls = {"n": 0}
+
+        def poisoned(*args, **kwargs):
+            out = real_loss(*args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                out.map_loss = torch.tensor(float("nan"))
+            return out
+
+        monkeypatch.setattr(trainer_module, "joint_loss", poisoned)
+
+    return poison

@@ -73,21 +73,9 @@ def test_a_deferred_step_makes_no_host_sync(tmp_path, tiny_features, tiny_config
 
 
 def test_a_non_finite_step_is_skipped_and_stops_the_run_at_the_log_step(
-    tmp_path, tiny_features, tiny_config, monkeypatch
+    tmp_path, tiny_features, tiny_config, poison_map_loss
 ):
-    import pandiff.training.trainer as trainer_module
-
-    real_loss = trainer_module.joint_loss
-    calls = {"n": 0}
-
-    def poisoned(*args, **kwargs):
-        out = real_loss(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            out.map_loss = torch.tensor(float("nan"))
-        return out
-
-    monkeypatch.setattr(trainer_module, "joint_loss", poisoned)
+    poison_map_loss(3)
     config = tiny_config(
         tmp_path / "run",
         tiny_features,

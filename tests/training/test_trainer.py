@@ -84,21 +84,9 @@ def test_resume_repeats_the_uninterrupted_losses(tmp_path, tiny_features, tiny_c
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(
-    tmp_path, tiny_features, tiny_config, monkeypatch
+    tmp_path, tiny_features, tiny_config, poison_map_loss
 ):
-    import pandiff.training.trainer as trainer_module
-
-    real_loss = trainer_module.joint_loss
-    calls = {"n": 0}
-
-    def poisoned(*args, **kwargs):
-        out = real_loss(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 14:
-            out.map_loss = torch.tensor(float("nan"))
-        return out
-
-    monkeypatch.setattr(trainer_module, "joint_loss", poisoned)
+    poison_map_loss(14)
     config = tiny_config(tmp_path / "run", tiny_features)
     with pytest.raises(NonFiniteLossError, match=r"step 14: map_loss is not finite.*checkpoint-00000010"):
         run(config)

@@ -109,6 +109,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default {default})"
 
 
+def add_scheduler_argument(p: argparse.ArgumentParser) -> None:
+    """``--scheduler`` as every sampling command takes it: None means the model folder's."""
+    from pandiff.pipeline_config import SCHEDULER_NAMES
+
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        choices=SCHEDULER_NAMES,
+        help="sampler (default: the model's, dpmsolver++)",
+    )
+
+
 def epilog(name: str) -> str:
     """The end of ``pandiff NAME --help``: examples, and for generate the bundled model's words."""
     text = f"examples:\n{EXAMPLES[name]}"

@@ -6,7 +6,7 @@ import argparse
 
 from pandiff import checks
 from pandiff.checks import finite_float
-from pandiff.pipeline_config import SCHEDULER_NAMES
+from pandiff.cli import add_scheduler_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,12 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch", type=int, default=16, help="scenes per sampling call (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--scheduler",
-        default=None,
-        choices=SCHEDULER_NAMES,
-        help="sampler (default: the model's, dpmsolver++)",
-    )
+    add_scheduler_argument(p)
     p.add_argument(
         "--judge", default=None, help="judge folder (pandiff train-judge) for the world's judge metrics"
     )

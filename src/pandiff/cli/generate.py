@@ -10,10 +10,11 @@ from PIL import Image
 
 from pandiff import checks
 from pandiff.checks import finite_float
+from pandiff.cli import add_scheduler_argument
 from pandiff.data.categories import CategoryTable
 from pandiff.data.readers import read_image, read_panoptic_png
 from pandiff.io import check_output_dir
-from pandiff.pipeline_config import DEFAULT_MODEL_DIR, SCHEDULER_NAMES, PipelineConfig, resolve_model_dir
+from pandiff.pipeline_config import DEFAULT_MODEL_DIR, PipelineConfig, resolve_model_dir
 
 
 def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/generate") -> None:
@@ -42,12 +43,7 @@ def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/g
         "rims between segments) join their nearest neighbour; 0 keeps the thresholded bits as they are "
         "(default: the model's, 3)",
     )
-    p.add_argument(
-        "--scheduler",
-        default=None,
-        choices=SCHEDULER_NAMES,
-        help="sampler (default: the model's, dpmsolver++)",
-    )
+    add_scheduler_argument(p)
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     p.add_argument(
         "--overwrite",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pandiff.pipeline_config import SCHEDULER_NAMES
+from pandiff.cli import add_scheduler_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,12 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--map-cleanup", type=int, default=None,
         help="sliver size of the generated maps' clean-up, 0 = off (default: the model's, 3)",
     )  # fmt: skip
-    p.add_argument(
-        "--scheduler",
-        default=None,
-        choices=SCHEDULER_NAMES,
-        help="sampler (default: the model's, dpmsolver++)",
-    )
+    add_scheduler_argument(p)
     p.add_argument(
         "--split", default="train", choices=["train", "val"], help="split name of the layout (default train)"
     )

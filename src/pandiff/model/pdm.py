@@ -34,7 +34,6 @@ from pandiff.model.uvit import (
     build_blocks,
     check_backbone_config,
     check_image_and_text,
-    check_refine_channels,
     initialize_weights,
     run_blocks,
     timestep_embedding,
@@ -143,7 +142,6 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
             latent_channels, latent_size, patch_size, embed_dim, depth, num_heads, text_dim, text_len
         )
         check_map_config(map_bits, patch_factor)
-        check_refine_channels(refine_channels)
         self._build_image_modules(
             latent_channels,
             latent_size,

@@ -331,6 +331,7 @@ class ImageTokens:
         conv_head: bool,
         refine_channels: int = 0,
     ) -> None:
+        check_refine_channels(refine_channels)
         self.patch_embed = PatchEmbed(patch_size, latent_channels, embed_dim)
         self.time_embed = nn.Identity()
         self.context_embed = nn.Linear(text_dim, embed_dim)
@@ -412,7 +413,6 @@ class UViT(ImageTokens, ModelMixin, ConfigMixin):
         check_backbone_config(
             latent_channels, latent_size, patch_size, embed_dim, depth, num_heads, text_dim, text_len
         )
-        check_refine_channels(refine_channels)
         self._build_image_modules(
             latent_channels,
             latent_size,
