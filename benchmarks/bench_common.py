@@ -60,3 +60,39 @@ def publish(title: str, lines: list[str], append: bool = True, note: str = "") -
     if append:
         command = " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
         append_results(title, command, lines, note)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or None (with a hint) when the bench extra is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('matplotlib is missing: pip install -e ".[bench]" to draw the plot', file=sys.stderr)
+        return None
+    return plt
+
+
+def log_x_panel(ax, ticks: list, xlabel: str, ylabel: str) -> None:
+    """A log-x panel labelled at exactly ``ticks`` (no 3x10^1 minor labels), with grid and legend."""
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    ax.set_xticks(ticks)
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save_figure(fig, path: Path, title: str) -> None:
+    """Title, tight layout and a 120-dpi PNG at ``path`` (folders made as needed)."""
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_common import append_results
+from bench_common import append_results, log_x_panel, pyplot, save_figure
 
 
 def measure(args) -> list[dict]:
@@ -64,13 +64,8 @@ def measure(args) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print('matplotlib is missing: pip install -e ".[bench]" to draw the plot', file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for scheduler in dict.fromkeys(r["scheduler"] for r in rows):
@@ -79,19 +74,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         axes[0].plot(steps, [100 * r["adherence"] for r in mine], marker="o", label=scheduler)
         axes[1].plot(steps, [r["mcd"] for r in mine], marker="o", label=scheduler)
     for ax, label in zip(axes, ("category + count adherence on the image (%)", "MCD (lower is better)")):
-        ax.set_xscale("log")
-        ax.set_xticks(sorted({r["steps"] for r in rows}))
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())  # no 3x10^1 labels
-        ax.set_xlabel("sampling steps")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+        log_x_panel(ax, sorted({r["steps"] for r in rows}), "sampling steps", label)
+    save_figure(fig, path, title)
 
 
 def main() -> None:

@@ -206,3 +206,21 @@ def test_export_of_a_non_square_image_keeps_png_and_json_sizes_equal(tmp_path):
     areas = {s["id"]: s["area"] for s in spec["annotations"][0]["segments_info"]}
     assert {int(i): int((ids == i).sum()) for i in np.unique(ids)} == areas
     assert sorted(areas.values()) == [8 * 8, 16 * 32 - 8 * 8]  # the circle: 2x4 cells of 2x4 px each
+
+
+def test_redraw_image_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path):
+    """--redraw-image redraws each image for its map (other images, the same maps); the setting
+    is recorded with the output; the tiny folder's default is off."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["redraw_image"] is False
+    assert _generate(tiny_pipeline_dir, tmp_path / "r", "--redraw-image") == 0
+    assert json.loads((tmp_path / "r" / "panoptic.json").read_text())["info"]["redraw_image"] is True
+    for i in range(2):
+        plain, redrawn = (np.asarray(Image.open(d / f"{i:03d}_image.png")) for d in (export, tmp_path / "r"))
+        assert not np.array_equal(plain, redrawn)
+        maps = [np.asarray(Image.open(d / "panoptic" / f"{i:03d}.png")) for d in (export, tmp_path / "r")]
+        assert np.array_equal(*maps)
+    assert _generate(tiny_pipeline_dir, tmp_path / "n", "--no-redraw-image") == 0
+    assert np.array_equal(
+        np.asarray(Image.open(export / "000_image.png")),
+        np.asarray(Image.open(tmp_path / "n" / "000_image.png")),
+    )

@@ -173,3 +173,27 @@ def test_guidance_left_as_none_is_the_model_folders(pipe, monkeypatch):
     pipe("a red circle", num_inference_steps=2, generator=_gen())
     pipe("a red circle", num_inference_steps=2, generator=_gen(), guidance_scale=4.0, map_guidance_scale=0.0)
     assert seen == [(0.0, 0.5), (4.0, 0.0)]
+
+
+def test_redraw_draws_the_image_for_the_cogenerated_map(pipe):
+    """redraw_image: the maps are the co-generated ones, and the image is exactly what map -> image
+    draws for them with the generator where co-generation left it."""
+    prompts = ["a red circle on the grass", "two blue squares"]
+    redrawn = pipe(prompts, num_inference_steps=3, generator=_gen(), redraw_image=True)
+    gen = _gen()
+    plain = pipe(prompts, num_inference_steps=3, generator=gen, redraw_image=False)
+    for a, b in zip(redrawn.maps, plain.maps):
+        assert np.array_equal(a.category, b.category) and np.array_equal(a.instance, b.instance)
+    by_map = pipe(prompts, map=plain.maps, num_inference_steps=3, generator=gen)
+    for a, b, c in zip(redrawn.images, by_map.images, plain.images):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert not np.array_equal(np.asarray(a), np.asarray(c))
+    # None takes the folder's setting (off in the tiny folder): the plain sample
+    default = pipe(prompts, num_inference_steps=3, generator=_gen())
+    assert np.array_equal(np.asarray(default.images[0]), np.asarray(plain.images[0]))
+    # a given map or image is never redrawn
+    given = pipe(prompts[0], map=_map(pipe), num_inference_steps=3, generator=_gen(), redraw_image=True)
+    again = pipe(prompts[0], map=_map(pipe), num_inference_steps=3, generator=_gen())
+    assert np.array_equal(np.asarray(given.images[0]), np.asarray(again.images[0]))
+    with pytest.raises(ConfigError, match="redraw_image"):
+        pipe(prompts[0], num_inference_steps=3, redraw_image="yes")

@@ -201,7 +201,8 @@ def test_config_validation_names_the_key(tmp_path, tiny_pipeline_dir):
     data = json.loads((tiny_pipeline_dir / PIPELINE_FILE).read_text())
     for change, message in (({"num_inference_steps": 0}, "num_inference_steps"),
                             ({"scheduler": "euler"}, "unknown scheduler"),
-                            ({"guidance_scale": "3"}, "guidance_scale")):  # fmt: skip
+                            ({"guidance_scale": "3"}, "guidance_scale"),
+                            ({"redraw_image": "yes"}, "redraw_image")):  # fmt: skip
         (tmp_path / PIPELINE_FILE).write_text(json.dumps({**data, **change}))
         with pytest.raises(WeightsError, match=message):
             PipelineConfig.from_pretrained(tmp_path)
@@ -216,3 +217,29 @@ def test_the_bundled_folder_loads_as_before():
     config = PipelineConfig.from_pretrained(DEFAULT_MODEL_DIR)
     assert (config.guidance_scale, config.map_guidance_scale, config.map_cleanup) == (2.0, 1.0, 3)
     assert (config.num_inference_steps, config.scheduler, config.codec) == (20, "dpmsolver++", "identity")
+    assert config.redraw_image is True  # set since session 10; a folder without the key does not redraw
+    data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
+    del data["redraw_image"]
+    assert PipelineConfig.from_dict(data).redraw_image is False
+
+
+def test_a_folder_saved_with_redraw_redraws_unless_told_not_to(pipe, tmp_path):
+    pipe.config.redraw_image = True
+    try:
+        pipe.save_pretrained(tmp_path / "redraw")
+    finally:
+        pipe.config.redraw_image = False
+    folder = PanopticDiffusionPipeline.from_pretrained(tmp_path / "redraw")
+    assert folder.config.redraw_image is True
+    sizes, handle = _batch_sizes(folder)
+    try:
+        redrawn = folder("a red circle", num_inference_steps=2, generator=_gen())
+        assert len(sizes) == 4  # two co-generation steps, then two map -> image steps
+        sizes.clear()
+        plain = folder("a red circle", num_inference_steps=2, generator=_gen(), redraw_image=False)
+        assert len(sizes) == 2
+    finally:
+        handle.remove()
+    reference = pipe("a red circle", num_inference_steps=2, generator=_gen(), redraw_image=True)
+    assert np.array_equal(np.asarray(redrawn.images[0]), np.asarray(reference.images[0]))
+    assert not np.array_equal(np.asarray(redrawn.images[0]), np.asarray(plain.images[0]))

@@ -248,3 +248,52 @@ def test_two_cpu_processes_split_the_pairs(tmp_path, straight, tiny_pipeline_dir
 def test_one_generator_per_sample_is_checked(tiny_pipe):
     with pytest.raises(ConfigError, match="3 generators for 2 samples"):
         tiny_pipe(PROMPTS[0], num_inference_steps=1, num_images=2, generator=pair_generators(0, range(3)))
+
+
+def test_redraw_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, straight, tiny_pipe, prompts_file):
+    """With redraw_image the dataset's images are the pipeline's redrawn ones (pair by pair), the
+    maps stay the co-generated ones, and --resume refuses to mix the two kinds of pairs."""
+    out = tmp_path / "redrawn"
+    synthesize(options(out, prompts_file, n=4, redraw_image=True), pipe=tiny_pipe)
+    p = paths(out, "train")
+    assert json.loads(p["panoptic_json"].read_text())["info"]["redraw_image"] is True
+    pipe_out = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
+                         redraw_image=True)  # fmt: skip
+    plain = paths(straight, "train")
+    for k, index in enumerate((2, 3)):
+        name = f"{index + 1:012d}.png"
+        image = np.asarray(Image.open(p["images"] / name))
+        assert np.array_equal(image, np.asarray(pipe_out.images[k]))
+        assert not np.array_equal(image, np.asarray(Image.open(plain["images"] / name)))  # redrawn
+        # the map is the co-generated one, as without the redraw
+        assert Image.open(p["panoptic"] / name).tobytes() == Image.open(plain["panoptic"] / name).tobytes()
+    with pytest.raises(ConfigError, match="redraw_image True -> False"):
+        synthesize(options(out, prompts_file, n=4, redraw_image=False, resume=True), pipe=tiny_pipe)
+
+
+def test_a_folder_from_before_the_redraw_setting_resumes(tmp_path, straight, tiny_pipe, prompts_file):
+    """A manifest written before redraw_image existed was made without the redraw."""
+    copy = tmp_path / "old"
+    shutil.copytree(straight, copy)
+    manifest = copy / "synthesize.json"
+    data = json.loads(manifest.read_text())
+    del data["config"]["redraw_image"]
+    manifest.write_text(json.dumps(data))
+    assert synthesize(options(copy, prompts_file, resume=True), pipe=tiny_pipe)["written"] == 0
+    with pytest.raises(ConfigError, match="redraw_image False -> True"):
+        synthesize(options(copy, prompts_file, resume=True, redraw_image=True), pipe=tiny_pipe)
+
+
+def test_resume_with_a_larger_n_grows_the_dataset(tmp_path, straight, tiny_pipe, prompts_file):
+    """6 pairs (shards of 4: the second one partial), then --resume --n 24: the same dataset as a
+    straight 24-pair run; shrinking is refused and leaves the folder as it was."""
+    grow = tmp_path / "grow"
+    synthesize(options(grow, prompts_file, n=6), pipe=tiny_pipe)
+    assert len(json.loads(paths(grow, "train")["panoptic_json"].read_text())["images"]) == 6
+    summary = synthesize(options(grow, prompts_file, resume=True), pipe=tiny_pipe)
+    assert summary["resumed_shards"] == 1 and summary["written"] == N - 4  # shard 1 was partial: redone
+    assert_same_dataset(straight, grow)
+    assert json.loads((grow / "synthesize.json").read_text())["config"]["n"] == N
+    with pytest.raises(ConfigError, match="can grow, not shrink"):
+        synthesize(options(grow, prompts_file, n=8, resume=True), pipe=tiny_pipe)
+    assert_same_dataset(straight, grow)

@@ -40,8 +40,11 @@ class PipelineConfig:
         model: subfolder of the PDM transformer.
         schedule: keyword arguments of :class:`~pandiff.diffusion.schedule.NoiseSchedule`.
         instance_bits, image_size: map codec instance bits, pixel side of generated images.
-        guidance_scale, map_guidance_scale, num_inference_steps, map_cleanup, scheduler: what a
-            call of the pipeline uses for an argument left as ``None``.
+        guidance_scale, map_guidance_scale, num_inference_steps, map_cleanup, scheduler,
+            redraw_image: what a call of the pipeline uses for an argument left as ``None``.
+            ``redraw_image``: after a prompt -> image + map sample, draw the image once more for
+            the co-generated map (map -> image with the same prompt), so the picture follows the
+            map (beyond the paper; older folders, without the key, do not redraw).
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -57,6 +60,7 @@ class PipelineConfig:
     num_inference_steps: int = 20
     map_cleanup: int = MAP_CLEANUP
     scheduler: str = "dpmsolver++"
+    redraw_image: bool = False
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -87,6 +91,8 @@ class PipelineConfig:
             raise ConfigError(
                 f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
             )
+        if not isinstance(self.redraw_image, bool):
+            raise ConfigError(f"'redraw_image' must be true or false, got {self.redraw_image!r}")
         if self.trained_steps is not None:
             checks.number(self.trained_steps, "'trained_steps'", 0, integer=True)
 

@@ -22,6 +22,11 @@ first; its record file, written atomically afterwards, is what marks it done. Af
 ``--resume`` redoes every shard without a record (rewriting the same files), so no pair is
 duplicated or missing. With several processes (``accelerate launch`` / ``torchrun``) the missing
 shards are dealt round-robin; the main process assembles the JSON files after all are done.
+
+Growing: ``--resume`` with a larger ``--n`` (every other setting the same) keeps the finished
+shards, redoes the smaller run's last, partial shard and adds the new ones; the JSON files are
+assembled anew at the end. Since pair i depends on (seed, i) alone, the grown dataset equals one
+made at the larger ``--n`` from the start. A smaller ``--n`` is refused.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # Settings that change the pairs: --resume refuses a folder made with other values.
 _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
-    "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256",
+    "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
 )  # fmt: skip
+# What a folder written before a key existed was made with.
+_LEGACY = {"redraw_image": False}
 
 
 @dataclass
@@ -67,6 +74,7 @@ class SynthesizeOptions:
     guidance: float | None = None
     map_guidance: float | None = None
     map_cleanup: int | None = None
+    redraw_image: bool | None = None  # None: the model folder's
     scheduler: str | None = None
     split: str = "train"
     shard_size: int | None = None  # default: the resumed run's, else 256 rounded up to a multiple of batch
@@ -155,9 +163,16 @@ def check_out_dir(out: Path, config: dict, resume: bool) -> None:
         before = json.loads(manifest.read_text())["config"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{manifest} is corrupt ({exc}); choose another --out") from None
-    changed = [k for k in _OUTPUT_KEYS if before.get(k) != config[k]]
+    changed = [k for k in _OUTPUT_KEYS if k != "n" and before.get(k, _LEGACY.get(k)) != config[k]]
+    if not changed and before.get("n") != config["n"]:
+        if not isinstance(before.get("n"), int) or config["n"] < before["n"]:
+            raise ConfigError(
+                f"--resume: {out} holds {before.get('n')} pairs; --n {config['n']} would drop some "
+                "(a dataset can grow, not shrink: read the first pairs of it instead)"
+            )
+        return  # growing: pair i depends on (seed, i) alone, so the finished shards stay valid
     if changed:
-        diff = ", ".join(f"{k} {before.get(k)!r} -> {config[k]!r}" for k in changed)
+        diff = ", ".join(f"{k} {before.get(k, _LEGACY.get(k))!r} -> {config[k]!r}" for k in changed)
         raise ConfigError(f"--resume: {out} was made with other settings ({diff}); use the same ones")
 
 
@@ -167,7 +182,8 @@ def start_out_dir(out: Path, config: dict, split: str) -> None:
         p[key].mkdir(parents=True, exist_ok=True)
     p["panoptic_json"].parent.mkdir(exist_ok=True)
     (out / OUTPUT_MARKER).write_text("written by pandiff synthesize; continue it with --resume\n")
-    if not p["manifest"].is_file():
+    # A new folder, or one growing to more pairs (check_out_dir allowed only that change).
+    if not p["manifest"].is_file() or json.loads(p["manifest"].read_text())["config"]["n"] != config["n"]:
         atomic_write_text(p["manifest"], json.dumps({"config": config}, indent=1))
 
 
@@ -189,23 +205,42 @@ def done_shards(out: Path, split: str, shards: list[range]) -> set[int]:
         if f.is_file() and all(
             (p[k] / file_name(i)).is_file() for i in indices for k in ("images", "panoptic")
         ):
-            done.add(s)
+            try:  # the last shard of a smaller run that grew holds fewer pairs: redo it
+                complete = len(json.loads(f.read_text())) == len(indices)
+            except (OSError, json.JSONDecodeError, TypeError):
+                complete = False
+            if complete:
+                done.add(s)
     return done
 
 
 # -- sampling and writing ------------------------------------------------------------------------
 @torch.no_grad()
-def sample_pairs(pipe, prompts: list[str], generators: list[torch.Generator], settings: dict):
+def sample_pairs(
+    pipe,
+    prompts: list[str],
+    generators: list[torch.Generator],
+    settings: dict,
+    redraw_cleanup: int | None = None,
+):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images and ``B K H W`` uint8 hard map bits, both on the CPU; the per-pair work (map decoding,
     clean-up, PNG encoding) is left to :class:`PairWriter` so it can run in other processes.
-    ``settings``: the sampler's steps and guidance scales (``pipe.call_settings``)."""
+    ``settings``: the sampler's steps and guidance scales (``pipe.call_settings``).
+    ``redraw_cleanup``: not None redraws each image for its map (:meth:`pipe.redraw`), the map
+    decoded and cleaned up with this sliver size here, as the pipeline does."""
     from pandiff.diffusion.sampler import LockstepSampler
 
     text, empty = pipe._encode_prompts(prompts)
     sampler = LockstepSampler(pipe.model, pipe.schedule, pipe.scheduler, autocast_dtype=pipe.autocast_dtype)
     out = sampler.sample(text, empty, pipe.latent_shape, pipe.map_shape, generator=generators, **settings)
-    pixels = pipe.codec.decode(out.latents)
+    latents = out.latents
+    if redraw_cleanup is not None:
+        maps = [pipe.bit_codec.decode_map(b.float(), pipe.table) for b in out.map_bits]
+        if redraw_cleanup:
+            maps = [m.absorb_slivers(redraw_cleanup) for m in maps]
+        latents = pipe.redraw(text, empty, maps, settings, generators)
+    pixels = pipe.codec.decode(latents)
     images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
     return images.cpu().numpy(), (out.map_bits > 0).byte().cpu().numpy()
 
@@ -272,10 +307,11 @@ def _writer_pool(workers: int, writer: PairWriter):
 
 
 def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
-               settings: dict, cleanup: int, progress) -> int:  # fmt: skip
+               settings: dict, cleanup: int, progress, redraw: bool = False) -> int:  # fmt: skip
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
     are held at once (one being sampled, one being written), whatever ``n`` is."""
     p = paths(opts.out, opts.split)
+    redraw_cleanup = cleanup if redraw else None
     writer = PairWriter(pipe.table, pipe.bit_codec, cleanup, p["images"], p["panoptic"])
     pool = _writer_pool(opts.workers or 0, writer)
     batches = [(s, range(b, min(b + opts.batch, shards[s].stop)))
@@ -294,7 +330,9 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
     try:
         for s, idx in batches:
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
-            images, bits = sample_pairs(pipe, texts, pair_generators(opts.seed, idx), settings)
+            images, bits = sample_pairs(
+                pipe, texts, pair_generators(opts.seed, idx), settings, redraw_cleanup
+            )
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)
             items = list(zip(idx, texts, images, bits))
@@ -361,11 +399,12 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     pipe.check_prompts(used, truncate=opts.captions is not None)  # captions are cut, as prepare cuts them
     settings = pipe.call_settings(opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup)
     cleanup = settings.pop("map_cleanup")
+    redraw = pipe.config.redraw_image if opts.redraw_image is None else opts.redraw_image
     config = {
         "n": opts.n, "per_prompt": opts.per_prompt, "steps": settings["num_inference_steps"], "seed": opts.seed,
         "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
-        "map_cleanup": cleanup, "sampler": pipe.scheduler, "split": opts.split,
+        "map_cleanup": cleanup, "redraw_image": redraw, "sampler": pipe.scheduler, "split": opts.split,
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
         "pandiff_version": pandiff.__version__,
@@ -385,7 +424,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     begin = time.perf_counter()
     with tqdm(total=total, unit="pair", desc=f"synthesize [{state.process_index + 1}/{state.num_processes}]",
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
-        written = run_shards(pipe, opts, prompts, mine, shards, settings, cleanup, bar)
+        written = run_shards(pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw)
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()
     if state.is_main_process:

@@ -10,7 +10,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "seed", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "redraw_image", "seed", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -42,6 +42,7 @@ def test_cogen_command_writes_json_and_markdown(
     assert report["mode"] == "cogen" and report["dataset"] == "world" and report["n"] == 4
     assert report["sampler"] == "dpmsolver++" and report["steps"] == 2
     assert report["guidance_scale"] == 2.0 and report["map_guidance_scale"] == 1.0  # the model folder's
+    assert report["redraw_image"] is False  # the tiny folder does not redraw
     assert report["map_cleanup"] == 3  # the pipeline default
     assert report["judge"]["path"] == str(tiny_judge_dir) and report["judge"]["val_miou"] > 0
     metrics = report["metrics"]

@@ -68,6 +68,7 @@ def test_set_overrides_are_parsed_as_yaml():
         (["loss.p_clean_map=0.7", "loss.p_clean_image=0.7"], "must not exceed 1"),
         (["train"], "expects section.key=value"),
         (["train.lr.x=1"], "'lr' is a value, not a section"),
+        (["sample.redraw_image=3"], "sample.redraw_image must be bool"),
     ],
 )
 def test_bad_values_are_refused_with_the_key(overrides, message):

@@ -121,6 +121,17 @@ def add_scheduler_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_redraw_argument(p: argparse.ArgumentParser) -> None:
+    """``--redraw-image`` / ``--no-redraw-image`` for prompt -> image + map: None means the folder's."""
+    p.add_argument(
+        "--redraw-image",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="prompt -> image + map: draw each image once more for its co-generated map, so the picture "
+        "follows the map (default: the model's; the bundled model does)",
+    )
+
+
 def epilog(name: str) -> str:
     """The end of ``pandiff NAME --help``: examples, and for generate the bundled model's words."""
     text = f"examples:\n{EXAMPLES[name]}"

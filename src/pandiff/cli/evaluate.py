@@ -6,7 +6,7 @@ import argparse
 
 from pandiff import checks
 from pandiff.checks import finite_float
-from pandiff.cli import add_scheduler_argument
+from pandiff.cli import add_redraw_argument, add_scheduler_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16, help="scenes per sampling call (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_scheduler_argument(p)
+    add_redraw_argument(p)
     p.add_argument(
         "--judge", default=None, help="judge folder (pandiff train-judge) for the world's judge metrics"
     )
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         map_guidance=args.map_guidance,
         map_cleanup=args.map_cleanup,
+        redraw_image=args.redraw_image,
         batch=args.batch,
         seed=args.seed,
         scheduler=args.scheduler,

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pandiff import checks
 from pandiff.checks import finite_float
-from pandiff.cli import add_scheduler_argument
+from pandiff.cli import add_redraw_argument, add_scheduler_argument
 from pandiff.data.categories import CategoryTable
 from pandiff.data.readers import read_image, read_panoptic_png
 from pandiff.io import check_output_dir
@@ -60,6 +60,7 @@ def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/g
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="text prompt describing the scene (the words it knows: below)")
     add_common(p, default_n=4)
+    add_redraw_argument(p)
     p.add_argument(
         "--map",
         default=None,
@@ -132,6 +133,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             resize=args.resize,
             progress=True,
             map_cleanup=args.map_cleanup,
+            redraw_image=getattr(args, "redraw_image", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -145,6 +147,9 @@ def _run(args, image: Image.Image | None = None) -> int:
         "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": settings["map_cleanup"],
     }
+    if pmap is None and image is None:
+        redraw = getattr(args, "redraw_image", None)
+        info["redraw_image"] = pipe.config.redraw_image if redraw is None else redraw
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)
     what = (
         f"segmented {len(out.images)} image(s)"

@@ -50,6 +50,7 @@ class EvaluationOptions:
     guidance: float | None = None
     map_guidance: float | None = None
     map_cleanup: int | None = None
+    redraw_image: bool | None = None  # cogen: redraw each image for its map (None: the model's)
     batch: int = 16
     seed: int = 0
     scheduler: str | None = None
@@ -110,7 +111,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
     from PIL import Image
 
     gen = torch.Generator(opts.device).manual_seed(opts.seed)
-    prompts = [_fitting_caption(pipe, caps) for caps in real.captions]
+    prompts = [fitting_caption(pipe, caps) for caps in real.captions]
     images, maps = [], []
     step = opts.batch
     with tqdm(total=len(prompts), desc=f"evaluate {mode}", disable=not opts.progress) as bar:
@@ -120,6 +121,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "generator": gen,
                 "truncate": True,
                 "map_cleanup": opts.map_cleanup,
+                "redraw_image": opts.redraw_image,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
             }
@@ -136,7 +138,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
     return Samples(_uint8(images), maps, prompts)
 
 
-def _fitting_caption(pipe, captions: list[str]) -> str:
+def fitting_caption(pipe, captions: list[str]) -> str:
     """The scene's first caption that fits the text encoder's window, else its shortest one (the
     pipeline is then called with ``truncate=True`` and cuts it to the window, as ``pandiff
     prepare`` cut the training captions)."""
@@ -329,7 +331,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
     # real set, so both sides pass the same decoding.
     with tempfile.TemporaryDirectory() as tmp:
         prompts = [
-            {"id": i, "image_id": i, "caption": _fitting_caption(pipe, c)}
+            {"id": i, "image_id": i, "caption": fitting_caption(pipe, c)}
             for i, c in enumerate(train.captions)
         ]
         Path(tmp, "prompts.json").write_text(json.dumps({"annotations": prompts}))
@@ -337,6 +339,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             out=f"{tmp}/generated", n=len(train), captions=f"{tmp}/prompts.json", batch=opts.batch,
             steps=opts.steps, seed=opts.seed, model=opts.model, device=opts.device, guidance=opts.guidance,
             map_guidance=opts.map_guidance, map_cleanup=opts.map_cleanup, scheduler=opts.scheduler,
+            redraw_image=opts.redraw_image,
             progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
@@ -393,6 +396,9 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "guidance_scale": settings["guidance_scale"],
         "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": settings["map_cleanup"],
+        "redraw_image": (pipe.config.redraw_image if opts.redraw_image is None else opts.redraw_image)
+        if opts.mode in ("cogen", "downstream")
+        else None,
         "seed": opts.seed,
         "batch": opts.batch,
         "prompts": "first caption of each scene that fits the text encoder, else its shortest, cut to the window",

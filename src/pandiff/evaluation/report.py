@@ -22,6 +22,7 @@ _SUMMARY = (
     "guidance_scale",
     "map_guidance_scale",
     "map_cleanup",
+    "redraw_image",
     "seed",
 )
 

@@ -48,6 +48,7 @@ def export_pipeline(
         image_size=spec.image_size,
         guidance_scale=sample.guidance_scale,
         map_guidance_scale=sample.map_guidance_scale,
+        redraw_image=sample.redraw_image,
         trained_steps=step,
         weights="ema",
     )
