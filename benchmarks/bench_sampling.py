@@ -34,15 +34,17 @@ if not args["batched"]:
         original(self, *a, **k)
     LockstepSampler.__init__ = separate
 prompt = "two red circles and a blue square on the grass"
-pipe(prompt, num_inference_steps=2, num_images=args["batch"])  # warm-up
-times = []
+redraw = args["redraw"]
+pipe(prompt, num_inference_steps=2, num_images=args["batch"], redraw_image=redraw)  # warm-up
+times, cpu = [], []
 for rep in range(args["repeats"]):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     pipe(prompt, num_inference_steps=args["steps"], num_images=args["batch"],
-         generator=torch.Generator().manual_seed(rep))
+         generator=torch.Generator().manual_seed(rep), redraw_image=redraw)
     times.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"load_s": load_s, "call_s": min(times), "rss_mb": rss}))
+print(json.dumps({"load_s": load_s, "call_s": min(times), "cpu_s": min(cpu), "rss_mb": rss}))
 """
 
 
@@ -64,17 +66,25 @@ def main() -> None:
     p.add_argument("--precision", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="20 steps, batch 1, DPM-Solver++, bf16 only")
+    p.add_argument(
+        "--redraw", nargs="+", default=["model"], choices=["model", "on", "off"],
+        help="redraw each image for its map: the model folder's setting, on, off (several: one row each)",
+    )  # fmt: skip
     p.add_argument("--note", default="")
     args = p.parse_args()
     if args.quick:
         args.steps, args.batch, args.schedulers, args.precision = [20], [1], ["dpmsolver++"], ["bf16"]
     rows = []
-    header = "| scheduler | precision | guidance forwards | steps | batch | s / pair | s / call | peak RSS MB | load s |"
-    rule = "|---|---|---|---:|---:|---:|---:|---:|---:|"
+    header = (
+        "| scheduler | precision | guidance forwards | redraw | steps | batch | s / pair | CPU s / pair "
+        "| s / call | peak RSS MB | load s |"
+    )
+    rule = "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
     print(header)
     print(rule)
     configs = [
-        {"scheduler": s, "precision": pr, "batched": bt, "steps": st, "batch": b}
+        {"scheduler": s, "precision": pr, "batched": bt, "steps": st, "batch": b, "redraw": rd}
+        for rd in args.redraw
         for s in args.schedulers
         for pr in args.precision
         for bt in (True, False)
@@ -83,10 +93,12 @@ def main() -> None:
         if bt or (st == 20 and s == "dpmsolver++")  # one-forward-per-branch only as a comparison
     ]
     for cfg in configs:
-        res = run_one({**cfg, "model": args.model, "repeats": args.repeats})
+        redraw = {"model": None, "on": True, "off": False}[cfg["redraw"]]
+        res = run_one({**cfg, "redraw": redraw, "model": args.model, "repeats": args.repeats})
         row = (
             f"| {cfg['scheduler']} | {cfg['precision']} | {'batched' if cfg['batched'] else 'per branch'} "
-            f"| {cfg['steps']} | {cfg['batch']} | {res['call_s'] / cfg['batch']:.3f} | {res['call_s']:.3f} "
+            f"| {cfg['redraw']} | {cfg['steps']} | {cfg['batch']} | {res['call_s'] / cfg['batch']:.3f} "
+            f"| {res['cpu_s'] / cfg['batch']:.3f} | {res['call_s']:.3f} "
             f"| {res['rss_mb']:.0f} | {res['load_s']:.2f} |"
         )
         print(row, flush=True)
