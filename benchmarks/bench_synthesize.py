@@ -1,7 +1,10 @@
 """Dataset synthesis speed: end-to-end pairs/s of ``pandiff synthesize`` next to the model's
 forward-only throughput at the same batch, measured in the same run.
 
-    efficiency = pairs/s x steps x guidance branches / forward samples/s
+    efficiency = pairs/s x (steps x branches / forward samples/s
+                            + redraw steps x redraw branches / redraw forward samples/s)
+
+(the second term only when the image is redrawn for its map, ``redraw_image``: the bundled default)
 
 1.0 means sampling costs exactly the model's forwards; what falls short is the sampler, the text
 encoder, map decoding and clean-up, PNG encoding and writing. On a CPU shared with other jobs the
@@ -82,6 +85,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="paired runs per batch; medians (default 3)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
+    p.add_argument(
+        "--redraw", default="model", choices=["model", "on", "off"],
+        help="redraw each image for its map: the model folder's setting (default), on, off",
+    )  # fmt: skip
     p.add_argument("--note", default="")
     args = p.parse_args()
     if args.threads:  # on a shared CPU, 2 spinning OpenMP threads can run 10x slower than 1
@@ -93,10 +100,15 @@ def main() -> None:
     warm = pipe.call_settings(num_inference_steps=2)  # the folder's guidance; 2 steps to warm up
     cleanup = warm.pop("map_cleanup")
     branches = 1 + (warm["guidance_scale"] > 0) + (warm["map_guidance_scale"] > 0)
+    redraw = {"model": pipe.config.redraw_image, "on": True, "off": False}[args.redraw]
+    # The redraw pass (map -> image) runs the conditional and, with text guidance, the text-free branch.
+    redraw_branches = (1 + (warm["guidance_scale"] > 0)) if redraw else 0
     workers = default_workers(args.device)
     lines = [
         (
-            f"{args.steps} DPM-Solver++ steps, {branches} guidance branches per step, {args.precision}, "
+            f"{args.steps} DPM-Solver++ steps, {branches} guidance branches per step"
+            + (f", then {args.steps} redraw steps of {redraw_branches} branches" if redraw else ", no redraw")
+            + f", {args.precision}, "
             f"{args.device}, {workers} writer processes, map clean-up {cleanup}; forward-only: model alone at "
             "batch x branches samples per forward"
         ),
@@ -112,6 +124,7 @@ def main() -> None:
         prompts.write_text("\n".join(PROMPTS) + "\n")
         for batch in batches:
             sample_pairs(pipe, PROMPTS[:1] * batch, pair_generators(0, range(batch)), warm)  # warm-up
+            redraw_fwd = []  # wall and CPU forward samples/s at the redraw pass's batch
             n = max(args.pairs_per_batch * batch, args.min_pairs)
             runs = []  # per repeat: wall and CPU pairs/s, then wall and CPU forward samples/s
             for r in range(args.repeats):
@@ -121,17 +134,28 @@ def main() -> None:
                 opts = SynthesizeOptions(
                     out=str(Path(tmp) / f"b{batch}-{r}"), n=n, prompts=str(prompts), batch=batch,
                     steps=args.steps, device=args.device, precision=args.precision, workers=workers,
-                    progress=False,
+                    progress=False, redraw_image=redraw,
                 )  # fmt: skip
                 cpu = time.process_time()
                 rate = synthesize(opts, pipe=pipe)["pairs_per_second"]
                 cpu_rate = n / (time.process_time() - cpu)
                 after = forward_throughput(pipe, batch, branches, args.device, args.forward_seconds / 2)
                 runs.append((rate, cpu_rate, (before[0] + after[0]) / 2, (before[1] + after[1]) / 2))
-            work = args.steps * branches
+                if redraw:
+                    redraw_fwd.append(
+                        forward_throughput(
+                            pipe, batch, redraw_branches, args.device, args.forward_seconds / 2
+                        )
+                    )
             rate, cpu_rate, fwd, fwd_cpu = (statistics.median(col) for col in zip(*runs))
-            eff = statistics.median(r[0] * work / r[2] for r in runs)
-            eff_cpu = statistics.median(r[1] * work / r[3] for r in runs)
+            # Efficiency: the seconds per pair that the model's forwards alone take (both passes),
+            # times the pairs per second achieved.
+            r_fwd, r_fwd_cpu = (statistics.median(col) for col in zip(*redraw_fwd)) if redraw else (1.0, 1.0)
+            extra = args.steps * redraw_branches
+            eff = statistics.median(r[0] * (args.steps * branches / r[2] + extra / r_fwd) for r in runs)
+            eff_cpu = statistics.median(
+                r[1] * (args.steps * branches / r[3] + extra / r_fwd_cpu) for r in runs
+            )
             lines.append(
                 f"| {args.device} | {batch} | {args.repeats} x {n} | {rate:.2f} | {fwd:.1f} | {eff:.2f} | "
                 f"{cpu_rate:.2f} | {fwd_cpu:.1f} | {eff_cpu:.2f} |"
