@@ -100,7 +100,7 @@ def main() -> None:
     warm = pipe.call_settings(num_inference_steps=2)  # the folder's guidance; 2 steps to warm up
     cleanup = warm.pop("map_cleanup")
     branches = 1 + (warm["guidance_scale"] > 0) + (warm["map_guidance_scale"] > 0)
-    redraw = {"model": pipe.config.redraw_image, "on": True, "off": False}[args.redraw]
+    redraw = pipe.redraws({"model": None, "on": True, "off": False}[args.redraw])
     # The redraw pass (map -> image) runs the conditional and, with text guidance, the text-free branch.
     redraw_branches = (1 + (warm["guidance_scale"] > 0)) if redraw else 0
     workers = default_workers(args.device)

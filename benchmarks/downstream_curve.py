@@ -40,17 +40,13 @@ TRAIN_SETS = ("real", "generated", "real+generated")
 PROMPT_POOL = 10_000  # prompts written at least: sizes up to this grow one dataset
 
 
-def write_prompts(pipe, data: str, n: int, path: Path) -> list[str]:
+def write_prompts(pipe, captions: list[list[str]], path: Path) -> list[str]:
     """Prompt i = train scene i's first caption that fits the text encoder (else its shortest,
     which synthesize cuts to the window as it cuts captions), as a captions JSON with image id i."""
     from pandiff.evaluation.evaluate import fitting_caption
     from pandiff.io import atomic_write_text
-    from pandiff.world.judge_training import load_split
 
-    train = load_split(data, "train", pipe.image_size, limit=n)
-    if len(train) < n:
-        raise SystemExit(f"{data} has {len(train)} train scenes; the largest size asks for {n}")
-    prompts = [fitting_caption(pipe, caps) for caps in train.captions]
+    prompts = [fitting_caption(pipe, caps) for caps in captions]
     annotations = [{"id": i, "image_id": i, "caption": c} for i, c in enumerate(prompts)]
     text = json.dumps({"annotations": annotations}, indent=0) + "\n"
     if path.exists() and path.read_text() != text:
@@ -85,7 +81,13 @@ def measure(args) -> dict:
     work = Path(args.work)
     n_max = max(args.n)
     pipe = PanopticDiffusionPipeline.from_pretrained(args.model, device=args.device)
-    write_prompts(pipe, args.data, max(PROMPT_POOL, n_max), work / "prompts.json")
+    size = pipe.image_size
+    # One read of the train scenes: their captions make the prompts, their pairs the real sets.
+    pool = max(PROMPT_POOL, n_max)
+    real = load_split(args.data, "train", size, limit=pool)
+    if len(real) < pool:
+        raise SystemExit(f"{args.data} has {len(real)} train scenes; the prompts need {pool}")
+    write_prompts(pipe, real.captions, work / "prompts.json")
     generated_dir = work / "generated"
     start = time.perf_counter()
     synthesize(
@@ -96,8 +98,6 @@ def measure(args) -> dict:
         pipe=pipe,
     )  # fmt: skip
     synth_seconds = time.perf_counter() - start
-    size = pipe.image_size
-    real = load_split(args.data, "train", size, limit=n_max)
     generated = load_split(generated_dir, "train", size, limit=n_max)
     val = load_split(args.data, "val", size)
     results_path = work / "results.json"

@@ -344,6 +344,17 @@ class PanopticDiffusionPipeline:
             self._empty = self.text_encoder.empty().to(dev, dtype)  # cached: same every call
         return self.text_encoder.encode(prompts).to(dev, dtype), self._empty
 
+    def sampler(self) -> LockstepSampler:
+        """The lockstep sampler of this pipeline's model, schedule, scheduler and autocast dtype."""
+        return LockstepSampler(self.model, self.schedule, self.scheduler, autocast_dtype=self.autocast_dtype)
+
+    def redraws(self, redraw_image: bool | None = None) -> bool:
+        """Whether a prompt -> image + map call with this ``redraw_image`` redraws the image for
+        its map: the given value (checked), else the folder's (``config.redraw_image``)."""
+        if redraw_image is not None and not isinstance(redraw_image, bool):
+            raise ConfigError(f"redraw_image must be True, False or None, got {redraw_image!r}")
+        return _given_or(redraw_image, self.config.redraw_image)
+
     @torch.no_grad()
     def redraw(
         self,
@@ -363,10 +374,7 @@ class PanopticDiffusionPipeline:
         sampler's steps and guidance scales; ``generator`` continues where co-generation left it.
         """
         bits = torch.stack([self.prepare_map(m) for m in maps]).to(self.device, self.dtype)
-        sampler = LockstepSampler(
-            self.model, self.schedule, self.scheduler, autocast_dtype=self.autocast_dtype
-        )
-        out = sampler.sample(
+        out = self.sampler().sample(
             text, empty, self.latent_shape, self.map_shape, **settings, map_bits=bits, generator=generator,
             progress=progress,
         )  # fmt: skip
@@ -421,8 +429,7 @@ class PanopticDiffusionPipeline:
         settings = self.call_settings(guidance_scale, map_guidance_scale, num_inference_steps, map_cleanup)
         cleanup = settings.pop("map_cleanup")
         checks.number(num_images, "num_images", 1, 100_000, integer=True)
-        if redraw_image is not None and not isinstance(redraw_image, bool):
-            raise ConfigError(f"redraw_image must be True, False or None, got {redraw_image!r}")
+        redraw = self.redraws(redraw_image)
         if mask is not None and map is None and image is None:
             raise ConfigError("a mask needs the image and/or map whose unmasked part is kept")
         maps_in = _per_prompt(map, PanopticMap, len(prompts), "map")
@@ -445,9 +452,7 @@ class PanopticDiffusionPipeline:
                 image_mask = _resize_mask(mask_t, self.latent_shape[1]).expand(b, -1, -1, -1)
             if map is not None:
                 map_mask = _resize_mask(mask_t, self.map_size).expand(b, -1, -1, -1)
-        sampler = LockstepSampler(
-            self.model, self.schedule, self.scheduler, autocast_dtype=self.autocast_dtype
-        )
+        sampler = self.sampler()
         generator = list(generator) if isinstance(generator, Sequence) else generator
         sampling_progress = not self._progress_bar_config["disable"] if progress is None else progress
         out = sampler.sample(
@@ -467,7 +472,7 @@ class PanopticDiffusionPipeline:
         if maps_in is None and cleanup:
             maps = [m.absorb_slivers(cleanup) for m in maps]
         latents = out.latents
-        if maps_in is None and images_in is None and _given_or(redraw_image, self.config.redraw_image):
+        if redraw and maps_in is None and images_in is None:
             latents = self.redraw(text, empty, maps, settings, generator, progress=sampling_progress)
         pixels = self.codec.decode(latents)  # B 3 S S in [-1, 1]
         arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

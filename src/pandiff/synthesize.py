@@ -41,6 +41,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError, DataError
 from pandiff.io import OUTPUT_MARKER, atomic_write_text, check_output_dir
 
@@ -224,17 +225,18 @@ def sample_pairs(
     redraw_cleanup: int | None = None,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
-    images and ``B K H W`` uint8 hard map bits, both on the CPU; the per-pair work (map decoding,
-    clean-up, PNG encoding) is left to :class:`PairWriter` so it can run in other processes.
+    images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
+    the redraw the per-pair work (map decoding, clean-up, PNG encoding) is left to
+    :class:`PairWriter` so it can run in other processes, and the maps are None.
     ``settings``: the sampler's steps and guidance scales (``pipe.call_settings``).
-    ``redraw_cleanup``: not None redraws each image for its map (:meth:`pipe.redraw`), the map
-    decoded and cleaned up with this sliver size here, as the pipeline does."""
-    from pandiff.diffusion.sampler import LockstepSampler
-
+    ``redraw_cleanup``: not None redraws each image for its map (:meth:`pipe.redraw`); the maps
+    are then decoded and cleaned up with this sliver size here, as the pipeline does, and
+    returned, so the writer does not decode them again."""
     text, empty = pipe._encode_prompts(prompts)
-    sampler = LockstepSampler(pipe.model, pipe.schedule, pipe.scheduler, autocast_dtype=pipe.autocast_dtype)
-    out = sampler.sample(text, empty, pipe.latent_shape, pipe.map_shape, generator=generators, **settings)
-    latents = out.latents
+    out = pipe.sampler().sample(
+        text, empty, pipe.latent_shape, pipe.map_shape, generator=generators, **settings
+    )
+    latents, maps = out.latents, None
     if redraw_cleanup is not None:
         maps = [pipe.bit_codec.decode_map(b.float(), pipe.table) for b in out.map_bits]
         if redraw_cleanup:
@@ -242,7 +244,7 @@ def sample_pairs(
         latents = pipe.redraw(text, empty, maps, settings, generators)
     pixels = pipe.codec.decode(latents)
     images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
-    return images.cpu().numpy(), (out.map_bits > 0).byte().cpu().numpy()
+    return images.cpu().numpy(), (out.map_bits > 0).byte().cpu().numpy(), maps
 
 
 @dataclass
@@ -256,11 +258,12 @@ class PairWriter:
     image_dir: Path
     png_dir: Path
 
-    def __call__(self, item: tuple[int, str, np.ndarray, np.ndarray]) -> dict:
-        index, prompt, image, bits = item
-        pmap = self.bit_codec.decode_map(torch.from_numpy(bits), self.table)
-        if self.cleanup:
-            pmap = pmap.absorb_slivers(self.cleanup)
+    def __call__(self, item: tuple[int, str, np.ndarray, np.ndarray, PanopticMap | None]) -> dict:
+        index, prompt, image, bits, pmap = item  # pmap: already decoded and cleaned (the redraw's)
+        if pmap is None:
+            pmap = self.bit_codec.decode_map(torch.from_numpy(bits), self.table)
+            if self.cleanup:
+                pmap = pmap.absorb_slivers(self.cleanup)
         h, w = image.shape[:2]
         if pmap.shape != (h, w):
             pmap = pmap.resize(h)  # COCO wants the PNG at the image's size; upsampling is lossless
@@ -330,12 +333,12 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
     try:
         for s, idx in batches:
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
-            images, bits = sample_pairs(
+            images, bits, maps = sample_pairs(
                 pipe, texts, pair_generators(opts.seed, idx), settings, redraw_cleanup
             )
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)
-            items = list(zip(idx, texts, images, bits))
+            items = list(zip(idx, texts, images, bits, maps or [None] * len(idx)))
             pending = (s, pool.map(writer, items) if pool else [writer(item) for item in items])
             progress.update(len(idx))
             # tqdm turns its rate into s/pair below 1 pair/s; the postfix always says pairs/s
@@ -399,7 +402,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     pipe.check_prompts(used, truncate=opts.captions is not None)  # captions are cut, as prepare cuts them
     settings = pipe.call_settings(opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup)
     cleanup = settings.pop("map_cleanup")
-    redraw = pipe.config.redraw_image if opts.redraw_image is None else opts.redraw_image
+    redraw = pipe.redraws(opts.redraw_image)
     config = {
         "n": opts.n, "per_prompt": opts.per_prompt, "steps": settings["num_inference_steps"], "seed": opts.seed,
         "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",

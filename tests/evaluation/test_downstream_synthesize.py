@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 from pandiff.synthesize import SynthesizeOptions, synthesize
@@ -13,7 +14,10 @@ from pandiff.world import judge_training as judge_train
 from pandiff.world.judge_training import load_split
 
 
-def test_downstream_trains_on_the_synthesized_dataset(tiny_pipeline_dir, tiny_world, tmp_path, monkeypatch):
+@pytest.mark.parametrize("redraw", [False, True])
+def test_downstream_trains_on_the_synthesized_dataset(
+    tiny_pipeline_dir, tiny_world, tmp_path, monkeypatch, redraw
+):
     seen = {}
 
     def compare(generated, real, val, **kw):  # stands in for the judge training: keeps its input
@@ -25,7 +29,7 @@ def test_downstream_trains_on_the_synthesized_dataset(tiny_pipeline_dir, tiny_wo
     monkeypatch.setattr(judge_train, "downstream_comparison", compare)
     opts = EvaluationOptions(
         model=str(tiny_pipeline_dir), data=str(tiny_world), out=str(tmp_path / "report.json"), n=3, steps=2,
-        batch=2, seed=5, progress=False, mode="downstream", judge_steps=2,
+        batch=2, seed=5, progress=False, mode="downstream", judge_steps=2, redraw_image=redraw,
     )  # fmt: skip
     evaluate(opts)
     real = seen["real"]
@@ -34,7 +38,7 @@ def test_downstream_trains_on_the_synthesized_dataset(tiny_pipeline_dir, tiny_wo
     prompts.write_text(json.dumps({"annotations": captions}))
     out = tmp_path / "synthesized"
     synthesize(SynthesizeOptions(out=str(out), n=3, captions=str(prompts), steps=2, seed=5,
-                                 model=str(tiny_pipeline_dir), progress=False))  # fmt: skip
+                                 model=str(tiny_pipeline_dir), progress=False, redraw_image=redraw))  # fmt: skip
     expected = load_split(out, "train", real.images.shape[-1])
     assert np.array_equal(seen["generated"].images.numpy(), expected.images.numpy())
     assert all(np.array_equal(a.codes(), b.codes()) for a, b in zip(seen["generated"].maps, expected.maps))

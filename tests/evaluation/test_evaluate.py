@@ -119,6 +119,23 @@ def test_map_cleanup_reaches_the_pipeline_and_the_report(
     assert report["map_cleanup"] == size
 
 
+@pytest.mark.parametrize("redraw", [None, False, True])
+def test_redraw_reaches_the_pipeline_and_the_report(
+    tiny_pipeline_dir, tiny_world, tmp_path, monkeypatch, redraw
+):
+    """cogen redraws each image for its map when asked (the tiny folder's default is off)."""
+    from pandiff.pipeline import PanopticDiffusionPipeline
+
+    batches = []
+    real = PanopticDiffusionPipeline.redraw
+    monkeypatch.setattr(
+        PanopticDiffusionPipeline, "redraw", lambda self, text, *a, **k: batches.append(len(text)) or real(self, text, *a, **k)
+    )  # fmt: skip
+    report = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=redraw))
+    assert batches == ([3] if redraw else [])  # one batch of n=3 prompts, redrawn or not
+    assert report["redraw_image"] is bool(redraw)
+
+
 def test_bad_options_are_rejected(tiny_pipeline_dir, tiny_world, tmp_path, coco_sample_dir):
     with pytest.raises(ConfigError, match="--mode"):
         evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="text2video"))

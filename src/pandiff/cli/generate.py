@@ -148,8 +148,7 @@ def _run(args, image: Image.Image | None = None) -> int:
         "map_cleanup": settings["map_cleanup"],
     }
     if pmap is None and image is None:
-        redraw = getattr(args, "redraw_image", None)
-        info["redraw_image"] = pipe.config.redraw_image if redraw is None else redraw
+        info["redraw_image"] = pipe.redraws(getattr(args, "redraw_image", None))
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)
     what = (
         f"segmented {len(out.images)} image(s)"

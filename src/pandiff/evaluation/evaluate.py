@@ -396,9 +396,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "guidance_scale": settings["guidance_scale"],
         "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": settings["map_cleanup"],
-        "redraw_image": (pipe.config.redraw_image if opts.redraw_image is None else opts.redraw_image)
-        if opts.mode in ("cogen", "downstream")
-        else None,
+        "redraw_image": pipe.redraws(opts.redraw_image) if opts.mode in ("cogen", "downstream") else None,
         "seed": opts.seed,
         "batch": opts.batch,
         "prompts": "first caption of each scene that fits the text encoder, else its shortest, cut to the window",
