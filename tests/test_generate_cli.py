@@ -224,3 +224,22 @@ def test_redraw_image_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_p
         np.asarray(Image.open(export / "000_image.png")),
         np.asarray(Image.open(tmp_path / "n" / "000_image.png")),
     )
+
+
+def test_image_map_guidance_flag_reaches_the_redraw(tiny_pipeline_dir, tmp_path):
+    """--image-map-guidance changes the redrawn pictures, not the maps, and is recorded; without
+    the redraw (no image drawn for a given map) it is not."""
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--redraw-image") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--redraw-image", "--image-map-guidance", "2.5") == 0
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b")]
+    assert (info[0]["image_map_guidance_scale"], info[1]["image_map_guidance_scale"]) == (0.0, 2.5)
+    images = [np.asarray(Image.open(tmp_path / d / "000_image.png")) for d in ("a", "b")]
+    maps = [np.asarray(Image.open(tmp_path / d / "panoptic" / "000.png")) for d in ("a", "b")]
+    assert not np.array_equal(*images) and np.array_equal(*maps)
+    assert (
+        _generate(tiny_pipeline_dir, tmp_path / "c", "--no-redraw-image", "--image-map-guidance", "2.5") == 0
+    )
+    assert (
+        "image_map_guidance_scale" not in json.loads((tmp_path / "c" / "panoptic.json").read_text())["info"]
+    )
+    assert _generate(tiny_pipeline_dir, tmp_path / "d", "--image-map-guidance", "-1") == 2

@@ -197,3 +197,35 @@ def test_redraw_draws_the_image_for_the_cogenerated_map(pipe):
     assert np.array_equal(np.asarray(given.images[0]), np.asarray(again.images[0]))
     with pytest.raises(ConfigError, match="redraw_image"):
         pipe(prompts[0], num_inference_steps=3, redraw_image="yes")
+
+
+def test_image_map_guidance_reaches_map_to_image_and_the_redraw(pipe, monkeypatch):
+    """image_map_guidance_scale: map -> image and the redraw pass it to the sampler (the folder's
+    when None); co-generation's picture ignores it; a bad value is refused."""
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    seen = []
+    sample = LockstepSampler.sample
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs.get("map_bits") is not None, kwargs["image_map_guidance_scale"]))
+        return sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(LockstepSampler, "sample", spy)
+    plain = pipe("a red circle", map=_map(pipe), num_inference_steps=2, generator=_gen())
+    guided = pipe(
+        "a red circle", map=_map(pipe), num_inference_steps=2, generator=_gen(), image_map_guidance_scale=3.0
+    )
+    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(guided.images[0]))
+    monkeypatch.setattr(pipe.config, "image_map_guidance_scale", 3.0)
+    folder = pipe("a red circle", map=_map(pipe), num_inference_steps=2, generator=_gen())
+    assert np.array_equal(np.asarray(folder.images[0]), np.asarray(guided.images[0]))
+    seen.clear()
+    redrawn = pipe("a red circle", num_inference_steps=2, generator=_gen(), redraw_image=True)
+    assert seen == [(False, 3.0), (True, 3.0)]  # co-generation, then the redraw for its map
+    unguided = pipe("a red circle", num_inference_steps=2, generator=_gen(), redraw_image=True,
+                    image_map_guidance_scale=0.0)  # fmt: skip
+    assert np.array_equal(redrawn.maps[0].category, unguided.maps[0].category)
+    assert not np.array_equal(np.asarray(redrawn.images[0]), np.asarray(unguided.images[0]))
+    with pytest.raises(ConfigError, match="image_map_guidance_scale"):
+        pipe("a red circle", map=_map(pipe), num_inference_steps=2, image_map_guidance_scale=float("nan"))

@@ -202,7 +202,8 @@ def test_config_validation_names_the_key(tmp_path, tiny_pipeline_dir):
     for change, message in (({"num_inference_steps": 0}, "num_inference_steps"),
                             ({"scheduler": "euler"}, "unknown scheduler"),
                             ({"guidance_scale": "3"}, "guidance_scale"),
-                            ({"redraw_image": "yes"}, "redraw_image")):  # fmt: skip
+                            ({"redraw_image": "yes"}, "redraw_image"),
+                            ({"image_map_guidance_scale": -1}, "image_map_guidance_scale")):  # fmt: skip
         (tmp_path / PIPELINE_FILE).write_text(json.dumps({**data, **change}))
         with pytest.raises(WeightsError, match=message):
             PipelineConfig.from_pretrained(tmp_path)
@@ -221,6 +222,8 @@ def test_the_bundled_folder_loads_as_before():
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
     del data["redraw_image"]
     assert PipelineConfig.from_dict(data).redraw_image is False
+    data.pop("image_map_guidance_scale", None)  # a folder without the key: off
+    assert PipelineConfig.from_dict(data).image_map_guidance_scale == 0.0
 
 
 def test_a_folder_saved_with_redraw_redraws_unless_told_not_to(pipe, tmp_path):

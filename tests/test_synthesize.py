@@ -269,6 +269,12 @@ def test_redraw_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, straig
         assert Image.open(p["panoptic"] / name).tobytes() == Image.open(plain["panoptic"] / name).tobytes()
     with pytest.raises(ConfigError, match="redraw_image True -> False"):
         synthesize(options(out, prompts_file, n=4, redraw_image=False, resume=True), pipe=tiny_pipe)
+    with pytest.raises(ConfigError, match="image_map_guidance_scale 0.0 -> 2.0"):
+        synthesize(options(out, prompts_file, n=4, redraw_image=True, image_map_guidance=2.0, resume=True),
+                   pipe=tiny_pipe)  # fmt: skip
+    # without the redraw no image is drawn for a given map: the setting is recorded as off
+    plain_manifest = json.loads((straight / "synthesize.json").read_text())["config"]
+    assert plain_manifest["image_map_guidance_scale"] == 0.0
 
 
 def test_a_folder_from_before_the_redraw_setting_resumes(tmp_path, straight, tiny_pipe, prompts_file):
@@ -278,6 +284,7 @@ def test_a_folder_from_before_the_redraw_setting_resumes(tmp_path, straight, tin
     manifest = copy / "synthesize.json"
     data = json.loads(manifest.read_text())
     del data["config"]["redraw_image"]
+    del data["config"]["image_map_guidance_scale"]
     manifest.write_text(json.dumps(data))
     assert synthesize(options(copy, prompts_file, resume=True), pipe=tiny_pipe)["written"] == 0
     with pytest.raises(ConfigError, match="redraw_image False -> True"):

@@ -221,6 +221,7 @@ class PanopticDiffusionPipeline:
         map_guidance_scale: float | None = None,
         num_inference_steps: int | None = None,
         map_cleanup: int | None = None,
+        image_map_guidance_scale: float | None = None,
     ) -> dict[str, float | int]:
         """The settings a call with these arguments uses: each given value (checked), else the
         folder's (:attr:`config`). Callers report them; they pass their own values, None
@@ -234,6 +235,9 @@ class PanopticDiffusionPipeline:
             "guidance_scale": checks.guidance(_given_or(guidance_scale, c.guidance_scale), "guidance_scale"),
             "map_guidance_scale": checks.guidance(
                 _given_or(map_guidance_scale, c.map_guidance_scale), "map_guidance_scale"
+            ),
+            "image_map_guidance_scale": checks.guidance(
+                _given_or(image_map_guidance_scale, c.image_map_guidance_scale), "image_map_guidance_scale"
             ),
             # A block wider than the map would absorb every segment (and its search grows with the side).
             "map_cleanup": checks.number(
@@ -398,6 +402,7 @@ class PanopticDiffusionPipeline:
         truncate: bool = False,
         map_cleanup: int | None = None,
         redraw_image: bool | None = None,
+        image_map_guidance_scale: float | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -419,6 +424,10 @@ class PanopticDiffusionPipeline:
             redraw_image: prompt -> image + map only: draw the image once more for the
                 co-generated (cleaned) map, map -> image with the same prompt and generators, so
                 the picture shows what the map shows. None takes the folder's (``config.redraw_image``).
+            image_map_guidance_scale: beyond the paper, how hard an image drawn for a whole given
+                map (map -> image, and the redraw) is pushed towards that map: the prediction with
+                the clean map against the one with the map noised to the image's timestep
+                (:class:`LockstepSampler`). 0 is off; None takes the folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -426,7 +435,9 @@ class PanopticDiffusionPipeline:
             :class:`PipelineOutput` with PIL images, panoptic maps and overlays.
         """
         prompts = self.check_prompts(prompt, truncate, allow_empty=image is not None and map is None)
-        settings = self.call_settings(guidance_scale, map_guidance_scale, num_inference_steps, map_cleanup)
+        settings = self.call_settings(
+            guidance_scale, map_guidance_scale, num_inference_steps, map_cleanup, image_map_guidance_scale
+        )
         cleanup = settings.pop("map_cleanup")
         checks.number(num_images, "num_images", 1, 100_000, integer=True)
         redraw = self.redraws(redraw_image)

@@ -45,6 +45,9 @@ class PipelineConfig:
             ``redraw_image``: after a prompt -> image + map sample, draw the image once more for
             the co-generated map (map -> image with the same prompt), so the picture follows the
             map (beyond the paper; older folders, without the key, do not redraw).
+        image_map_guidance_scale: the default of the call argument of that name: how hard an image
+            drawn for a whole given map (map -> image, the redraw) is pushed towards it (beyond
+            the paper; 0, the default of older folders, is off).
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -61,6 +64,7 @@ class PipelineConfig:
     map_cleanup: int = MAP_CLEANUP
     scheduler: str = "dpmsolver++"
     redraw_image: bool = False
+    image_map_guidance_scale: float = 0.0
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -81,6 +85,7 @@ class PipelineConfig:
         checks.number(self.image_size, "'image_size'", 8, 4096, integer=True)
         checks.guidance(self.guidance_scale, "'guidance_scale'")
         checks.guidance(self.map_guidance_scale, "'map_guidance_scale'")
+        checks.guidance(self.image_map_guidance_scale, "'image_map_guidance_scale'")
         checks.steps(
             self.num_inference_steps,
             self.schedule.get("num_train_timesteps", 1000),

@@ -51,9 +51,10 @@ PRECISIONS = ("auto", "bf16", "fp32")
 _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
+    "image_map_guidance_scale",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
-_LEGACY = {"redraw_image": False}
+_LEGACY = {"redraw_image": False, "image_map_guidance_scale": 0.0}
 
 
 @dataclass
@@ -76,6 +77,7 @@ class SynthesizeOptions:
     map_guidance: float | None = None
     map_cleanup: int | None = None
     redraw_image: bool | None = None  # None: the model folder's
+    image_map_guidance: float | None = None  # the redraw's; None: the model folder's
     scheduler: str | None = None
     split: str = "train"
     shard_size: int | None = None  # default: the resumed run's, else 256 rounded up to a multiple of batch
@@ -400,14 +402,19 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     if opts.precision != "auto" or pipe.device.type == "cuda":
         pipe.autocast_dtype = None if opts.precision == "fp32" else torch.bfloat16
     pipe.check_prompts(used, truncate=opts.captions is not None)  # captions are cut, as prepare cuts them
-    settings = pipe.call_settings(opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup)
+    settings = pipe.call_settings(
+        opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup, opts.image_map_guidance
+    )
     cleanup = settings.pop("map_cleanup")
     redraw = pipe.redraws(opts.redraw_image)
+    if not redraw:  # drawn only for a given map: without the redraw it changes nothing
+        settings["image_map_guidance_scale"] = 0.0
     config = {
         "n": opts.n, "per_prompt": opts.per_prompt, "steps": settings["num_inference_steps"], "seed": opts.seed,
         "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup, "redraw_image": redraw, "sampler": pipe.scheduler, "split": opts.split,
+        "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
         "pandiff_version": pandiff.__version__,

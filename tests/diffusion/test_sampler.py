@@ -184,6 +184,18 @@ def _branch_outputs(seed: int = 11) -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
+def _stub_output(outputs, rows: list[str]) -> SimpleNamespace:
+    """A stub model's output: row r is ``outputs[rows[r]]``, sample i of a branch being that
+    branch's i-th row in the call."""
+    index = {name: 0 for name in outputs}
+    images, maps = [], []
+    for name in rows:
+        images.append(outputs[name]["image"][index[name]])
+        maps.append(outputs[name]["map"][index[name]])
+        index[name] += 1
+    return SimpleNamespace(image=torch.stack(images), map=torch.stack(maps))
+
+
 class _StubModel:
     """Returns ``outputs[branch]`` for each row, the branch read off the inputs as the sampler's
     contract defines it: the empty prompt is the text-unconditional branch; a map at the last
@@ -203,13 +215,7 @@ class _StubModel:
             else:
                 rows.append("cond")
         self.seen.append(rows)
-        index = {name: 0 for name in self.outputs}  # sample i of a branch is its i-th row in a call
-        images, maps = [], []
-        for name in rows:
-            images.append(self.outputs[name]["image"][index[name]])
-            maps.append(self.outputs[name]["map"][index[name]])
-            index[name] += 1
-        return SimpleNamespace(image=torch.stack(images), map=torch.stack(maps))
+        return _stub_output(self.outputs, rows)
 
 
 def _recording_schedule(prediction: str, received: dict[tuple, list[torch.Tensor]]) -> NoiseSchedule:
@@ -299,3 +305,106 @@ def test_image_only_model_samples_images_with_text_guidance(batch_guidance):
     assert calls == ([4, 4, 4] if batch_guidance else [2] * 6)  # cond + uncond, no map branch
     with pytest.raises(ConfigError, match="image-only"):
         sampler.sample(text, empty, LATENT, None, map_bits=torch.ones(2, *MAP))
+
+
+class _MapGivenStub:
+    """For map -> image: a row fed the given map clean (``clean_map`` at timestep 0) is ``cond``
+    (or ``uncond`` with the empty prompt); a row fed another map, at the image's own timestep, is
+    the image-side map guidance's ``noised_map`` branch. Records that branch's map inputs."""
+
+    def __init__(self, outputs, empty_text, clean_map):
+        self.outputs, self.empty_text, self.clean_map = outputs, empty_text, clean_map
+        self.seen: list[list[str]] = []
+        self.noised_maps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (map input, timestep)
+
+    def __call__(self, image, t_image, text, map_in, t_map):
+        rows = []
+        for r in range(image.shape[0]):
+            if torch.equal(map_in[r], self.clean_map[r % STUB_B]):
+                assert int(t_map[r]) == 0
+                rows.append("uncond" if torch.equal(text[r], self.empty_text[0]) else "cond")
+            else:
+                assert int(t_map[r]) == int(t_image[r]) and not torch.equal(text[r], self.empty_text[0])
+                rows.append("noised_map")
+        self.seen.append(rows)
+        noised = [r for r, name in enumerate(rows) if name == "noised_map"]
+        if noised:
+            self.noised_maps.append((map_in[noised].clone(), t_map[noised].clone()))
+        return _stub_output(self.outputs, rows)
+
+
+@pytest.mark.parametrize("batch_guidance", [True, False])
+@pytest.mark.parametrize("s_text, s_img_map", [(2.0, 1.5), (0.0, 3.0), (2.0, 0.0)])
+def test_image_map_guidance_for_a_given_map_by_the_formula(s_text, s_img_map, batch_guidance):
+    """map -> image: image = e_c + s_text (e_c - e_u) + s (e_c - e_n), e_n the prediction with the
+    given map noised, with the sampler's map-free noise, to the image's own timestep (the joint
+    training mode); s = 0 runs no such branch."""
+    steps = 3
+    text, empty = torch.ones(STUB_B, 6, 16), torch.zeros(1, 6, 16)
+    g = torch.Generator().manual_seed(11)
+    out = {
+        name: {"image": torch.randn(STUB_B, *LATENT, generator=g), "map": torch.zeros(STUB_B, *MAP)}
+        for name in ("cond", "uncond", "noised_map")
+    }
+    received: dict[tuple, list[torch.Tensor]] = {}
+    schedule = _recording_schedule("epsilon", received)
+    bits = _bits(3)
+    stub = _MapGivenStub(out, empty, schedule.bits_to_diffusion(bits))
+    sampler = LockstepSampler(stub, schedule, "ddim", batch_guidance=batch_guidance)
+    result = sampler.sample(
+        text, empty, LATENT, MAP, num_inference_steps=steps, guidance_scale=s_text,
+        image_map_guidance_scale=s_img_map, map_bits=bits, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+
+    c, u, n = out["cond"]["image"], out["uncond"]["image"], out["noised_map"]["image"]
+    expected = c + s_text * (c - u) + s_img_map * (c - n)
+    assert len(received[LATENT]) == steps and MAP not in received  # the given map is not stepped
+    for given in received[LATENT]:
+        torch.testing.assert_close(given, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(result.map_bits, bits)
+    branches = {"cond"} | ({"uncond"} if s_text else set()) | ({"noised_map"} if s_img_map else set())
+    assert {name for rows in stub.seen for name in rows} == branches
+    if not s_img_map:
+        assert stub.noised_maps == []
+        return
+    # the noised map: the given bits' diffusion values noised to t with the map-free noise, which
+    # is the generator's third draw (image noise, map noise, map-free noise)
+    gen = torch.Generator().manual_seed(0)
+    for shape in ((STUB_B, *LATENT), (STUB_B, *MAP)):
+        torch.randn(shape, generator=gen)
+    free = torch.randn((STUB_B, *MAP), generator=gen)
+    noiser = schedule.training_scheduler()
+    assert len(stub.noised_maps) == steps
+    for map_in, t in stub.noised_maps:
+        torch.testing.assert_close(map_in, noiser.add_noise(schedule.bits_to_diffusion(bits), free, t))
+
+
+def test_image_map_guidance_is_ignored_without_a_given_map(model):
+    """Co-generation and image -> map have no given map to follow: the setting changes nothing
+    and adds no forward."""
+    calls = []
+    handle = model.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    try:
+        plain = _sample(model, steps=2, guidance_scale=2.0)
+        asked = _sample(model, steps=2, guidance_scale=2.0, image_map_guidance_scale=3.0)
+    finally:
+        handle.remove()
+    assert torch.equal(plain.latents, asked.latents) and torch.equal(plain.map_bits, asked.map_bits)
+    assert calls == [6, 6, 6, 6]
+
+
+def test_image_map_guidance_pulls_a_real_model_towards_the_given_map(model):
+    """With a real (random) transformer the term changes the picture, and 2 forwards per step
+    become 3 (cond, uncond, noised map)."""
+    m = _bits(5)
+    calls = []
+    handle = model.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    try:
+        plain = _sample(model, steps=2, guidance_scale=2.0, map_bits=m)
+        guided = _sample(model, steps=2, guidance_scale=2.0, map_bits=m, image_map_guidance_scale=2.0)
+    finally:
+        handle.remove()
+    assert calls == [4, 4, 6, 6]
+    assert (plain.latents - guided.latents).abs().max() > 0.05
+    with pytest.raises(ConfigError, match="image_map_guidance_scale"):
+        _sample(model, map_bits=m, image_map_guidance_scale=-1.0)

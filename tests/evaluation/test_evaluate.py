@@ -10,7 +10,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "redraw_image", "seed", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "redraw_image", "image_map_guidance_scale", "seed", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -134,6 +134,12 @@ def test_redraw_reaches_the_pipeline_and_the_report(
     report = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=redraw))
     assert batches == ([3] if redraw else [])  # one batch of n=3 prompts, redrawn or not
     assert report["redraw_image"] is bool(redraw)
+    # the image-side map guidance applies to the redraw only: recorded with it, else None
+    assert report["image_map_guidance_scale"] == (0.0 if redraw else None)
+    guided = evaluate(
+        options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=True, image_map_guidance=1.5)
+    )
+    assert guided["image_map_guidance_scale"] == 1.5
 
 
 def test_bad_options_are_rejected(tiny_pipeline_dir, tiny_world, tmp_path, coco_sample_dir):

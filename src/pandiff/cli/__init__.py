@@ -132,6 +132,19 @@ def add_redraw_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_image_map_guidance_argument(p: argparse.ArgumentParser) -> None:
+    """``--image-map-guidance``: None means the folder's."""
+    from pandiff.checks import finite_float
+
+    p.add_argument(
+        "--image-map-guidance",
+        type=finite_float,
+        default=None,
+        help="map -> image and the redraw: how hard the image is pushed towards its given map "
+        "(beyond the paper; 0 = off; default: the model's)",
+    )
+
+
 def epilog(name: str) -> str:
     """The end of ``pandiff NAME --help``: examples, and for generate the bundled model's words."""
     text = f"examples:\n{EXAMPLES[name]}"

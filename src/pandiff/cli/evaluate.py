@@ -6,7 +6,7 @@ import argparse
 
 from pandiff import checks
 from pandiff.checks import finite_float
-from pandiff.cli import add_redraw_argument, add_scheduler_argument
+from pandiff.cli import add_image_map_guidance_argument, add_redraw_argument, add_scheduler_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_scheduler_argument(p)
     add_redraw_argument(p)
+    add_image_map_guidance_argument(p)
     p.add_argument(
         "--judge", default=None, help="judge folder (pandiff train-judge) for the world's judge metrics"
     )
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out)
     checks.seed(args.seed)
     checks.device(args.device)
-    for name in ("guidance", "map_guidance"):
+    for name in ("guidance", "map_guidance", "image_map_guidance"):
         if getattr(args, name) is not None:
             checks.guidance(getattr(args, name), f"--{name.replace('_', '-')}")
     opts = EvaluationOptions(
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         map_guidance=args.map_guidance,
         map_cleanup=args.map_cleanup,
         redraw_image=args.redraw_image,
+        image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,
         scheduler=args.scheduler,

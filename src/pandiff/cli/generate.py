@@ -10,7 +10,7 @@ from PIL import Image
 
 from pandiff import checks
 from pandiff.checks import finite_float
-from pandiff.cli import add_redraw_argument, add_scheduler_argument
+from pandiff.cli import add_image_map_guidance_argument, add_redraw_argument, add_scheduler_argument
 from pandiff.data.categories import CategoryTable
 from pandiff.data.readers import read_image, read_panoptic_png
 from pandiff.io import check_output_dir
@@ -61,6 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="text prompt describing the scene (the words it knows: below)")
     add_common(p, default_n=4)
     add_redraw_argument(p)
+    add_image_map_guidance_argument(p)
     p.add_argument(
         "--map",
         default=None,
@@ -92,8 +93,8 @@ def _check_args(args) -> None:
     checks.number(args.n, "--n", 1, 1_000_000, integer=True)
     checks.number(args.batch, "--batch", 1, 4096, integer=True)
     checks.seed(args.seed)
-    for name in ("guidance", "map_guidance"):
-        if getattr(args, name) is not None:
+    for name in ("guidance", "map_guidance", "image_map_guidance"):
+        if getattr(args, name, None) is not None:
             checks.guidance(getattr(args, name), f"--{name.replace('_', '-')}")
     if args.map_cleanup is not None:
         checks.number(args.map_cleanup, "--map-cleanup", 0, integer=True)
@@ -117,7 +118,10 @@ def _run(args, image: Image.Image | None = None) -> int:
     pipe = PanopticDiffusionPipeline.from_pretrained(model_dir, device=args.device, scheduler=args.scheduler)
     pipe.check_prompts(args.prompt, allow_empty=image is not None)
     loaded = time.perf_counter()
-    settings = pipe.call_settings(args.guidance, args.map_guidance, args.steps, args.map_cleanup)
+    image_map_guidance = getattr(args, "image_map_guidance", None)  # segment has no such option
+    settings = pipe.call_settings(
+        args.guidance, args.map_guidance, args.steps, args.map_cleanup, image_map_guidance
+    )
     generator = torch.Generator().manual_seed(args.seed)
     out = PipelineOutput([], [], [], [])
     for first in range(0, args.n, args.batch):  # batches of --batch keep memory bounded for any --n
@@ -134,6 +138,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             progress=True,
             map_cleanup=args.map_cleanup,
             redraw_image=getattr(args, "redraw_image", None),
+            image_map_guidance_scale=image_map_guidance,
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -149,6 +154,8 @@ def _run(args, image: Image.Image | None = None) -> int:
     }
     if pmap is None and image is None:
         info["redraw_image"] = pipe.redraws(getattr(args, "redraw_image", None))
+    if image is None and (pmap is not None or info.get("redraw_image")):
+        info["image_map_guidance_scale"] = settings["image_map_guidance_scale"]
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)
     what = (
         f"segmented {len(out.images)} image(s)"

@@ -88,6 +88,7 @@ class LockstepSampler:
         num_inference_steps: int = 20,
         guidance_scale: float = 3.0,
         map_guidance_scale: float = 1.0,
+        image_map_guidance_scale: float = 0.0,
         image: torch.Tensor | None = None,
         map_bits: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
@@ -103,6 +104,11 @@ class LockstepSampler:
                 None samples an image-only model (text guidance only).
             image: ``B C h w`` clean latents to condition on (image -> map, or inpainting).
             map_bits: ``B K H W`` clean bits in {-1, +1} to condition on (map -> image, inpainting).
+            image_map_guidance_scale: beyond the paper, guidance of the image towards a whole given
+                ``map_bits`` (map -> image): ``e + s * (e - e_noised)``, ``e_noised`` the prediction
+                with the map noised to the image's own timestep, as in joint training (a map of pure
+                noise would be out of the training distribution). It fades as ``t`` falls. 0
+                (default) is off; ignored unless a whole map is given.
             image_mask / map_mask: ``B 1 h w`` / ``B 1 H W``, 1 where to generate, 0 where to
                 keep the given values (requires the matching ``image`` / ``map_bits``).
             generator: makes the result reproducible; a list of ``B`` generators draws sample i's
@@ -111,6 +117,7 @@ class LockstepSampler:
         checks.steps(num_inference_steps, self.schedule.num_train_timesteps)
         checks.guidance(guidance_scale, "guidance_scale")
         checks.guidance(map_guidance_scale, "map_guidance_scale")
+        checks.guidance(image_map_guidance_scale, "image_map_guidance_scale")
         gens = generator if isinstance(generator, (list, tuple)) else [generator]
         if generator is not None and not all(isinstance(g, torch.Generator) for g in gens):
             raise TypeError(
@@ -158,6 +165,11 @@ class LockstepSampler:
 
         use_uncond = guidance_scale > 0
         use_free = map_guidance_scale > 0 and gen_map and gen_image
+        # Image-side map guidance needs a whole given map; its weaker branch is in the training
+        # distribution (the joint mode: the map noised to the image's own timestep).
+        image_map_scale = (
+            image_map_guidance_scale if (map_bits is not None and not gen_map and gen_image) else 0.0
+        )
         for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
             t_batch = torch.full((b,), int(t), device=device, dtype=torch.long)
             branches = self._branches(
@@ -171,10 +183,14 @@ class LockstepSampler:
                 gen_map,
                 use_uncond,
                 use_free,
+                self._noiser.add_noise(map0, free_noise, t_batch) if image_map_scale > 0 else None,
             )
             preds = self._forward(branches, b)
-            eps = self._combine(preds, "image", guidance_scale, 0.0)  # or v / x0: see image_prediction
-            bits = self._combine(preds, "map", guidance_scale, map_guidance_scale) if with_map else None
+            # or v / x0: see image_prediction
+            eps = self._combine(preds, "image", guidance_scale, 0.0)
+            if image_map_scale > 0:
+                eps = eps + image_map_scale * (preds["cond"]["image"] - preds["noised_map"]["image"])
+            bits = self._combine(preds, "map", guidance_scale, map_guidance_scale) if gen_map else None
             t_next = timesteps[i + 1] if i + 1 < len(timesteps) else None
             if gen_image:
                 x_image = image_sched.step(eps, t, x_image, generator=generator).prev_sample
@@ -189,8 +205,9 @@ class LockstepSampler:
         return SampleOutput(latents=x_image, map_bits=out_bits)
 
     def _branches(
-        self, x_image, x_map, t, text, empty_text, free_noise, gen_image, gen_map, use_uncond, use_free
-    ):
+        self, x_image, x_map, t, text, empty_text, free_noise, gen_image, gen_map, use_uncond, use_free,
+        noised_map=None,
+    ):  # fmt: skip
         zero = torch.zeros_like(t)
         t_image = t if gen_image else zero
         t_map = t if gen_map else zero
@@ -216,6 +233,13 @@ class LockstepSampler:
             maps.append(free_noise)
             t_maps.append(torch.full_like(t, self.schedule.num_train_timesteps - 1))
             names.append("free")
+        if noised_map is not None:  # image-side map guidance: the given map at the image's timestep
+            images.append(x_image)
+            t_images.append(t_image)
+            texts.append(text)
+            maps.append(noised_map)
+            t_maps.append(t)
+            names.append("noised_map")
         with_map = x_map is not None
         return _Branches(
             torch.cat(images),

@@ -51,6 +51,7 @@ class EvaluationOptions:
     map_guidance: float | None = None
     map_cleanup: int | None = None
     redraw_image: bool | None = None  # cogen: redraw each image for its map (None: the model's)
+    image_map_guidance: float | None = None  # map2image and the redraw (None: the model's)
     batch: int = 16
     seed: int = 0
     scheduler: str | None = None
@@ -124,6 +125,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "redraw_image": opts.redraw_image,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
+                "image_map_guidance_scale": opts.image_map_guidance,
             }
             if mode == "map2image":
                 kwargs["map"] = real.maps[start : start + step]
@@ -339,7 +341,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             out=f"{tmp}/generated", n=len(train), captions=f"{tmp}/prompts.json", batch=opts.batch,
             steps=opts.steps, seed=opts.seed, model=opts.model, device=opts.device, guidance=opts.guidance,
             map_guidance=opts.map_guidance, map_cleanup=opts.map_cleanup, scheduler=opts.scheduler,
-            redraw_image=opts.redraw_image,
+            redraw_image=opts.redraw_image, image_map_guidance=opts.image_map_guidance,
             progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
@@ -377,7 +379,10 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         pipe = PanopticDiffusionPipeline.from_pretrained(
             opts.model, device=opts.device, scheduler=opts.scheduler
         )
-    settings = pipe.call_settings(opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup)
+    settings = pipe.call_settings(
+        opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup, opts.image_map_guidance
+    )
+    redraw = pipe.redraws(opts.redraw_image) if opts.mode in ("cogen", "downstream") else None
     world = is_world(opts.data)
     if opts.model is None:
         from pandiff.pipeline_config import DEFAULT_MODEL_DIR
@@ -396,7 +401,11 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "guidance_scale": settings["guidance_scale"],
         "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": settings["map_cleanup"],
-        "redraw_image": pipe.redraws(opts.redraw_image) if opts.mode in ("cogen", "downstream") else None,
+        "redraw_image": redraw,
+        # where an image is drawn for a given map: map -> image, the redraw
+        "image_map_guidance_scale": settings["image_map_guidance_scale"]
+        if opts.mode == "map2image" or redraw
+        else None,
         "seed": opts.seed,
         "batch": opts.batch,
         "prompts": "first caption of each scene that fits the text encoder, else its shortest, cut to the window",

@@ -23,6 +23,7 @@ _SUMMARY = (
     "map_guidance_scale",
     "map_cleanup",
     "redraw_image",
+    "image_map_guidance_scale",
     "seed",
 )
 
