@@ -75,8 +75,9 @@ def pyplot():
     return plt
 
 
-def log_x_panel(ax, ticks: list, xlabel: str, ylabel: str) -> None:
-    """A log-x panel labelled at exactly ``ticks`` (no 3x10^1 minor labels), with grid and legend."""
+def log_x_panel(ax, ticks: list, xlabel: str, ylabel: str, legend: bool = True) -> None:
+    """A log-x panel labelled at exactly ``ticks`` (no 3x10^1 minor labels), with grid and legend
+    (``legend=False``: none, for a figure-wide one)."""
     import matplotlib.ticker
 
     ax.set_xscale("log")
@@ -86,13 +87,20 @@ def log_x_panel(ax, ticks: list, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if legend:
+        ax.legend(fontsize=8)
 
 
-def save_figure(fig, path: Path, title: str) -> None:
-    """Title, tight layout and a 120-dpi PNG at ``path`` (folders made as needed)."""
+def save_figure(fig, path: Path, title: str, legend_from=None) -> None:
+    """Title, tight layout and a 120-dpi PNG at ``path`` (folders made as needed); with
+    ``legend_from`` (an axis), one legend for the figure below its panels."""
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    if legend_from is not None:
+        handles, labels = legend_from.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+    else:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")

@@ -162,8 +162,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         for ax, key in zip(axes, ("miou", "pq")):
             ax.plot(ns, [r[name][key] for r in rows], style, label=label)
     for ax, label in zip(axes, ("val mIoU (real val images)", "val PQ (real val images)")):
-        log_x_panel(ax, ns, "N (pairs of each kind)", label)
-    save_figure(fig, path, title)
+        log_x_panel(ax, ns, "N (pairs of each kind)", label, legend=False)
+    save_figure(fig, path, title, legend_from=axes[0])  # below: inside, it hid a curve
 
 
 def main() -> None:
