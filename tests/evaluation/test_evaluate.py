@@ -10,7 +10,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "redraw_image", "image_map_guidance_scale", "seed", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "redraw_image", "image_map_guidance_scale", "seed", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -140,6 +140,21 @@ def test_redraw_reaches_the_pipeline_and_the_report(
         options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=True, image_map_guidance=1.5)
     )
     assert guided["image_map_guidance_scale"] == 1.5
+
+
+def test_the_report_counts_the_prompts_cut_to_the_text_window(
+    tiny_pipeline_dir, tiny_world, tmp_path, monkeypatch
+):
+    """prompts_cut: the scenes none of whose captions fit the window, so their prompt was cut. The
+    tiny world's captions fit; told that every caption is longer, all n prompts count as cut."""
+    from pandiff.encoders.text import TextEncoder
+
+    assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path))["prompts_cut"] == 0
+    real = TextEncoder.count_tokens
+    monkeypatch.setattr(TextEncoder, "count_tokens", lambda self, p: real(self, p) + self.max_length)
+    report = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path))
+    assert report["prompts_cut"] == report["n"] == 3
+    assert "- **prompts_cut**: 3" in (tmp_path / "report.md").read_text()
 
 
 def test_bad_options_are_rejected(tiny_pipeline_dir, tiny_world, tmp_path, coco_sample_dir):

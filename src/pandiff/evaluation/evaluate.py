@@ -426,6 +426,10 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
     _check_table(pipe, real.table)
     report.header["n"] = len(real)
     samples = generate(pipe, real, opts, opts.mode)
+    # Scenes none of whose captions fit the text window are prompted cut (the judge still checks
+    # the whole scene): say how many, so a reader can tell what the model was asked.
+    limit = pipe.text_encoder.max_length
+    report.header["prompts_cut"] = sum(pipe.text_encoder.count_tokens(p) > limit for p in samples.prompts)
     _map_metrics(samples, real, opts.mode, report)
     if makes_images:
         _image_metrics(samples, real, inception, clip, report)

@@ -17,6 +17,7 @@ _SUMMARY = (
     "data",
     "split",
     "n",
+    "prompts_cut",
     "sampler",
     "steps",
     "guidance_scale",
