@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+# --redraw: the pipeline's redraw_image for each choice ("model": the folder's setting)
+REDRAW = {"model": None, "on": True, "off": False}
 
 
 def machine_description() -> str:

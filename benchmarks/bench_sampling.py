@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 
-from bench_common import append_results
+from bench_common import REDRAW, append_results
 
 WORKER = r"""
 import json, resource, sys, time, torch
@@ -67,7 +67,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="20 steps, batch 1, DPM-Solver++, bf16 only")
     p.add_argument(
-        "--redraw", nargs="+", default=["model"], choices=["model", "on", "off"],
+        "--redraw", nargs="+", default=["model"], choices=list(REDRAW),
         help="redraw each image for its map: the model folder's setting, on, off (several: one row each)",
     )  # fmt: skip
     p.add_argument("--note", default="")
@@ -93,8 +93,7 @@ def main() -> None:
         if bt or (st == 20 and s == "dpmsolver++")  # one-forward-per-branch only as a comparison
     ]
     for cfg in configs:
-        redraw = {"model": None, "on": True, "off": False}[cfg["redraw"]]
-        res = run_one({**cfg, "redraw": redraw, "model": args.model, "repeats": args.repeats})
+        res = run_one({**cfg, "redraw": REDRAW[cfg["redraw"]], "model": args.model, "repeats": args.repeats})
         row = (
             f"| {cfg['scheduler']} | {cfg['precision']} | {'batched' if cfg['batched'] else 'per branch'} "
             f"| {cfg['redraw']} | {cfg['steps']} | {cfg['batch']} | {res['call_s'] / cfg['batch']:.3f} "

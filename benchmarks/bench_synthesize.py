@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import publish
+from bench_common import REDRAW, publish
 
 from pandiff.pipeline import PanopticDiffusionPipeline
 from pandiff.synthesize import SynthesizeOptions, default_workers, pair_generators, sample_pairs, synthesize
@@ -86,7 +86,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument(
-        "--redraw", default="model", choices=["model", "on", "off"],
+        "--redraw", default="model", choices=list(REDRAW),
         help="redraw each image for its map: the model folder's setting (default), on, off",
     )  # fmt: skip
     p.add_argument("--note", default="")
@@ -100,9 +100,12 @@ def main() -> None:
     warm = pipe.call_settings(num_inference_steps=2)  # the folder's guidance; 2 steps to warm up
     cleanup = warm.pop("map_cleanup")
     branches = 1 + (warm["guidance_scale"] > 0) + (warm["map_guidance_scale"] > 0)
-    redraw = pipe.redraws({"model": None, "on": True, "off": False}[args.redraw])
-    # The redraw pass (map -> image) runs the conditional and, with text guidance, the text-free branch.
-    redraw_branches = (1 + (warm["guidance_scale"] > 0)) if redraw else 0
+    redraw = pipe.redraws(REDRAW[args.redraw])
+    # The redraw pass (map -> image) runs the conditional branch, with text guidance the text-free
+    # one, and with image-side map guidance the noised-map one.
+    redraw_branches = (
+        (1 + (warm["guidance_scale"] > 0) + (warm["image_map_guidance_scale"] > 0)) if redraw else 0
+    )
     workers = default_workers(args.device)
     lines = [
         (

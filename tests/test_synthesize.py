@@ -272,9 +272,21 @@ def test_redraw_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, straig
     with pytest.raises(ConfigError, match="image_map_guidance_scale 0.0 -> 2.0"):
         synthesize(options(out, prompts_file, n=4, redraw_image=True, image_map_guidance=2.0, resume=True),
                    pipe=tiny_pipe)  # fmt: skip
-    # without the redraw no image is drawn for a given map: the setting is recorded as off
-    plain_manifest = json.loads((straight / "synthesize.json").read_text())["config"]
-    assert plain_manifest["image_map_guidance_scale"] == 0.0
+    # the redraw with image-side map guidance: the pipeline's pairs with the same guidance
+    guided = tmp_path / "guided"
+    synthesize(options(guided, prompts_file, n=4, redraw_image=True, image_map_guidance=2.0), pipe=tiny_pipe)
+    pipe_out = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
+                         redraw_image=True, image_map_guidance_scale=2.0)  # fmt: skip
+    for k, index in enumerate((2, 3)):
+        image = np.asarray(Image.open(paths(guided, "train")["images"] / f"{index + 1:012d}.png"))
+        assert np.array_equal(image, np.asarray(pipe_out.images[k]))
+        assert not np.array_equal(image, np.asarray(Image.open(p["images"] / f"{index + 1:012d}.png")))
+    # without the redraw no image is drawn for a given map: the setting changes nothing, recorded as off
+    unused = tmp_path / "unused"
+    synthesize(options(unused, prompts_file, n=4, image_map_guidance=2.0), pipe=tiny_pipe)
+    assert json.loads((unused / "synthesize.json").read_text())["config"]["image_map_guidance_scale"] == 0.0
+    for name in sorted(paths(unused, "train")["images"].iterdir()):
+        assert name.read_bytes() == (paths(straight, "train")["images"] / name.name).read_bytes()
 
 
 def test_a_folder_from_before_the_redraw_setting_resumes(tmp_path, straight, tiny_pipe, prompts_file):

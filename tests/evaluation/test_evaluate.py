@@ -126,11 +126,15 @@ def test_redraw_reaches_the_pipeline_and_the_report(
     """cogen redraws each image for its map when asked (the tiny folder's default is off)."""
     from pandiff.pipeline import PanopticDiffusionPipeline
 
-    batches = []
+    batches, scales = [], []  # per redrawn batch: its size, and the image-side map guidance it got
     real = PanopticDiffusionPipeline.redraw
-    monkeypatch.setattr(
-        PanopticDiffusionPipeline, "redraw", lambda self, text, *a, **k: batches.append(len(text)) or real(self, text, *a, **k)
-    )  # fmt: skip
+
+    def spy(self, text, empty, maps, settings, *a, **k):
+        batches.append(len(text))
+        scales.append(settings["image_map_guidance_scale"])
+        return real(self, text, empty, maps, settings, *a, **k)
+
+    monkeypatch.setattr(PanopticDiffusionPipeline, "redraw", spy)
     report = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=redraw))
     assert batches == ([3] if redraw else [])  # one batch of n=3 prompts, redrawn or not
     assert report["redraw_image"] is bool(redraw)
@@ -139,7 +143,7 @@ def test_redraw_reaches_the_pipeline_and_the_report(
     guided = evaluate(
         options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=True, image_map_guidance=1.5)
     )
-    assert guided["image_map_guidance_scale"] == 1.5
+    assert guided["image_map_guidance_scale"] == 1.5 and scales[-1] == 1.5  # reported and used
 
 
 def test_the_report_counts_the_prompts_cut_to_the_text_window(

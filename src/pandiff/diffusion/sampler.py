@@ -186,11 +186,11 @@ class LockstepSampler:
                 self._noiser.add_noise(map0, free_noise, t_batch) if image_map_scale > 0 else None,
             )
             preds = self._forward(branches, b)
-            # or v / x0: see image_prediction
-            eps = self._combine(preds, "image", guidance_scale, 0.0)
-            if image_map_scale > 0:
-                eps = eps + image_map_scale * (preds["cond"]["image"] - preds["noised_map"]["image"])
-            bits = self._combine(preds, "map", guidance_scale, map_guidance_scale) if gen_map else None
+            # eps, or v / x0: see image_prediction
+            eps = self._combine(preds, "image", guidance_scale, image_map_scale, "noised_map")
+            bits = (
+                self._combine(preds, "map", guidance_scale, map_guidance_scale, "free") if gen_map else None
+            )
             t_next = timesteps[i + 1] if i + 1 < len(timesteps) else None
             if gen_image:
                 x_image = image_sched.step(eps, t, x_image, generator=generator).prev_sample
@@ -275,13 +275,16 @@ class LockstepSampler:
         return out.image.to(dtype), (out.map.to(dtype) if out.map is not None else None)
 
     @staticmethod
-    def _combine(preds, key: str, text_scale: float, map_scale: float) -> torch.Tensor:
+    def _combine(preds, key: str, text_scale: float, map_scale: float, map_branch: str) -> torch.Tensor:
+        """``cond + text_scale (cond - uncond) + map_scale (cond - preds[map_branch])`` for ``key``;
+        a term whose branch did not run is left out. The map term's weaker branch differs per
+        output: ``free`` (map of pure noise) for the map, ``noised_map`` for the image."""
         cond = preds["cond"][key]
         out = cond
         if "uncond" in preds:
             out = out + text_scale * (cond - preds["uncond"][key])
-        if "free" in preds and map_scale > 0:
-            out = out + map_scale * (cond - preds["free"][key])
+        if map_branch in preds and map_scale > 0:
+            out = out + map_scale * (cond - preds[map_branch][key])
         return out
 
     def _keep_known(self, x, known, mask, t_next, generator):
