@@ -116,3 +116,117 @@ def test_bad_refine_channels():
     model = UViT(**fields, refine_channels=4)
     with pytest.raises(ConfigError, match="noisy image"):
         model.decode_image(torch.zeros(1, 16, 32))
+
+
+def test_map_reading_refiner_warm_starts_exactly_and_needs_a_refiner(tmp_path):
+    """``refine_map`` adds only the zero-initialised map convolution: a warm start from a refined
+    model predicts exactly what it did; without a refiner, or not a bool, it is refused."""
+    torch.manual_seed(0)
+    refined = PDMUnified(**TINY, refine_channels=8)
+    torch.nn.init.normal_(refined.refiner.conv_out.weight, std=0.1)
+    refined.save_pretrained(tmp_path / "refined")
+    reading = PDMUnified(**TINY, refine_channels=8, refine_map=True)
+    assert warm_start(reading, tmp_path / "refined") == ["refiner.map_in.weight"]
+    assert reading.refiner.map_in.weight.shape[1] == 2 * TINY["map_bits"]  # map input + prediction
+    with torch.no_grad():
+        a, b = refined(**inputs()), reading(**inputs())
+        torch.testing.assert_close(b.image, a.image, rtol=0, atol=0)
+        no_map = {k: v for k, v in inputs().items() if k != "map_bits"}
+        torch.testing.assert_close(reading(**no_map).image, refined(**no_map).image, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="refine_channels > 0"):
+        PDMUnified(**TINY, refine_map=True)
+    with pytest.raises(ConfigError, match="refine_map must be"):
+        PDMUnified(**TINY, refine_channels=8, refine_map=1)
+    with pytest.raises(ConfigError, match=r"map input of shape \(B, 6, 16, 16\), got None"):
+        reading.refiner(torch.zeros(1, 16, 32), torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16))
+
+
+def test_map_reading_refiner_sees_one_map_pixel_within_its_reach():
+    """One map pixel moves the refined image within the refiner's 7x7 reach and nowhere else, and
+    the model's map input and map prediction both reach it."""
+    torch.manual_seed(0)
+    model = PDMUnified(**TINY, refine_channels=8, refine_map=True)
+    torch.nn.init.normal_(model.refiner.conv_out.weight, std=0.1)
+    torch.nn.init.normal_(model.refiner.map_in.weight, std=0.1)
+    tokens, base, noisy = torch.randn(1, 16, 32), torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
+    maps = torch.randn(1, 6, 16, 16).sign()
+    for channel in (0, 5):  # an input bit and a predicted bit
+        moved_map = maps.clone()
+        moved_map[:, channel, 10, 10] *= -1
+        with torch.no_grad():
+            moved = model.refiner(tokens, base, noisy, moved_map) - model.refiner(tokens, base, noisy, maps)
+        rows, cols = torch.nonzero(moved.abs().amax(dim=(0, 1)) > 0, as_tuple=True)
+        assert (rows.min(), rows.max(), cols.min(), cols.max()) == (7, 13, 7, 13)
+
+
+def test_image_loss_does_not_train_the_map_head_through_the_refiner():
+    """The refiner reads the map prediction detached: an image-only loss leaves the map head's
+    weights without a gradient, while the map convolution gets one."""
+    torch.manual_seed(0)
+    model = PDMUnified(**TINY, refine_channels=8, refine_map=True)
+    torch.nn.init.normal_(model.refiner.conv_out.weight, std=0.1)
+    model(**inputs()).image.square().mean().backward()
+    assert model.map_decoder_pred.weight.grad is None
+    assert model.refiner.map_in.weight.grad is not None and model.refiner.map_in.weight.grad.abs().sum() > 0
+
+
+def test_map_is_pooled_to_the_image_resolution_with_multi_scale_patching(tmp_path):
+    """patch_factor 2: the 32x32 map is average-pooled to the 16x16 image for the refiner; the
+    model runs, and saves and loads with ``refine_map``."""
+    torch.manual_seed(0)
+    model = PDMUnified(**{**TINY, "patch_factor": 2}, refine_channels=4, refine_map=True)
+    torch.nn.init.normal_(model.refiner.conv_out.weight, std=0.1)
+    torch.nn.init.normal_(model.refiner.map_in.weight, std=0.1)
+    x = {**inputs(), "map_bits": torch.randn(2, 3, 32, 32).sign()}
+    bits, pred = x["map_bits"], torch.randn(2, 3, 32, 32)
+    pooled = model._refiner_map(bits, pred)
+    torch.testing.assert_close(pooled[:, :3], F.avg_pool2d(bits, 2))
+    torch.testing.assert_close(pooled[:, 3:], F.avg_pool2d(pred, 2))
+    model.save_pretrained(tmp_path / "m")
+    back = load_pdm(tmp_path / "m")
+    assert back.config.refine_map is True
+    with torch.no_grad():
+        out = model(**x)
+        assert out.image.shape == (2, 3, 16, 16) and out.map.shape == (2, 3, 32, 32)
+        torch.testing.assert_close(back(**x).image, out.image)
+
+
+def _block_maps(batch: int, g: torch.Generator):
+    """Maps of four axis-aligned instances split at arbitrary (not patch-aligned) pixels, their
+    3 analog bits, and the world's outline: 1 on each pixel where the instance changes."""
+    ids = torch.zeros(batch, 16, 16, dtype=torch.long)
+    for b in range(batch):
+        r, c = torch.randint(2, 15, (2,), generator=g).tolist()
+        ids[b, r:, :c] = 1
+        ids[b, :r, c:] = 2
+        ids[b, r:, c:] = 3
+    bits = torch.stack([(ids >> k) & 1 for k in range(3)], 1).float() * 2 - 1
+    edge = torch.zeros(batch, 16, 16)
+    edge[:, 1:, :] += (ids[:, 1:] != ids[:, :-1]).float()
+    edge[:, :, 1:] += (ids[:, :, 1:] != ids[:, :, :-1]).float()
+    return bits, (edge > 0).float()[:, None].expand(batch, 3, 16, 16)
+
+
+def test_map_reading_refiner_draws_outlines_where_the_map_has_boundaries():
+    """Given a clean map, the world draws a 1-pixel outline where the instance changes. Trained on
+    fresh maps each step, a model whose refiner reads the map draws the outlines of unseen maps
+    far better than one that sees the map only through its 4x4-pixel tokens."""
+    held_bits, held_target = _block_maps(8, torch.Generator().manual_seed(99))
+    x = inputs(batch=8)
+    x["timestep_image"] = torch.full((8,), 999)
+    losses = {}
+    for reads_map in (False, True):
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(1)
+        model = PDMUnified(**TINY, refine_channels=8, refine_map=reads_map)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(150):
+            bits, target = _block_maps(8, g)
+            loss = F.mse_loss(model(**{**x, "map_bits": bits}, timestep_map=0).image, target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            pred = model(**{**x, "map_bits": held_bits}, timestep_map=0).image
+        losses[reads_map] = F.mse_loss(pred, held_target).item()
+    assert losses[True] < 0.5 * losses[False], losses

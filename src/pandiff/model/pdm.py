@@ -23,6 +23,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from pandiff.errors import ConfigError
 from pandiff.model.uvit import (
@@ -117,6 +118,9 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         map_bits: K, analog-bit channels of the map.
         patch_factor: f in {1, 2, 4}; the map is ``f * latent_size`` wide with patch ``f * patch_size``.
         refine_channels: as :class:`~pandiff.model.uvit.UViT` (the image head's pixel refiner).
+        refine_map: the pixel refiner also reads the map, pooled to the image's resolution: the map
+            input and the map head's prediction (2K channels; the prediction detached, so the image
+            loss does not train the map head through it). Needs ``refine_channels > 0``.
     """
 
     @register_to_config
@@ -136,12 +140,17 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         text_len: int = 77,
         conv_head: bool = True,
         refine_channels: int = 0,
+        refine_map: bool = False,
     ) -> None:
         super().__init__()
         check_backbone_config(
             latent_channels, latent_size, patch_size, embed_dim, depth, num_heads, text_dim, text_len
         )
         check_map_config(map_bits, patch_factor)
+        if not isinstance(refine_map, bool):
+            raise ConfigError(f"refine_map must be true or false, got {refine_map!r}")
+        if refine_map and not refine_channels:
+            raise ConfigError("refine_map needs a pixel refiner to read the map: set refine_channels > 0 too")
         self._build_image_modules(
             latent_channels,
             latent_size,
@@ -151,6 +160,7 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
             text_len,
             conv_head,
             refine_channels,
+            2 * map_bits if refine_map else 0,
         )
         self._build_map_modules(
             map_bits, patch_factor * patch_size, self.num_image_tokens, embed_dim, conv_head
@@ -186,15 +196,31 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         x = self.embed_image(image, timestep_image, text)  # B P+N D
         if map_bits is None:
             x = run_blocks(x, self.in_blocks, self.mid_block, self.out_blocks)
-            return PDMOutput(image=self.decode_image(x[:, self.num_prefix_tokens :], image))
+            return PDMOutput(
+                image=self.decode_image(x[:, self.num_prefix_tokens :], image, self._no_map(image))
+            )
         check_map_input(self.config, image, map_bits)
         n_img = x.shape[1]
         m = self.embed_map(map_bits, timestep_image if timestep_map is None else timestep_map)  # B 1+N D
         x = run_blocks(torch.cat([x, m], dim=1), self.in_blocks, self.mid_block, self.out_blocks)
+        map_pred = self.decode_map(x[:, n_img + 1 :])
+        refiner_map = self._refiner_map(map_bits, map_pred) if self.config.refine_map else None
         return PDMOutput(
-            image=self.decode_image(x[:, self.num_prefix_tokens : n_img], image),
-            map=self.decode_map(x[:, n_img + 1 :]),
+            image=self.decode_image(x[:, self.num_prefix_tokens : n_img], image, refiner_map), map=map_pred
         )
+
+    def _refiner_map(self, map_bits: Tensor, map_pred: Tensor) -> Tensor:
+        """The map input and the (detached) map prediction at the image's resolution: ``B 2K h w``."""
+        both = torch.cat([map_bits.to(map_pred.dtype), map_pred.detach()], 1)
+        f = self.config.patch_factor
+        return F.avg_pool2d(both, f) if f > 1 else both
+
+    def _no_map(self, image: Tensor) -> Tensor | None:
+        """What a map-reading refiner reads when the model runs without a map: zeros."""
+        if not self.config.refine_map:
+            return None
+        k = 2 * self.config.map_bits
+        return image.new_zeros(image.shape[0], k, *image.shape[2:])
 
 
 class MapStream(MapTokens, nn.Module):

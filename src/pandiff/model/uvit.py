@@ -204,28 +204,52 @@ class PixelRefiner(nn.Module):
     three 3x3 convolutions (7x7 receptive field, across patch borders). Its last convolution starts
     at zero, so a model warm-started from one without this head predicts exactly what it did.
 
+    With ``map_channels > 0`` (a unified PDM's ``refine_map``) it also reads the map at pixel
+    resolution (the map input and the map head's prediction): an instance boundary between two
+    touching shapes of one colour is then visible to the convolutions at pixel precision, where the
+    world draws its outline. That input enters through its own convolution, which starts at zero,
+    so a warm start from a refiner without it again predicts exactly what that one did.
+
     No maintained library has this head: U-ViT's own ``final_layer`` is a single 3x3 convolution on
     the C output channels.
     """
 
-    def __init__(self, embed_dim: int, patch_size: int, out_channels: int, channels: int) -> None:
+    def __init__(
+        self, embed_dim: int, patch_size: int, out_channels: int, channels: int, map_channels: int = 0
+    ) -> None:
         super().__init__()
-        self.patch_size, self.channels = patch_size, channels
+        self.patch_size, self.channels, self.map_channels = patch_size, channels, map_channels
         self.feature_pred = nn.Linear(embed_dim, patch_size**2 * channels)
         self.conv_in = nn.Conv2d(channels + 2 * out_channels, channels, 3, padding=1)
+        self.map_in = nn.Conv2d(map_channels, channels, 3, padding=1, bias=False) if map_channels else None
         self.conv_mid = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1)
         self.zero_output()
 
     def zero_output(self) -> None:
-        """Zero the last convolution: the head then adds nothing to the patch head's prediction."""
+        """Zero the last convolution (the head then adds nothing to the patch head's prediction)
+        and the map input's convolution (the map then changes nothing)."""
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        if self.map_in is not None:
+            nn.init.zeros_(self.map_in.weight)
 
-    def forward(self, tokens: Tensor, base: Tensor, noisy: Tensor) -> Tensor:
-        """``tokens`` ``B N D`` (normed), ``base`` and ``noisy`` ``B C H W`` -> refined ``B C H W``."""
+    def forward(self, tokens: Tensor, base: Tensor, noisy: Tensor, map_input: Tensor | None = None) -> Tensor:
+        """``tokens`` ``B N D`` (normed), ``base`` and ``noisy`` ``B C H W`` -> refined ``B C H W``.
+
+        ``map_input`` ``B map_channels H W``: required when the head reads the map, else ignored.
+        """
         features = unpatchify(self.feature_pred(tokens), self.channels, self.patch_size)
-        h = F.gelu(self.conv_in(torch.cat([features, base.to(features.dtype), noisy.to(features.dtype)], 1)))
+        h = self.conv_in(torch.cat([features, base.to(features.dtype), noisy.to(features.dtype)], 1))
+        if self.map_in is not None:
+            if map_input is None or tuple(map_input.shape[1:]) != (self.map_channels, *base.shape[2:]):
+                got = None if map_input is None else tuple(map_input.shape)
+                raise ConfigError(
+                    f"this pixel refiner reads the map: it needs a map input of shape "
+                    f"(B, {self.map_channels}, {base.shape[2]}, {base.shape[3]}), got {got}"
+                )
+            h = h + self.map_in(map_input.to(features.dtype))
+        h = F.gelu(h)
         h = F.gelu(self.conv_mid(h))
         return base + self.conv_out(h)
 
@@ -330,6 +354,7 @@ class ImageTokens:
         text_len: int,
         conv_head: bool,
         refine_channels: int = 0,
+        refine_map_channels: int = 0,
     ) -> None:
         check_refine_channels(refine_channels)
         self.patch_embed = PatchEmbed(patch_size, latent_channels, embed_dim)
@@ -343,7 +368,9 @@ class ImageTokens:
             nn.Conv2d(latent_channels, latent_channels, 3, padding=1) if conv_head else nn.Identity()
         )
         self.refiner = (
-            PixelRefiner(embed_dim, patch_size, latent_channels, refine_channels) if refine_channels else None
+            PixelRefiner(embed_dim, patch_size, latent_channels, refine_channels, refine_map_channels)
+            if refine_channels
+            else None
         )
 
     @property
@@ -363,11 +390,14 @@ class ImageTokens:
         tokens = torch.cat([time_token[:, None], self.context_embed(text), self.patch_embed(image)], dim=1)
         return tokens + self.pos_embed  # B 1+L+N D
 
-    def decode_image(self, tokens: Tensor, noisy: Tensor | None = None) -> Tensor:
+    def decode_image(
+        self, tokens: Tensor, noisy: Tensor | None = None, map_input: Tensor | None = None
+    ) -> Tensor:
         """Image patch tokens ``B N D`` -> the image prediction ``B C h w``.
 
         ``noisy`` is the model's image input, read by the :class:`PixelRefiner` when the model has
-        one (``refine_channels > 0``; required then).
+        one (``refine_channels > 0``; required then); ``map_input`` the map at the image's
+        resolution, read by a refiner that reads the map (``refine_map``; required then).
         """
         proj = self.patch_embed.proj
         normed = self.norm(tokens)
@@ -376,7 +406,7 @@ class ImageTokens:
             return base
         if noisy is None:
             raise ConfigError("this model has a pixel refiner: decode_image needs the noisy image input")
-        return self.refiner(normed, base, noisy)
+        return self.refiner(normed, base, noisy, map_input)
 
 
 class UViT(ImageTokens, ModelMixin, ConfigMixin):
