@@ -11,28 +11,51 @@ from pandiff.model import load_pdm
 from pandiff.training.run import train
 
 
-def test_only_the_named_parameters_train_and_the_export_keeps_the_rest(tmp_path, tiny_features, tiny_config):
+def _base_and_head(tmp_path, tiny_features, tiny_config, *head_overrides):
+    """Train a small base model, then a refiner on it (warm start, only ``refiner.`` trainable)."""
     train(
         tiny_config(tmp_path / "base", tiny_features, "train.steps=4"),
         export=str(tmp_path / "base-out"),
         progress=False,
     )
-    base = load_pdm(tmp_path / "base-out" / "model")
     config = tiny_config(
         tmp_path / "head",
         tiny_features,
-        "train.steps=6",
         "model.overrides.refine_channels=4",
         f"model.warm_start={tmp_path / 'base-out' / 'model'}",
         "model.trainable=[refiner.]",
+        *head_overrides,
     )
     train(config, export=str(tmp_path / "head-out"), progress=False)
-    head = load_pdm(tmp_path / "head-out" / "model")
+    return load_pdm(tmp_path / "base-out" / "model"), load_pdm(tmp_path / "head-out" / "model")
+
+
+def test_only_the_named_parameters_train_and_the_export_keeps_the_rest(tmp_path, tiny_features, tiny_config):
+    base, head = _base_and_head(tmp_path, tiny_features, tiny_config, "train.steps=6")
     own = head.state_dict()
     for name, value in base.state_dict().items():
         assert torch.equal(own[name], value), name  # frozen: bit for bit the base model's
     changed = [n for n in own if n.startswith("refiner.") and n not in base.state_dict()]
     assert changed and torch.count_nonzero(own["refiner.conv_out.weight"]) > 0  # it trained
+
+
+def test_a_map_reading_refiner_trains_its_map_convolution(tmp_path, tiny_features, tiny_config):
+    """``refine_map`` through the training loop: the map reaches the refiner in the loss's forwards
+    (half the samples with the map clean), so its zero-initialised map convolution learns, while
+    everything outside the refiner stays the base model's."""
+    base, head = _base_and_head(
+        tmp_path,
+        tiny_features,
+        tiny_config,
+        "train.steps=8",
+        "model.overrides.refine_map=true",
+        "loss.p_clean_map=0.5",
+    )
+    assert head.config.refine_map is True
+    own = head.state_dict()
+    for name, value in base.state_dict().items():
+        assert torch.equal(own[name], value), name
+    assert torch.count_nonzero(own["refiner.map_in.weight"]) > 0  # started at zero: it trained
 
 
 @pytest.mark.parametrize(
