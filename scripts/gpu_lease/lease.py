@@ -1,10 +1,11 @@
 """One `device` lease, prepared for one call: a fresh 40k-scene world, its features made on the GPU,
 the training benchmark (issue #22) on a quiet GPU, then three fine-tunes of the bundled model run
-side by side (the small model leaves the GPU mostly idle): pixel refiner 32 / control / refiner 64,
+side by side (the small model leaves the GPU mostly idle): whole model at lr 3e-4 / 1e-4 / more clean maps,
 each sized by a 150-step rate probe so that all end by the deadline, packed as fp16 tarballs (the
 lease returns files of at most 16 MB). Rehearse on the CPU with LEASE_CPU=1 (tiny sizes).
 
-Prepared in session 9 and never run (no machine was lent). On the lease, after
+Prepared in session 9 and never run (no machine was lent); the variants were made whole-model
+fine-tunes of the new bundled model in session 12 (rehearsed with LEASE_CPU=1). On the lease, after
 ``python scripts/gpu_lease/make_carry.py`` here, with ``carry: [".dev"]``::
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
@@ -140,10 +141,12 @@ COMMON = [
     "--set",
     "train.keep_checkpoints=1",
 ]
+# Since session 12 the bundled folder holds a trained map-reading refiner (stage 13); what is left
+# for #17 is the transformer's maps, so every variant fine-tunes the whole model from it.
 VARIANTS = {
-    "refine32": ["--set", "model.overrides.refine_channels=32", "--set", f"model.warm_start={W}"],
-    "control": ["--set", f"model.init={W}"],
-    "refine64": ["--set", "model.overrides.refine_channels=64", "--set", f"model.warm_start={W}"],
+    "whole": ["--set", f"model.init={W}"],
+    "whole-lr1e-4": ["--set", f"model.init={W}", "--set", "train.lr=1e-4"],
+    "whole-clean-map": ["--set", f"model.init={W}", "--set", "loss.p_clean_map=0.3"],
 }
 env = dict(os.environ, OMP_NUM_THREADS="1" if CPU else "4")
 
