@@ -219,8 +219,7 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         """What a map-reading refiner reads when the model runs without a map: zeros."""
         if not self.config.refine_map:
             return None
-        k = 2 * self.config.map_bits
-        return image.new_zeros(image.shape[0], k, *image.shape[2:])
+        return image.new_zeros(image.shape[0], self.refiner.map_in.in_channels, *image.shape[2:])
 
 
 class MapStream(MapTokens, nn.Module):

@@ -218,7 +218,7 @@ class PixelRefiner(nn.Module):
         self, embed_dim: int, patch_size: int, out_channels: int, channels: int, map_channels: int = 0
     ) -> None:
         super().__init__()
-        self.patch_size, self.channels, self.map_channels = patch_size, channels, map_channels
+        self.patch_size, self.channels = patch_size, channels
         self.feature_pred = nn.Linear(embed_dim, patch_size**2 * channels)
         self.conv_in = nn.Conv2d(channels + 2 * out_channels, channels, 3, padding=1)
         self.map_in = nn.Conv2d(map_channels, channels, 3, padding=1, bias=False) if map_channels else None
@@ -242,11 +242,12 @@ class PixelRefiner(nn.Module):
         features = unpatchify(self.feature_pred(tokens), self.channels, self.patch_size)
         h = self.conv_in(torch.cat([features, base.to(features.dtype), noisy.to(features.dtype)], 1))
         if self.map_in is not None:
-            if map_input is None or tuple(map_input.shape[1:]) != (self.map_channels, *base.shape[2:]):
+            k = self.map_in.in_channels
+            if map_input is None or tuple(map_input.shape[1:]) != (k, *base.shape[2:]):
                 got = None if map_input is None else tuple(map_input.shape)
                 raise ConfigError(
                     f"this pixel refiner reads the map: it needs a map input of shape "
-                    f"(B, {self.map_channels}, {base.shape[2]}, {base.shape[3]}), got {got}"
+                    f"(B, {k}, {base.shape[2]}, {base.shape[3]}), got {got}"
                 )
             h = h + self.map_in(map_input.to(features.dtype))
         h = F.gelu(h)
