@@ -98,7 +98,7 @@ def main() -> None:
     pipe = PanopticDiffusionPipeline.from_pretrained(args.model, device=args.device)
     pipe.autocast_dtype = torch.bfloat16 if args.precision == "bf16" else None
     warm = pipe.call_settings(num_inference_steps=2)  # the folder's guidance; 2 steps to warm up
-    cleanup = warm.pop("map_cleanup")
+    cleanup = pipe.pop_cleanup(warm)
     branches = 1 + (warm["guidance_scale"] > 0) + (warm["map_guidance_scale"] > 0)
     redraw = pipe.redraws(REDRAW[args.redraw])
     # The redraw pass (map -> image) runs the conditional branch, with text guidance the text-free
@@ -112,7 +112,9 @@ def main() -> None:
             f"{args.steps} DPM-Solver++ steps, {branches} guidance branches per step"
             + (f", then {args.steps} redraw steps of {redraw_branches} branches" if redraw else ", no redraw")
             + f", {args.precision}, "
-            f"{args.device}, {workers} writer processes, map clean-up {cleanup}; forward-only: model alone at "
+            f"{args.device}, {workers} writer processes, map clean-up {cleanup.slivers}"
+            + (", one piece per instance" if cleanup.one_piece else "")
+            + "; forward-only: model alone at "
             "batch x branches samples per forward"
         ),
         "",

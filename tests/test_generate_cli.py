@@ -181,6 +181,16 @@ def test_map_cleanup_reaches_the_pipeline(tiny_pipeline_dir, tmp_path, monkeypat
     assert json.loads((tmp_path / "out" / "panoptic.json").read_text())["info"]["map_cleanup"] == size
 
 
+@pytest.mark.parametrize("extra, on", [([], False), (["--one-piece-instances"], True)])
+def test_one_piece_instances_reaches_the_pipeline(tiny_pipeline_dir, tmp_path, monkeypatch, extra, on):
+    calls = []
+    real = PanopticMap.keep_largest_pieces
+    monkeypatch.setattr(PanopticMap, "keep_largest_pieces", lambda self: calls.append(1) or real(self))
+    assert _generate(tiny_pipeline_dir, tmp_path / "out", *extra) == 0
+    assert len(calls) == (2 if on else 0)  # one per generated map
+    assert json.loads((tmp_path / "out" / "panoptic.json").read_text())["info"]["one_piece_instances"] is on
+
+
 def test_export_of_a_non_square_image_keeps_png_and_json_sizes_equal(tmp_path):
     """write_export: the panoptic PNG has the image's own height and width (it was square before),
     and upsampling a map onto the image grid keeps every label."""

@@ -155,6 +155,46 @@ def test_generated_maps_are_cleaned_given_maps_are_not(pipe, tiny_pipeline_dir, 
     assert PanopticDiffusionPipeline.from_pretrained(folder).config.map_cleanup == 0
 
 
+def test_one_piece_instances_keeps_the_largest_piece_and_the_redraw_draws_that_map(
+    pipe, tiny_pipeline_dir, tmp_path, monkeypatch
+):
+    two_blobs = _map(pipe, 0)
+    circle = pipe.table.index_of_name("circle")
+    two_blobs.category[0:3, 0:3], two_blobs.instance[0:3, 0:3] = circle, 1  # instance 1 again, far away
+    monkeypatch.setattr(MapBitCodec, "decode_map", lambda self, bits, table: PanopticMap(
+        two_blobs.category.copy(), two_blobs.instance.copy(), table))  # fmt: skip
+    drawn = []  # the maps each redraw is given
+    real_redraw = PanopticDiffusionPipeline.redraw
+    monkeypatch.setattr(PanopticDiffusionPipeline, "redraw",
+                        lambda self, text, empty, maps, *a, **k: drawn.append(maps) or real_redraw(
+                            self, text, empty, maps, *a, **k))  # fmt: skip
+    assert pipe.config.one_piece_instances is False  # the tiny folder's: off
+    kept = pipe("a circle", num_inference_steps=1, generator=_gen())
+    np.testing.assert_array_equal(kept.maps[0].category, two_blobs.absorb_slivers(3).category)
+    out = pipe(
+        "a circle", num_inference_steps=1, generator=_gen(), one_piece_instances=True, redraw_image=True
+    )
+    expected = two_blobs.absorb_slivers(3).keep_largest_pieces()
+    np.testing.assert_array_equal(out.maps[0].codes(), expected.codes())
+    assert (out.maps[0].category[0:3, 0:3] != circle).all()
+    np.testing.assert_array_equal(drawn[-1][0].codes(), expected.codes())  # the picture is drawn for it
+    given = pipe("a circle", map=two_blobs, num_inference_steps=1, generator=_gen(), one_piece_instances=True)
+    np.testing.assert_array_equal(given.maps[0].codes(), two_blobs.codes())  # returned as given
+    assert pipe.call_settings(one_piece_instances=True)["one_piece_instances"] is True
+    with pytest.raises(ConfigError, match="one_piece_instances must be True, False or None"):
+        pipe("a circle", num_inference_steps=1, one_piece_instances=1)
+    folder = tmp_path / "pipe"
+    shutil.copytree(tiny_pipeline_dir, folder)
+    spec = json.loads((folder / "pandiff_pipeline.json").read_text())
+    (folder / "pandiff_pipeline.json").write_text(json.dumps({**spec, "one_piece_instances": True}))
+    on = PanopticDiffusionPipeline.from_pretrained(folder)
+    assert on.config.one_piece_instances is True
+    np.testing.assert_array_equal(on("a circle", num_inference_steps=1).maps[0].codes(), expected.codes())
+    (folder / "pandiff_pipeline.json").write_text(json.dumps({**spec, "one_piece_instances": "yes"}))
+    with pytest.raises((ConfigError, WeightsError), match="'one_piece_instances' must be true or false"):
+        PanopticDiffusionPipeline.from_pretrained(folder)
+
+
 def test_guidance_left_as_none_is_the_model_folders(pipe, monkeypatch):
     """pipe(prompt) uses the folder's guidance (pandiff_pipeline.json), not a hard-coded 3 / 1;
     given values win."""

@@ -289,6 +289,27 @@ def test_redraw_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, straig
         assert name.read_bytes() == (paths(straight, "train")["images"] / name.name).read_bytes()
 
 
+def test_one_piece_maps_are_the_pipelines_and_the_setting_is_kept(
+    tmp_path, straight, tiny_pipe, prompts_file
+):
+    """With one_piece_instances the dataset's maps (with and without the redraw) are the pipeline's
+    one-piece maps, and --resume refuses to mix them with maps decoded without it."""
+    for redraw in (False, True):
+        out = tmp_path / f"one-piece-{redraw}"
+        synthesize(
+            options(out, prompts_file, n=4, one_piece_instances=True, redraw_image=redraw), pipe=tiny_pipe
+        )
+        assert json.loads((out / "synthesize.json").read_text())["config"]["one_piece_instances"] is True
+        pipe_out = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
+                             redraw_image=redraw, one_piece_instances=True)  # fmt: skip
+        for k, index in enumerate((2, 3)):
+            png = np.asarray(Image.open(paths(out, "train")["panoptic"] / f"{index + 1:012d}.png"))
+            rgb, _ = pipe_out.maps[k].resize(png.shape[0]).to_coco()
+            assert np.array_equal(png, rgb)
+        with pytest.raises(ConfigError, match="one_piece_instances True -> False"):
+            synthesize(options(out, prompts_file, n=4, redraw_image=redraw, resume=True), pipe=tiny_pipe)
+
+
 def test_a_folder_from_before_the_redraw_setting_resumes(tmp_path, straight, tiny_pipe, prompts_file):
     """A manifest written before redraw_image existed was made without the redraw."""
     copy = tmp_path / "old"
@@ -297,6 +318,7 @@ def test_a_folder_from_before_the_redraw_setting_resumes(tmp_path, straight, tin
     data = json.loads(manifest.read_text())
     del data["config"]["redraw_image"]
     del data["config"]["image_map_guidance_scale"]
+    del data["config"]["one_piece_instances"]
     manifest.write_text(json.dumps(data))
     assert synthesize(options(copy, prompts_file, resume=True), pipe=tiny_pipe)["written"] == 0
     with pytest.raises(ConfigError, match="redraw_image False -> True"):

@@ -28,7 +28,7 @@ from pandiff import checks
 from pandiff.data.analog_bits import MapBitCodec
 from pandiff.data.categories import CategoryTable
 from pandiff.data.palette import colorize, overlay
-from pandiff.data.panoptic_map import PanopticMap, canonicalize, center_crop_box
+from pandiff.data.panoptic_map import MapCleanup, PanopticMap, canonicalize, center_crop_box
 from pandiff.diffusion.sampler import LockstepSampler
 from pandiff.diffusion.schedule import NoiseSchedule
 from pandiff.errors import ConfigError, DataError, WeightsError
@@ -222,12 +222,16 @@ class PanopticDiffusionPipeline:
         num_inference_steps: int | None = None,
         map_cleanup: int | None = None,
         image_map_guidance_scale: float | None = None,
+        one_piece_instances: bool | None = None,
     ) -> dict[str, float | int]:
         """The settings a call with these arguments uses: each given value (checked), else the
         folder's (:attr:`config`). Callers report them; they pass their own values, None
-        included, to the call."""
+        included, to the call. :meth:`pop_cleanup` takes the map clean-up out of them, leaving
+        the sampler's."""
         c = self.config
         size = _given_or(map_cleanup, c.map_cleanup)
+        if one_piece_instances is not None and not isinstance(one_piece_instances, bool):
+            raise ConfigError(f"one_piece_instances must be True, False or None, got {one_piece_instances!r}")
         return {
             "num_inference_steps": checks.steps(
                 _given_or(num_inference_steps, c.num_inference_steps), self.schedule.num_train_timesteps
@@ -243,7 +247,13 @@ class PanopticDiffusionPipeline:
             "map_cleanup": checks.number(
                 size, "map_cleanup", 0, self.map_size, integer=True, hint=" (0 = off)"
             ),
+            "one_piece_instances": _given_or(one_piece_instances, c.one_piece_instances),
         }
+
+    @staticmethod
+    def pop_cleanup(settings: dict) -> MapCleanup:
+        """Take the map clean-up out of :meth:`call_settings`' dict (what remains is the sampler's)."""
+        return MapCleanup(settings.pop("map_cleanup"), settings.pop("one_piece_instances"))
 
     @property
     def device(self) -> torch.device:
@@ -403,6 +413,7 @@ class PanopticDiffusionPipeline:
         map_cleanup: int | None = None,
         redraw_image: bool | None = None,
         image_map_guidance_scale: float | None = None,
+        one_piece_instances: bool | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -421,6 +432,9 @@ class PanopticDiffusionPipeline:
                 ``map_cleanup`` is the sliver size for generated maps
                 (:meth:`PanopticMap.absorb_slivers`), 0 returns the thresholded bits as they are
                 (the paper's decoding). Maps of map -> image and map inpainting are returned as decoded.
+            one_piece_instances: generated maps keep each thing instance's largest piece, the
+                other pieces join their nearest segment (:meth:`PanopticMap.keep_largest_pieces`;
+                beyond the paper). None takes the folder's.
             redraw_image: prompt -> image + map only: draw the image once more for the
                 co-generated (cleaned) map, map -> image with the same prompt and generators, so
                 the picture shows what the map shows. None takes the folder's (``config.redraw_image``).
@@ -436,9 +450,10 @@ class PanopticDiffusionPipeline:
         """
         prompts = self.check_prompts(prompt, truncate, allow_empty=image is not None and map is None)
         settings = self.call_settings(
-            guidance_scale, map_guidance_scale, num_inference_steps, map_cleanup, image_map_guidance_scale
-        )
-        cleanup = settings.pop("map_cleanup")
+            guidance_scale, map_guidance_scale, num_inference_steps, map_cleanup, image_map_guidance_scale,
+            one_piece_instances,
+        )  # fmt: skip
+        cleanup = self.pop_cleanup(settings)
         checks.number(num_images, "num_images", 1, 100_000, integer=True)
         redraw = self.redraws(redraw_image)
         if mask is not None and map is None and image is None:
@@ -481,7 +496,7 @@ class PanopticDiffusionPipeline:
         )
         maps = [self.bit_codec.decode_map(bits.float(), self.table) for bits in out.map_bits]
         if maps_in is None and cleanup:
-            maps = [m.absorb_slivers(cleanup) for m in maps]
+            maps = [cleanup(m) for m in maps]
         latents = out.latents
         if redraw and maps_in is None and images_in is None:
             latents = self.redraw(text, empty, maps, settings, generator, progress=sampling_progress)

@@ -41,10 +41,13 @@ class PipelineConfig:
         schedule: keyword arguments of :class:`~pandiff.diffusion.schedule.NoiseSchedule`.
         instance_bits, image_size: map codec instance bits, pixel side of generated images.
         guidance_scale, map_guidance_scale, num_inference_steps, map_cleanup, scheduler,
-            redraw_image: what a call of the pipeline uses for an argument left as ``None``.
+            redraw_image, one_piece_instances: what a call of the pipeline uses for an argument left as ``None``.
             ``redraw_image``: after a prompt -> image + map sample, draw the image once more for
             the co-generated map (map -> image with the same prompt), so the picture follows the
             map (beyond the paper; older folders, without the key, do not redraw).
+            ``one_piece_instances``: generated maps keep each thing instance's largest piece
+            (:meth:`~pandiff.data.panoptic_map.PanopticMap.keep_largest_pieces`; beyond the paper,
+            off in older folders).
         image_map_guidance_scale: the default of the call argument of that name: how hard an image
             drawn for a whole given map (map -> image, the redraw) is pushed towards it (beyond
             the paper; 0, the default of older folders, is off).
@@ -64,6 +67,7 @@ class PipelineConfig:
     map_cleanup: int = MAP_CLEANUP
     scheduler: str = "dpmsolver++"
     redraw_image: bool = False
+    one_piece_instances: bool = False
     image_map_guidance_scale: float = 0.0
     trained_steps: int | None = None
     weights: str | None = None
@@ -96,8 +100,9 @@ class PipelineConfig:
             raise ConfigError(
                 f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
             )
-        if not isinstance(self.redraw_image, bool):
-            raise ConfigError(f"'redraw_image' must be true or false, got {self.redraw_image!r}")
+        for key in ("redraw_image", "one_piece_instances"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key!r} must be true or false, got {getattr(self, key)!r}")
         if self.trained_steps is not None:
             checks.number(self.trained_steps, "'trained_steps'", 0, integer=True)
 

@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pandiff.data.panoptic_map import PanopticMap
+from pandiff.data.panoptic_map import MapCleanup, PanopticMap
 from pandiff.errors import ConfigError, DataError
 from pandiff.io import OUTPUT_MARKER, atomic_write_text, check_output_dir
 
@@ -51,10 +51,10 @@ PRECISIONS = ("auto", "bf16", "fp32")
 _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
-    "image_map_guidance_scale",
+    "image_map_guidance_scale", "one_piece_instances",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
-_LEGACY = {"redraw_image": False, "image_map_guidance_scale": 0.0}
+_LEGACY = {"redraw_image": False, "image_map_guidance_scale": 0.0, "one_piece_instances": False}
 
 
 @dataclass
@@ -76,6 +76,7 @@ class SynthesizeOptions:
     guidance: float | None = None
     map_guidance: float | None = None
     map_cleanup: int | None = None
+    one_piece_instances: bool | None = None  # None: the model folder's
     redraw_image: bool | None = None  # None: the model folder's
     image_map_guidance: float | None = None  # the redraw's; None: the model folder's
     scheduler: str | None = None
@@ -224,7 +225,7 @@ def sample_pairs(
     prompts: list[str],
     generators: list[torch.Generator],
     settings: dict,
-    redraw_cleanup: int | None = None,
+    redraw_cleanup: MapCleanup | None = None,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -232,7 +233,7 @@ def sample_pairs(
     :class:`PairWriter` so it can run in other processes, and the maps are None.
     ``settings``: the sampler's steps and guidance scales (``pipe.call_settings``).
     ``redraw_cleanup``: not None redraws each image for its map (:meth:`pipe.redraw`); the maps
-    are then decoded and cleaned up with this sliver size here, as the pipeline does, and
+    are then decoded and cleaned up with it here, as the pipeline does, and
     returned, so the writer does not decode them again."""
     text, empty = pipe._encode_prompts(prompts)
     out = pipe.sampler().sample(
@@ -242,7 +243,7 @@ def sample_pairs(
     if redraw_cleanup is not None:
         maps = [pipe.bit_codec.decode_map(b.float(), pipe.table) for b in out.map_bits]
         if redraw_cleanup:
-            maps = [m.absorb_slivers(redraw_cleanup) for m in maps]
+            maps = [redraw_cleanup(m) for m in maps]
         latents = pipe.redraw(text, empty, maps, settings, generators)
     pixels = pipe.codec.decode(latents)
     images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
@@ -256,7 +257,7 @@ class PairWriter:
 
     table: object
     bit_codec: object
-    cleanup: int
+    cleanup: MapCleanup
     image_dir: Path
     png_dir: Path
 
@@ -265,7 +266,7 @@ class PairWriter:
         if pmap is None:
             pmap = self.bit_codec.decode_map(torch.from_numpy(bits), self.table)
             if self.cleanup:
-                pmap = pmap.absorb_slivers(self.cleanup)
+                pmap = self.cleanup(pmap)
         h, w = image.shape[:2]
         if pmap.shape != (h, w):
             pmap = pmap.resize(h)  # COCO wants the PNG at the image's size; upsampling is lossless
@@ -312,7 +313,7 @@ def _writer_pool(workers: int, writer: PairWriter):
 
 
 def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
-               settings: dict, cleanup: int, progress, redraw: bool = False) -> int:  # fmt: skip
+               settings: dict, cleanup: MapCleanup, progress, redraw: bool = False) -> int:  # fmt: skip
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
     are held at once (one being sampled, one being written), whatever ``n`` is."""
     p = paths(opts.out, opts.split)
@@ -403,9 +404,10 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         pipe.autocast_dtype = None if opts.precision == "fp32" else torch.bfloat16
     pipe.check_prompts(used, truncate=opts.captions is not None)  # captions are cut, as prepare cuts them
     settings = pipe.call_settings(
-        opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup, opts.image_map_guidance
-    )
-    cleanup = settings.pop("map_cleanup")
+        opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup, opts.image_map_guidance,
+        opts.one_piece_instances,
+    )  # fmt: skip
+    cleanup = pipe.pop_cleanup(settings)
     redraw = pipe.redraws(opts.redraw_image)
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
@@ -413,7 +415,8 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "n": opts.n, "per_prompt": opts.per_prompt, "steps": settings["num_inference_steps"], "seed": opts.seed,
         "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
-        "map_cleanup": cleanup, "redraw_image": redraw, "sampler": pipe.scheduler, "split": opts.split,
+        "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
+        "sampler": pipe.scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),

@@ -11,7 +11,7 @@ from PIL import Image
 from pandiff.data.categories import Category, CategoryTable
 from pandiff.data.coco_format import id_to_rgb, rgb_to_id
 from pandiff.data.palette import category_colors, colorize, overlay
-from pandiff.data.panoptic_map import PanopticMap, canonicalize, resize_labels
+from pandiff.data.panoptic_map import MapCleanup, PanopticMap, canonicalize, resize_labels
 from pandiff.errors import DataError
 
 # person (thing, COCO id 1), car (thing, 3), sky (stuff, 187)
@@ -288,6 +288,89 @@ def test_maps_of_solid_blocks_are_unchanged(seed, cells):
 def test_negative_sliver_size_is_an_error():
     with pytest.raises(DataError, match="sliver size"):
         PanopticMap(*_sky(), TABLE).absorb_slivers(-1)
+
+
+# -- one piece per instance ----------------------------------------------------------------------------
+def test_a_stray_piece_of_an_instance_joins_what_surrounds_it():
+    category, instance = _sky()
+    category[1:5, 1:5], instance[1:5, 1:5] = PERSON, 1  # 16 pixels
+    category[8:11, 8:11], instance[8:11, 8:11] = PERSON, 1  # the same id, 9 pixels far away
+    category[1:4, 8:11], instance[1:4, 8:11] = PERSON, 2
+    pmap = PanopticMap(category, instance, TABLE)
+    out = pmap.keep_largest_pieces()
+    assert out.thing_counts() == pmap.thing_counts() == {PERSON: 2}  # the ids the model gave
+    np.testing.assert_array_equal(out.category[8:11, 8:11], SKY)  # the stray blob is sky now
+    assert out.instance[8:11, 8:11].max() == 0
+    keep = np.ones_like(category, dtype=bool)
+    keep[8:11, 8:11] = False
+    np.testing.assert_array_equal(out.codes()[keep], pmap.codes()[keep])  # nothing else moves
+
+
+def test_a_stray_piece_inside_a_shape_takes_that_shape():
+    category, instance = _sky()
+    category[3:11, 3:11], instance[3:11, 3:11] = CAR, 1
+    category[0:2, 0:3], instance[0:2, 0:3] = PERSON, 1  # the person: 6 pixels in a corner
+    category[5:8, 5:9], instance[5:8, 5:9] = PERSON, 1  # and 12 pixels inside the car: kept
+    out = PanopticMap(category, instance, TABLE).keep_largest_pieces()
+    np.testing.assert_array_equal(out.category[5:8, 5:9], PERSON)
+    np.testing.assert_array_equal(out.category[0:2, 0:3], SKY)
+    category[0:2, 0:7], instance[0:2, 0:7] = PERSON, 1  # the corner piece grows to 14 pixels
+    out = PanopticMap(category, instance, TABLE).keep_largest_pieces()
+    np.testing.assert_array_equal(out.category[0:2, 0:7], PERSON)
+    np.testing.assert_array_equal(out.category[5:8, 5:9], CAR)  # the piece in the car is the stray
+    np.testing.assert_array_equal(out.instance[5:8, 5:9], 1)
+
+
+def test_diagonal_neighbours_and_stuff_crowd_and_void_stay_as_they_are():
+    category, instance = _sky()
+    category[2:4, 2:4], instance[2:4, 2:4] = PERSON, 1
+    category[4:6, 4:6], instance[4:6, 4:6] = PERSON, 1  # touches the first block at a corner only
+    category[8:10, 0:2], category[8:10, 8:10] = CAR, CAR  # crowd (instance 0) in two pieces
+    category[:, 11] = 0  # void splits the sky into two pieces
+    category[5, 11] = SKY
+    pmap = PanopticMap(category, instance, TABLE)
+    out = pmap.keep_largest_pieces()
+    np.testing.assert_array_equal(out.codes(), pmap.codes())
+
+
+def test_equal_pieces_keep_the_first_in_raster_order():
+    category, instance = _sky()
+    category[1:3, 6:8], instance[1:3, 6:8] = PERSON, 1
+    category[6:8, 1:3], instance[6:8, 1:3] = PERSON, 1
+    out = PanopticMap(category, instance, TABLE).keep_largest_pieces()
+    assert (out.category[1:3, 6:8] == PERSON).all() and (out.category[6:8, 1:3] == SKY).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_after_the_clean_up_every_thing_instance_is_one_piece(seed):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    category = rng.choice([PERSON, CAR, SKY], size=(16, 16), p=[0.3, 0.3, 0.4])
+    instance = np.where(category == SKY, 0, rng.integers(1, 3, size=(16, 16)))
+    pmap = PanopticMap(category, instance, TABLE)
+    out = pmap.keep_largest_pieces()
+    for cat, inst in out.segments():
+        if cat != SKY and inst > 0:
+            mask = (out.category == cat) & (out.instance == inst)
+            assert ndimage.label(mask, np.ones((3, 3)))[1] == 1
+    assert out.thing_counts() == pmap.thing_counts()  # a largest piece always stays
+
+
+def test_map_cleanup_runs_the_sliver_pass_then_the_piece_pass():
+    category, instance = _sky()
+    category[1:5, 1:5], instance[1:5, 1:5] = PERSON, 1
+    category[7:10, 7:10], instance[7:10, 7:10] = PERSON, 1  # a second solid piece
+    category[0, 8:11], instance[0, 8:11] = PERSON, 2  # a sliver instance
+    pmap = PanopticMap(category, instance, TABLE)
+    assert not MapCleanup(0, False) and MapCleanup(3) and MapCleanup(0, True)
+    assert MapCleanup(0, False)(pmap) is pmap
+    assert MapCleanup(3)(pmap).thing_counts() == {PERSON: 1}
+    assert (MapCleanup(3)(pmap).category[7:10, 7:10] == PERSON).all()  # slivers only
+    both = MapCleanup(3, True)(pmap)
+    np.testing.assert_array_equal(both.codes(), pmap.absorb_slivers(3).keep_largest_pieces().codes())
+    assert (both.category[7:10, 7:10] == SKY).all()
 
 
 # -- palette --------------------------------------------------------------------------------------------

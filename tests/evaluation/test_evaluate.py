@@ -10,7 +10,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "redraw_image", "image_map_guidance_scale", "seed", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "image_map_guidance_scale", "seed", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -117,6 +117,20 @@ def test_map_cleanup_reaches_the_pipeline_and_the_report(
     report = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map", map_cleanup=size))
     assert sizes == ([size] * 3 if size else [])  # one clean-up per generated map (n=3), none when off
     assert report["map_cleanup"] == size
+
+
+@pytest.mark.parametrize("on", [None, True])
+def test_one_piece_instances_reaches_the_pipeline_and_the_report(
+    tiny_pipeline_dir, tiny_world, tmp_path, monkeypatch, on
+):
+    calls = []
+    real = PanopticMap.keep_largest_pieces
+    monkeypatch.setattr(PanopticMap, "keep_largest_pieces", lambda self: calls.append(1) or real(self))
+    report = evaluate(
+        options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map", one_piece_instances=on)
+    )
+    assert len(calls) == (3 if on else 0)  # one per generated map (n=3); the tiny folder's default is off
+    assert report["one_piece_instances"] is bool(on)
 
 
 @pytest.mark.parametrize("redraw", [None, False, True])

@@ -132,6 +132,18 @@ def add_redraw_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_one_piece_argument(p: argparse.ArgumentParser) -> None:
+    """``--one-piece-instances`` / ``--no-one-piece-instances``: None means the folder's."""
+    p.add_argument(
+        "--one-piece-instances",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="generated maps: a thing instance in several separate pieces keeps its largest, the others "
+        "join their nearest segment, so a redrawn picture shows as many shapes as the map has instances "
+        "(default: the model's; the bundled model does)",
+    )
+
+
 def add_image_map_guidance_argument(p: argparse.ArgumentParser) -> None:
     """``--image-map-guidance``: None means the folder's."""
     from pandiff.checks import finite_float

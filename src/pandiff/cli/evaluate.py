@@ -6,7 +6,12 @@ import argparse
 
 from pandiff import checks
 from pandiff.checks import finite_float
-from pandiff.cli import add_image_map_guidance_argument, add_redraw_argument, add_scheduler_argument
+from pandiff.cli import (
+    add_image_map_guidance_argument,
+    add_one_piece_argument,
+    add_redraw_argument,
+    add_scheduler_argument,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch", type=int, default=16, help="scenes per sampling call (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_one_piece_argument(p)
     add_scheduler_argument(p)
     add_redraw_argument(p)
     add_image_map_guidance_argument(p)
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         map_guidance=args.map_guidance,
         map_cleanup=args.map_cleanup,
+        one_piece_instances=args.one_piece_instances,
         redraw_image=args.redraw_image,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,

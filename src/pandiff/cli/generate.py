@@ -10,7 +10,12 @@ from PIL import Image
 
 from pandiff import checks
 from pandiff.checks import finite_float
-from pandiff.cli import add_image_map_guidance_argument, add_redraw_argument, add_scheduler_argument
+from pandiff.cli import (
+    add_image_map_guidance_argument,
+    add_one_piece_argument,
+    add_redraw_argument,
+    add_scheduler_argument,
+)
 from pandiff.data.categories import CategoryTable
 from pandiff.data.readers import read_image, read_panoptic_png
 from pandiff.io import check_output_dir
@@ -43,6 +48,7 @@ def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/g
         "rims between segments) join their nearest neighbour; 0 keeps the thresholded bits as they are "
         "(default: the model's, 3)",
     )
+    add_one_piece_argument(p)
     add_scheduler_argument(p)
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     p.add_argument(
@@ -120,8 +126,9 @@ def _run(args, image: Image.Image | None = None) -> int:
     loaded = time.perf_counter()
     image_map_guidance = getattr(args, "image_map_guidance", None)  # segment has no such option
     settings = pipe.call_settings(
-        args.guidance, args.map_guidance, args.steps, args.map_cleanup, image_map_guidance
-    )
+        args.guidance, args.map_guidance, args.steps, args.map_cleanup, image_map_guidance,
+        args.one_piece_instances,
+    )  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed)
     out = PipelineOutput([], [], [], [])
     for first in range(0, args.n, args.batch):  # batches of --batch keep memory bounded for any --n
@@ -137,6 +144,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             resize=args.resize,
             progress=True,
             map_cleanup=args.map_cleanup,
+            one_piece_instances=args.one_piece_instances,
             redraw_image=getattr(args, "redraw_image", None),
             image_map_guidance_scale=image_map_guidance,
         )
@@ -151,6 +159,7 @@ def _run(args, image: Image.Image | None = None) -> int:
         "guidance_scale": settings["guidance_scale"],
         "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": settings["map_cleanup"],
+        "one_piece_instances": settings["one_piece_instances"],
     }
     if pmap is None and image is None:
         info["redraw_image"] = pipe.redraws(getattr(args, "redraw_image", None))

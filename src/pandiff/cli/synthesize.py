@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from pandiff.cli import add_image_map_guidance_argument, add_redraw_argument, add_scheduler_argument
+from pandiff.cli import (
+    add_image_map_guidance_argument,
+    add_one_piece_argument,
+    add_redraw_argument,
+    add_scheduler_argument,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--map-cleanup", type=int, default=None,
         help="sliver size of the generated maps' clean-up, 0 = off (default: the model's, 3)",
     )  # fmt: skip
+    add_one_piece_argument(p)
     add_scheduler_argument(p)
     add_redraw_argument(p)
     add_image_map_guidance_argument(p)
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, n=args.n, prompts=args.prompts, captions=args.captions, per_prompt=args.per_prompt,
         batch=args.batch, steps=args.steps, seed=args.seed, model=args.model, device=args.device,
         precision=args.precision, resume=args.resume, guidance=args.guidance, map_guidance=args.map_guidance,
-        map_cleanup=args.map_cleanup, redraw_image=args.redraw_image, image_map_guidance=args.image_map_guidance,
+        map_cleanup=args.map_cleanup, one_piece_instances=args.one_piece_instances, redraw_image=args.redraw_image, image_map_guidance=args.image_map_guidance,
         scheduler=args.scheduler, split=args.split, shard_size=args.shard_size,
         workers=default_workers(args.device) if args.workers is None else args.workers,
         progress=not args.no_progress,

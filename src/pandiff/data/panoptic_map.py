@@ -179,6 +179,53 @@ class PanopticMap:
             fill_from_nearest(seg, sliver, ~sliver & (self.category > 0)), self.table
         )
 
+    def keep_largest_pieces(self) -> PanopticMap:
+        """Decoding clean-up of a generated map: a thing instance made of several separate pieces
+        (8-connectivity) keeps its largest piece; every pixel of its other pieces takes the segment
+        of the nearest non-void pixel outside those pieces. Stuff, crowd (instance 0) and void are
+        left as they are.
+
+        Why: the instance bits let a generated map give one instance id to two blobs far apart
+        (three circle ids, four circles drawn). Counted by ids, that map holds what the prompt asks
+        for; a picture drawn for it shows one shape more. An instance is one piece almost always
+        in a real map (built-in world val: 32 of 4396 instances, the rest hidden by occlusion), so
+        the model's ids, not its stray blobs, are kept. Cost on real annotations: no counted
+        instance changes and 0.011% of the pixels of 2000 built-in-world val maps move.
+        """
+        from scipy import ndimage
+
+        seg = self.codes()
+        lut = np.array(self.table.isthing_lut())
+        stray = np.zeros(seg.shape, dtype=bool)
+        eight = np.ones((3, 3), dtype=bool)
+        for cat, inst in self.segments():
+            if not (lut[cat] and inst > 0):
+                continue  # stuff and crowd (instance 0) may lie in many pieces
+            mask = (self.category == cat) & (self.instance == inst)
+            pieces, n = ndimage.label(mask, eight)
+            if n > 1:
+                sizes = np.bincount(pieces.ravel(), minlength=n + 1)
+                sizes[0] = -1
+                stray |= mask & (pieces != int(np.argmax(sizes)))  # ties: the first in raster order
+        return PanopticMap.from_codes(fill_from_nearest(seg, stray, ~stray & (self.category > 0)), self.table)
+
+
+@dataclass(frozen=True)
+class MapCleanup:
+    """How a generated map is cleaned up after decoding: :meth:`PanopticMap.absorb_slivers` with
+    ``slivers`` (0 = off), then :meth:`PanopticMap.keep_largest_pieces` when ``one_piece``."""
+
+    slivers: int = 0
+    one_piece: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.slivers) or self.one_piece
+
+    def __call__(self, pmap: PanopticMap) -> PanopticMap:
+        if self.slivers:
+            pmap = pmap.absorb_slivers(self.slivers)
+        return pmap.keep_largest_pieces() if self.one_piece else pmap
+
 
 def fill_from_nearest(labels: np.ndarray, holes: np.ndarray, sources: np.ndarray) -> np.ndarray:
     """``labels`` with every ``holes`` pixel set to the label of its nearest ``sources`` pixel

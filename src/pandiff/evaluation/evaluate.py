@@ -50,6 +50,7 @@ class EvaluationOptions:
     guidance: float | None = None
     map_guidance: float | None = None
     map_cleanup: int | None = None
+    one_piece_instances: bool | None = None  # None: the model's
     redraw_image: bool | None = None  # cogen: redraw each image for its map (None: the model's)
     image_map_guidance: float | None = None  # map2image and the redraw (None: the model's)
     batch: int = 16
@@ -122,6 +123,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "generator": gen,
                 "truncate": True,
                 "map_cleanup": opts.map_cleanup,
+                "one_piece_instances": opts.one_piece_instances,
                 "redraw_image": opts.redraw_image,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
@@ -341,6 +343,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             out=f"{tmp}/generated", n=len(train), captions=f"{tmp}/prompts.json", batch=opts.batch,
             steps=opts.steps, seed=opts.seed, model=opts.model, device=opts.device, guidance=opts.guidance,
             map_guidance=opts.map_guidance, map_cleanup=opts.map_cleanup, scheduler=opts.scheduler,
+            one_piece_instances=opts.one_piece_instances,
             redraw_image=opts.redraw_image, image_map_guidance=opts.image_map_guidance,
             progress=opts.progress,
         )  # fmt: skip
@@ -380,8 +383,9 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
             opts.model, device=opts.device, scheduler=opts.scheduler
         )
     settings = pipe.call_settings(
-        opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup, opts.image_map_guidance
-    )
+        opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup, opts.image_map_guidance,
+        opts.one_piece_instances,
+    )  # fmt: skip
     redraw = pipe.redraws(opts.redraw_image) if opts.mode in ("cogen", "downstream") else None
     world = is_world(opts.data)
     if opts.model is None:
@@ -401,6 +405,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "guidance_scale": settings["guidance_scale"],
         "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": settings["map_cleanup"],
+        "one_piece_instances": settings["one_piece_instances"],
         "redraw_image": redraw,
         # where an image is drawn for a given map: map -> image, the redraw
         "image_map_guidance_scale": settings["image_map_guidance_scale"]

@@ -23,6 +23,7 @@ _SUMMARY = (
     "guidance_scale",
     "map_guidance_scale",
     "map_cleanup",
+    "one_piece_instances",
     "redraw_image",
     "image_map_guidance_scale",
     "seed",
