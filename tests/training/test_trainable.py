@@ -58,6 +58,26 @@ def test_a_map_reading_refiner_trains_its_map_convolution(tmp_path, tiny_feature
     assert torch.count_nonzero(own["refiner.map_in.weight"]) > 0  # started at zero: it trained
 
 
+def test_a_map_refiner_trains_alone_and_the_map_changes(tmp_path, tiny_features, tiny_config):
+    """``map_refine_channels`` with only ``map_refiner.`` trainable: its zero-initialised output
+    convolution learns from the map loss; every base weight stays bit for bit, and the image
+    refiner, frozen too, keeps adding nothing."""
+    base, head = _base_and_head(
+        tmp_path,
+        tiny_features,
+        tiny_config,
+        "train.steps=6",
+        "model.overrides.map_refine_channels=4",
+        "model.trainable=[map_refiner.]",
+    )
+    assert head.config.map_refine_channels == 4
+    own = head.state_dict()
+    for name, value in base.state_dict().items():
+        assert torch.equal(own[name], value), name
+    assert torch.count_nonzero(own["map_refiner.conv_out.weight"]) > 0  # started at zero: it trained
+    assert torch.count_nonzero(own["refiner.conv_out.weight"]) == 0  # frozen at its zero start
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [("[nothing.]", "name no parameter"), ("[]", "non-empty list"), ("[3]", "non-empty list")],

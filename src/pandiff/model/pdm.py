@@ -30,11 +30,13 @@ from pandiff.model.uvit import (
     ImageTokens,
     PatchEmbed,
     PDMOutput,
+    PixelRefiner,
     UViT,
     batch_timesteps,
     build_blocks,
     check_backbone_config,
     check_image_and_text,
+    check_refine_channels,
     initialize_weights,
     run_blocks,
     timestep_embedding,
@@ -56,13 +58,24 @@ class MapTokens:
     """Mixin holding the map's embedding and head; the host provides ``norm`` before the head."""
 
     def _build_map_modules(
-        self, map_bits: int, map_patch: int, num_tokens: int, embed_dim: int, conv_head: bool
+        self,
+        map_bits: int,
+        map_patch: int,
+        num_tokens: int,
+        embed_dim: int,
+        conv_head: bool,
+        refine_channels: int = 0,
     ) -> None:
         self.map_time_embed = nn.Linear(embed_dim, embed_dim)
         self.map_patch_embed = PatchEmbed(map_patch, map_bits, embed_dim)
         self.map_pos_embed = nn.Parameter(torch.zeros(1, 1 + num_tokens, embed_dim))
         self.map_decoder_pred = nn.Linear(embed_dim, map_patch**2 * map_bits)
         self.map_final_layer = nn.Conv2d(map_bits, map_bits, 3, padding=1) if conv_head else nn.Identity()
+        # The image head's refiner, on the map's pre-tanh bits: a patch head spells each map pixel
+        # from its own token alone, so outlines come out in 8-pixel steps and touching segments blur.
+        self.map_refiner = (
+            PixelRefiner(embed_dim, map_patch, map_bits, refine_channels) if refine_channels else None
+        )
 
     def embed_map(self, map_bits: Tensor, timestep: Tensor | float) -> Tensor:
         """``[map time, map patches]`` tokens with position embedding: ``B (1+N) D``."""
@@ -71,11 +84,20 @@ class MapTokens:
         tokens = torch.cat([self.map_time_embed(emb)[:, None], self.map_patch_embed(map_bits)], dim=1)
         return tokens + self.map_pos_embed  # B 1+N D
 
-    def decode_map(self, tokens: Tensor) -> Tensor:
-        """Map patch tokens ``B N D`` -> clean analog bits ``B K H W`` in [-1, 1]."""
+    def decode_map(self, tokens: Tensor, noisy: Tensor | None = None) -> Tensor:
+        """Map patch tokens ``B N D`` -> clean analog bits ``B K H W`` in [-1, 1].
+
+        ``noisy``: the model's map input, read by the map's pixel refiner (``map_refine_channels >
+        0``; required then)."""
         proj = self.map_patch_embed.proj
-        x = self.map_decoder_pred(self.norm(tokens))  # B N (f p)^2 K
-        return torch.tanh(self.map_final_layer(unpatchify(x, proj.in_channels, proj.kernel_size[0])))
+        normed = self.norm(tokens)
+        x = self.map_decoder_pred(normed)  # B N (f p)^2 K
+        logits = self.map_final_layer(unpatchify(x, proj.in_channels, proj.kernel_size[0]))
+        if self.map_refiner is not None:
+            if noisy is None:
+                raise ConfigError("this model has a map refiner: decode_map needs the noisy map input")
+            logits = self.map_refiner(normed, logits, noisy)
+        return torch.tanh(logits)
 
 
 def check_map_input(config: Any, image: Tensor, map_bits: Tensor) -> None:
@@ -121,6 +143,10 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         refine_map: the pixel refiner also reads the map, pooled to the image's resolution: the map
             input and the map head's prediction (2K channels; the prediction detached, so the image
             loss does not train the map head through it). Needs ``refine_channels > 0``.
+        map_refine_channels: a :class:`~pandiff.model.uvit.PixelRefiner` of this width after the
+            map head too (on the bits before the tanh; it reads the map tokens, the head's bits and
+            the noisy map input); 0 = none. Its last convolution starts at zero, so a warm start
+            predicts exactly what the model without it did.
     """
 
     @register_to_config
@@ -141,6 +167,7 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         conv_head: bool = True,
         refine_channels: int = 0,
         refine_map: bool = False,
+        map_refine_channels: int = 0,
     ) -> None:
         super().__init__()
         check_backbone_config(
@@ -149,6 +176,7 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         check_map_config(map_bits, patch_factor)
         if not isinstance(refine_map, bool):
             raise ConfigError(f"refine_map must be true or false, got {refine_map!r}")
+        check_refine_channels(map_refine_channels, "map_refine_channels")
         if refine_map and not refine_channels:
             raise ConfigError("refine_map needs a pixel refiner to read the map: set refine_channels > 0 too")
         self._build_image_modules(
@@ -163,7 +191,12 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
             2 * map_bits if refine_map else 0,
         )
         self._build_map_modules(
-            map_bits, patch_factor * patch_size, self.num_image_tokens, embed_dim, conv_head
+            map_bits,
+            patch_factor * patch_size,
+            self.num_image_tokens,
+            embed_dim,
+            conv_head,
+            map_refine_channels,
         )
         self.in_blocks, self.mid_block, self.out_blocks = build_blocks(
             depth, embed_dim, num_heads, mlp_ratio, qkv_bias
@@ -203,7 +236,7 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         n_img = x.shape[1]
         m = self.embed_map(map_bits, timestep_image if timestep_map is None else timestep_map)  # B 1+N D
         x = run_blocks(torch.cat([x, m], dim=1), self.in_blocks, self.mid_block, self.out_blocks)
-        map_pred = self.decode_map(x[:, n_img + 1 :])
+        map_pred = self.decode_map(x[:, n_img + 1 :], map_bits)
         refiner_map = self._refiner_map(map_bits, map_pred) if self.config.refine_map else None
         return PDMOutput(
             image=self.decode_image(x[:, self.num_prefix_tokens : n_img], image, refiner_map), map=map_pred

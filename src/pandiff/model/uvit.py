@@ -281,11 +281,11 @@ def initialize_weights(module: nn.Module) -> None:
             m.zero_output()
 
 
-def check_refine_channels(refine_channels: int) -> None:
-    """Raise ConfigError unless ``refine_channels`` is a non-negative integer."""
+def check_refine_channels(refine_channels: int, name: str = "refine_channels") -> None:
+    """Raise ConfigError unless ``refine_channels`` (config field ``name``) is a non-negative integer."""
     if not isinstance(refine_channels, int) or isinstance(refine_channels, bool) or refine_channels < 0:
         raise ConfigError(
-            f"refine_channels must be 0 (no pixel refiner) or a positive integer, got {refine_channels!r}"
+            f"{name} must be 0 (no pixel refiner) or a positive integer, got {refine_channels!r}"
         )
 
 
