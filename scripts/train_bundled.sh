@@ -2,8 +2,8 @@
 # Replays the training chain of the bundled model (src/pandiff/weights/world-s/TRAINING.md says
 # why each stage exists). Stages 1-5 took about 3.5 hours on 2 idle CPU cores; stages 6-10 (batch
 # 512-2048) took 14 minutes on one H100 and 18 minutes on one H200 and would take days on a CPU: run
-# them where a GPU is (DEVICE=cuda also puts the feature preparation there); stages 11-13 took about
-# 2 hours on 2 CPU cores. Every stage resumes
+# them where a GPU is (DEVICE=cuda also puts the feature preparation there); stages 11-14 took about
+# 2.7 hours on 2 CPU cores. Every stage resumes
 # with the same command after an interruption (add --resume to the interrupted `pandiff train`).
 #
 #   bash scripts/train_bundled.sh            # data in ./data, runs in ./runs, result in runs/bundled
@@ -100,5 +100,16 @@ train bundled-12 "${MAPREF[@]}" --set run.seed=2 --set model.overrides.refine_ch
 # 13 (CPU, ~47 min): a fresh 64-channel map-reading refiner; decoder_pred and final_layer from 12
 train bundled-13 "${MAPREF[@]}" --set run.seed=3 --set model.overrides.refine_channels=64 \
     --set "model.warm_start=$RUNS/bundled-12/final/model"
-rm -rf "$RUNS/bundled" && cp -r "$RUNS/bundled-13/final" "$RUNS/bundled"
+# 14 (CPU, ~41 min): a 32-channel pixel refiner after the map head too (map_refine_channels; zero
+# output at the start, so stage 13's predictions exactly), trained with the map head's own two
+# layers and everything else frozen, on the map loss alone (no clean-map samples).
+train bundled-14 --set sample.every=0 --set train.batch_size=32 --set train.lr=1e-3 \
+    --set train.lr_schedule=linear --set train.warmup_steps=100 --set train.steps=5000 \
+    --set train.ema_decay=0.995 --set train.checkpoint_every=250 --set sample.guidance_scale=2 \
+    --set sample.map_guidance_scale=0 --set sample.redraw_image=true --set run.seed=4 \
+    --set loss.p_clean_map=0.0 --set loss.p_clean_image=0.1 --set model.overrides.refine_channels=64 \
+    --set model.overrides.refine_map=true --set model.overrides.map_refine_channels=32 \
+    --set "model.warm_start=$RUNS/bundled-13/final/model" \
+    --set "model.trainable=[map_refiner., map_decoder_pred., map_final_layer.]"
+rm -rf "$RUNS/bundled" && cp -r "$RUNS/bundled-14/final" "$RUNS/bundled"
 echo "bundled model: $RUNS/bundled (compare with src/pandiff/weights/world-s)"

@@ -216,12 +216,16 @@ def test_the_bundled_folder_loads_as_before():
     from pandiff.pipeline_config import DEFAULT_MODEL_DIR
 
     config = PipelineConfig.from_pretrained(DEFAULT_MODEL_DIR)
-    assert (config.guidance_scale, config.map_guidance_scale, config.map_cleanup) == (2.0, 1.0, 3)
+    # map guidance 0 since session 13 (the image-judged map guidance sweep)
+    assert (config.guidance_scale, config.map_guidance_scale, config.map_cleanup) == (2.0, 0.0, 3)
     assert (config.num_inference_steps, config.scheduler, config.codec) == (20, "dpmsolver++", "identity")
     assert config.redraw_image is True  # set since session 10; a folder without the key does not redraw
+    assert config.one_piece_instances is True  # set since session 13; off without the key
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
     del data["redraw_image"]
+    del data["one_piece_instances"]
     assert PipelineConfig.from_dict(data).redraw_image is False
+    assert PipelineConfig.from_dict(data).one_piece_instances is False
     data.pop("image_map_guidance_scale", None)  # a folder without the key: off
     assert PipelineConfig.from_dict(data).image_map_guidance_scale == 0.0
 
