@@ -106,7 +106,8 @@ train bundled-13 "${MAPREF[@]}" --set run.seed=3 --set model.overrides.refine_ch
 train bundled-14 --set sample.every=0 --set train.batch_size=32 --set train.lr=1e-3 \
     --set train.lr_schedule=linear --set train.warmup_steps=100 --set train.steps=5000 \
     --set train.ema_decay=0.995 --set train.checkpoint_every=250 --set sample.guidance_scale=2 \
-    --set sample.map_guidance_scale=0 --set sample.redraw_image=true --set run.seed=4 \
+    --set sample.map_guidance_scale=0 --set sample.redraw_image=true \
+    --set sample.one_piece_instances=true --set run.seed=4 \
     --set loss.p_clean_map=0.0 --set loss.p_clean_image=0.1 --set model.overrides.refine_channels=64 \
     --set model.overrides.refine_map=true --set model.overrides.map_refine_channels=32 \
     --set "model.warm_start=$RUNS/bundled-13/final/model" \

@@ -69,6 +69,7 @@ def test_set_overrides_are_parsed_as_yaml():
         (["train"], "expects section.key=value"),
         (["train.lr.x=1"], "'lr' is a value, not a section"),
         (["sample.redraw_image=3"], "sample.redraw_image must be bool"),
+        (["sample.one_piece_instances=3"], "sample.one_piece_instances must be bool"),
     ],
 )
 def test_bad_values_are_refused_with_the_key(overrides, message):

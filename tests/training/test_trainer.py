@@ -139,9 +139,21 @@ def test_train_command_trains_resumes_and_exports(tmp_path, tiny_features, tiny_
     assert main(base) == 2  # the run folder holds checkpoints: refused without --resume
     assert "pass --resume" in capsys.readouterr().err
     assert json.loads((tmp_path / "pipe" / "pandiff_pipeline.json").read_text())["redraw_image"] is False
-    assert main([*base, "--resume", "--set", "train.steps=6", "--set", "sample.redraw_image=true"]) == 0
+    assert (
+        json.loads((tmp_path / "pipe" / "pandiff_pipeline.json").read_text())["one_piece_instances"] is False
+    )
+    more = [
+        "--set",
+        "train.steps=6",
+        "--set",
+        "sample.redraw_image=true",
+        "--set",
+        "sample.one_piece_instances=true",
+    ]
+    assert main([*base, "--resume", *more]) == 0
     exported = json.loads((tmp_path / "run" / "final" / "pandiff_pipeline.json").read_text())
     assert exported["trained_steps"] == 6 and exported["redraw_image"] is True  # the folder's default
+    assert exported["one_piece_instances"] is True
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == [
         "checkpoint-00000004",
         "checkpoint-00000006",

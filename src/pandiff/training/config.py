@@ -28,7 +28,7 @@ Schema (every key optional in YAML; the defaults below are the paper's where it 
               check stays on the device, the fused AdamW skips that update and the run stops at the
               next log step or save; "auto": "step" on a CPU, where a sync costs nothing, else "log")
     sample:   every, num, steps, guidance_scale, map_guidance_scale, scheduler, redraw_image,
-              image_map_guidance_scale (export defaults)
+              one_piece_instances, image_map_guidance_scale (export defaults)
 
 Values given with ``--set`` are parsed by ``yaml.safe_load`` (``--set train.lr=1e-4`` gives a
 float, ``--set data.features=null`` gives None) and type-checked like the YAML file.
@@ -118,6 +118,7 @@ class SampleConfig:
     # Written to the exported folder's pandiff_pipeline.json (the pipeline's default); the
     # training-time sample grids show the co-generated images as they come.
     redraw_image: bool = False
+    one_piece_instances: bool = False
     image_map_guidance_scale: float = 0.0
 
 
@@ -310,6 +311,7 @@ def _validate(c: Config) -> None:
     checks.guidance(c.sample.map_guidance_scale, "sample.map_guidance_scale")
     checks.steps(c.sample.steps, c.schedule.num_train_timesteps, "sample.steps")
     need(isinstance(c.sample.redraw_image, bool), "sample.redraw_image must be true or false")
+    need(isinstance(c.sample.one_piece_instances, bool), "sample.one_piece_instances must be true or false")
     checks.guidance(c.sample.image_map_guidance_scale, "sample.image_map_guidance_scale")
     need(c.sample.every >= 0 and c.sample.num >= 1, "sample.every must be >= 0 (0: off) and sample.num >= 1")
     need(c.model.variant in VARIANTS, f"model.variant must be one of {', '.join(VARIANTS)}")

@@ -49,6 +49,7 @@ def export_pipeline(
         guidance_scale=sample.guidance_scale,
         map_guidance_scale=sample.map_guidance_scale,
         redraw_image=sample.redraw_image,
+        one_piece_instances=sample.one_piece_instances,
         image_map_guidance_scale=sample.image_map_guidance_scale,
         trained_steps=step,
         weights="ema",
