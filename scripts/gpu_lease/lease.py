@@ -5,7 +5,8 @@ each sized by a 150-step rate probe so that all end by the deadline, packed as f
 lease returns files of at most 16 MB). Rehearse on the CPU with LEASE_CPU=1 (tiny sizes).
 
 Prepared in session 9 and never run (no machine was lent); the variants were made whole-model
-fine-tunes of the new bundled model in session 12 (rehearsed with LEASE_CPU=1). On the lease, after
+fine-tunes of the new bundled model in session 12 (rehearsed with LEASE_CPU=1; again in session 13
+with stage 14, map refiner included: 12 MB tarballs). On the lease, after
 ``python scripts/gpu_lease/make_carry.py`` here, with ``carry: [".dev"]``::
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
