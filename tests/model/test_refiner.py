@@ -34,17 +34,23 @@ def inputs(batch: int = 2, seed: int = 0):
     }
 
 
+def assert_warm_start_is_exact(tmp_path, base, model, prefix: str):
+    """Warm-start ``model`` from ``base`` (saved to ``tmp_path``): only parameters named ``prefix...``
+    stay fresh, and both predict the same image and map bit for bit. Returns both outputs."""
+    base.save_pretrained(tmp_path / "base")
+    fresh = warm_start(model, tmp_path / "base")
+    assert fresh and all(name.startswith(prefix) for name in fresh)
+    with torch.no_grad():
+        a, b = base(**inputs()), model(**inputs())
+    torch.testing.assert_close(b.image, a.image, rtol=0, atol=0)
+    torch.testing.assert_close(b.map, a.map, rtol=0, atol=0)
+    return a, b
+
+
 def test_warm_start_keeps_the_predictions_exactly(tmp_path):
     torch.manual_seed(0)
     plain = PDMUnified(**TINY)
-    plain.save_pretrained(tmp_path / "plain")
-    refined = PDMUnified(**TINY, refine_channels=8)
-    fresh = warm_start(refined, tmp_path / "plain")
-    assert fresh and all(name.startswith("refiner.") for name in fresh)
-    with torch.no_grad():
-        a, b = plain(**inputs()), refined(**inputs())
-    torch.testing.assert_close(b.image, a.image, rtol=0, atol=0)
-    torch.testing.assert_close(b.map, a.map, rtol=0, atol=0)
+    assert_warm_start_is_exact(tmp_path, plain, PDMUnified(**TINY, refine_channels=8), "refiner.")
     # the patch head alone (refine_channels=0) has no refiner weights at all
     assert not any(k.startswith("refiner") for k in plain.state_dict())
 
@@ -239,14 +245,8 @@ def test_map_refiner_warm_starts_exactly_and_round_trips(tmp_path):
     torch.manual_seed(0)
     base = PDMUnified(**TINY, refine_channels=8, refine_map=True)
     torch.nn.init.normal_(base.refiner.conv_out.weight, std=0.1)  # a trained image refiner
-    base.save_pretrained(tmp_path / "base")
     model = PDMUnified(**TINY, refine_channels=8, refine_map=True, map_refine_channels=8)
-    fresh = warm_start(model, tmp_path / "base")
-    assert fresh and all(name.startswith("map_refiner.") for name in fresh)
-    with torch.no_grad():
-        a, b = base(**inputs()), model(**inputs())
-    torch.testing.assert_close(b.map, a.map, rtol=0, atol=0)
-    torch.testing.assert_close(b.image, a.image, rtol=0, atol=0)
+    a, _ = assert_warm_start_is_exact(tmp_path, base, model, "map_refiner.")
     torch.nn.init.normal_(model.map_refiner.conv_out.weight, std=0.1)  # as after some training
     model.save_pretrained(tmp_path / "refined")
     back = load_pdm(tmp_path / "refined")

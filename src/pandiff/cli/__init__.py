@@ -121,24 +121,27 @@ def add_scheduler_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_folder_switch(p: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """``--FLAG`` / ``--no-FLAG`` for a model folder's on/off setting: None (neither) means the folder's."""
+    p.add_argument(flag, default=None, action=argparse.BooleanOptionalAction, help=help)
+
+
 def add_redraw_argument(p: argparse.ArgumentParser) -> None:
-    """``--redraw-image`` / ``--no-redraw-image`` for prompt -> image + map: None means the folder's."""
-    p.add_argument(
+    """``--redraw-image`` / ``--no-redraw-image`` for prompt -> image + map."""
+    _add_folder_switch(
+        p,
         "--redraw-image",
-        default=None,
-        action=argparse.BooleanOptionalAction,
-        help="prompt -> image + map: draw each image once more for its co-generated map, so the picture "
+        "prompt -> image + map: draw each image once more for its co-generated map, so the picture "
         "follows the map (default: the model's; the bundled model does)",
     )
 
 
 def add_one_piece_argument(p: argparse.ArgumentParser) -> None:
-    """``--one-piece-instances`` / ``--no-one-piece-instances``: None means the folder's."""
-    p.add_argument(
+    """``--one-piece-instances`` / ``--no-one-piece-instances``."""
+    _add_folder_switch(
+        p,
         "--one-piece-instances",
-        default=None,
-        action=argparse.BooleanOptionalAction,
-        help="generated maps: a thing instance in several separate pieces keeps its largest, the others "
+        "generated maps: a thing instance in several separate pieces keeps its largest, the others "
         "join their nearest segment, so a redrawn picture shows as many shapes as the map has instances "
         "(default: the model's; the bundled model does)",
     )

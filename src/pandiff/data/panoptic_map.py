@@ -175,9 +175,7 @@ class PanopticMap:
                 pieces, _ = ndimage.label(mask)
                 solid = np.unique(pieces[ndimage.binary_erosion(mask, block, border_value=1)])
                 sliver |= mask & ~np.isin(pieces, solid)
-        return PanopticMap.from_codes(
-            fill_from_nearest(seg, sliver, ~sliver & (self.category > 0)), self.table
-        )
+        return self._refilled(seg, sliver)
 
     def keep_largest_pieces(self) -> PanopticMap:
         """Decoding clean-up of a generated map: a thing instance made of several separate pieces
@@ -207,7 +205,12 @@ class PanopticMap:
                 sizes = np.bincount(pieces.ravel(), minlength=n + 1)
                 sizes[0] = -1
                 stray |= mask & (pieces != int(np.argmax(sizes)))  # ties: the first in raster order
-        return PanopticMap.from_codes(fill_from_nearest(seg, stray, ~stray & (self.category > 0)), self.table)
+        return self._refilled(seg, stray)
+
+    def _refilled(self, seg: np.ndarray, holes: np.ndarray) -> PanopticMap:
+        """The map of codes ``seg`` with every ``holes`` pixel given the segment of its nearest
+        pixel that is neither a hole nor void (void never spreads)."""
+        return PanopticMap.from_codes(fill_from_nearest(seg, holes, ~holes & (self.category > 0)), self.table)
 
 
 @dataclass(frozen=True)
