@@ -24,6 +24,9 @@ TINY = {
 }
 
 
+IMAGE_ONLY = {k: v for k, v in TINY.items() if k not in ("map_bits", "patch_factor")}  # UViT's fields
+
+
 def inputs(batch: int = 2, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return {
@@ -304,3 +307,98 @@ def test_map_refiner_learns_straight_edges_the_patch_head_misses():
                 model(**{**x, "map_bits": noisy}, timestep_map=200).map, held_bits
             ).item()
     assert losses[8] < 0.5 * losses[0], losses
+
+
+# -- a wider map refiner (map_refine_dilations) ------------------------------------------------------
+def test_dilated_map_refiner_warm_starts_exactly_from_a_trained_refiner(tmp_path):
+    """Residual dilated convolutions added to a trained map refiner: only they start fresh, the
+    model predicts exactly what it did, and the config round-trips."""
+    torch.manual_seed(0)
+    base = PDMUnified(**TINY, map_refine_channels=8)
+    torch.nn.init.normal_(base.map_refiner.conv_out.weight, std=0.1)  # a trained map refiner
+    model = PDMUnified(**TINY, map_refine_channels=8, map_refine_dilations=[2, 4])
+    assert [c.dilation for c in model.map_refiner.conv_wide] == [(2, 2), (4, 4)]
+    a, _ = assert_warm_start_is_exact(tmp_path, base, model, "map_refiner.conv_wide.")
+    for conv in model.map_refiner.conv_wide:  # as after some training
+        torch.nn.init.normal_(conv.weight, std=0.1)
+    model.save_pretrained(tmp_path / "wide")
+    back = load_pdm(tmp_path / "wide")
+    assert list(back.config.map_refine_dilations) == [2, 4]
+    with torch.no_grad():
+        out, again = model(**inputs()), back(**inputs())
+    assert not torch.equal(out.map, a.map)
+    torch.testing.assert_close(again.map, out.map, rtol=0, atol=0)
+
+
+def test_dilated_map_refiner_reaches_further_and_is_checked():
+    """One noisy map pixel at (8, 8): three 3x3 convolutions reach 3 pixels, a residual one at
+    dilation 2 two more (11x11); zero-initialised it adds nothing. Bad dilations are refused."""
+    tokens, noisy = torch.randn(1, 16, 32), torch.randn(1, 3, 16, 16)
+    moved_noisy = noisy.clone()
+    moved_noisy[:, :, 8, 8] += 1.0
+
+    def reach(model):
+        with torch.no_grad():
+            moved = (model.decode_map(tokens, moved_noisy) - model.decode_map(tokens, noisy)).abs()
+        rows, cols = torch.nonzero(moved.amax(dim=(0, 1)) > 0, as_tuple=True)
+        return rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()
+
+    torch.manual_seed(0)
+    model = PDMUnified(**TINY, map_refine_channels=8, map_refine_dilations=[2])
+    torch.nn.init.normal_(model.map_refiner.conv_out.weight, std=0.1)
+    assert reach(model) == (5, 11, 5, 11)  # the wide convolution starts at zero
+    torch.nn.init.normal_(model.map_refiner.conv_wide[0].weight, std=0.1)
+    assert reach(model) == (3, 13, 3, 13)
+    with pytest.raises(ConfigError, match="map_refine_channels > 0"):
+        PDMUnified(**TINY, map_refine_dilations=[2])
+    for bad in ([0], [1.5], [True], "2", 2):
+        with pytest.raises(ConfigError, match="map_refine_dilations"):
+            PDMUnified(**TINY, map_refine_channels=8, map_refine_dilations=bad)
+
+
+@pytest.mark.parametrize("cls", [PDMUnified, PDMTwoStream, UViT])
+def test_dilated_image_refiner_warm_starts_exactly_and_round_trips(tmp_path, cls):
+    """``refine_dilations`` on the image refiner of every model: a warm start from the refiner
+    without them is exact (only the dilated convolutions start fresh) and the config round-trips."""
+    fields = TINY if cls is not UViT else IMAGE_ONLY
+    prefix = "image_stream.refiner." if cls is PDMTwoStream else "refiner."
+    torch.manual_seed(0)
+    base = cls(**fields, refine_channels=4)
+    torch.nn.init.normal_(base.get_submodule(prefix + "conv_out").weight, std=0.1)  # a trained refiner
+    model = cls(**fields, refine_channels=4, refine_dilations=[2])
+    base.save_pretrained(tmp_path / "base")
+    fresh = warm_start(model, tmp_path / "base")
+    assert sorted(fresh) == [prefix + "conv_wide.0.bias", prefix + "conv_wide.0.weight"]
+    x = inputs() if cls is not UViT else {k: v for k, v in inputs().items() if k != "map_bits"}
+    with torch.no_grad():
+        torch.testing.assert_close(model(**x).image, base(**x).image, rtol=0, atol=0)
+    torch.nn.init.normal_(model.get_submodule(prefix + "conv_wide.0").weight, std=0.1)
+    model.save_pretrained(tmp_path / "wide")
+    back = (load_pdm if cls is not UViT else UViT.from_pretrained)(tmp_path / "wide")
+    assert list(back.config.refine_dilations) == [2]
+    with torch.no_grad():
+        out = model(**x).image
+        assert not torch.equal(out, base(**x).image)
+        torch.testing.assert_close(back(**x).image, out, rtol=0, atol=0)
+
+
+def test_dilated_image_refiner_reaches_further_and_is_checked():
+    """One noisy pixel at (8, 8) through the image refiner with one trained residual convolution
+    (dilation 1): the reach grows from 3 pixels to 4 (a 9x9 patch), nothing farther moves; widths
+    without a refiner and bad dilations are refused."""
+    torch.manual_seed(0)
+    model = PDMUnified(**TINY, refine_channels=8, refine_dilations=[1])
+    torch.nn.init.normal_(model.refiner.conv_out.weight, std=0.1)
+    torch.nn.init.normal_(model.refiner.conv_wide[0].weight, std=0.1)
+    tokens, base, noisy = torch.randn(1, 16, 32), torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
+    moved_noisy = noisy.clone()
+    moved_noisy[:, :, 8, 8] += 1.0
+    with torch.no_grad():
+        moved = (model.refiner(tokens, base, moved_noisy) - model.refiner(tokens, base, noisy)).abs()
+    rows, cols = torch.nonzero(moved.amax(dim=(0, 1)) > 0, as_tuple=True)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (4, 12, 4, 12)
+    with pytest.raises(ConfigError, match="refine_channels > 0"):
+        UViT(**IMAGE_ONLY, refine_dilations=[2])
+    for bad in ([0], [-2], "2", 2.0):
+        with pytest.raises(ConfigError, match="refine_dilations"):
+            PDMUnified(**TINY, refine_channels=4, refine_dilations=bad)

@@ -78,6 +78,23 @@ def test_a_map_refiner_trains_alone_and_the_map_changes(tmp_path, tiny_features,
     assert torch.count_nonzero(own["refiner.conv_out.weight"]) == 0  # frozen at its zero start
 
 
+def test_a_dilated_map_refiner_trains_from_the_command_line(tmp_path, tiny_features, tiny_config):
+    """``map_refine_dilations`` given as a list override: the residual dilated convolutions start at
+    zero and learn once the output convolution passes the loss back to them."""
+    _, head = _base_and_head(
+        tmp_path,
+        tiny_features,
+        tiny_config,
+        "train.steps=6",
+        "model.overrides.map_refine_channels=4",
+        "model.overrides.map_refine_dilations=[2, 4]",
+        "model.trainable=[map_refiner.]",
+    )
+    assert list(head.config.map_refine_dilations) == [2, 4]
+    for conv in head.map_refiner.conv_wide:
+        assert torch.count_nonzero(conv.weight) > 0
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [("[nothing.]", "name no parameter"), ("[]", "non-empty list"), ("[3]", "non-empty list")],

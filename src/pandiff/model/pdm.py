@@ -35,6 +35,7 @@ from pandiff.model.uvit import (
     batch_timesteps,
     build_blocks,
     check_backbone_config,
+    check_dilations,
     check_image_and_text,
     check_refine_channels,
     initialize_weights,
@@ -65,6 +66,7 @@ class MapTokens:
         embed_dim: int,
         conv_head: bool,
         refine_channels: int = 0,
+        refine_dilations: tuple[int, ...] = (),
     ) -> None:
         self.map_time_embed = nn.Linear(embed_dim, embed_dim)
         self.map_patch_embed = PatchEmbed(map_patch, map_bits, embed_dim)
@@ -74,7 +76,9 @@ class MapTokens:
         # The image head's refiner, on the map's pre-tanh bits: a patch head spells each map pixel
         # from its own token alone, so outlines come out in 8-pixel steps and touching segments blur.
         self.map_refiner = (
-            PixelRefiner(embed_dim, map_patch, map_bits, refine_channels) if refine_channels else None
+            PixelRefiner(embed_dim, map_patch, map_bits, refine_channels, dilations=refine_dilations)
+            if refine_channels
+            else None
         )
 
     def embed_map(self, map_bits: Tensor, timestep: Tensor | float) -> Tensor:
@@ -143,10 +147,16 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         refine_map: the pixel refiner also reads the map, pooled to the image's resolution: the map
             input and the map head's prediction (2K channels; the prediction detached, so the image
             loss does not train the map head through it). Needs ``refine_channels > 0``.
+        refine_dilations: as :class:`~pandiff.model.uvit.UViT` (the image refiner's residual
+            dilated convolutions).
         map_refine_channels: a :class:`~pandiff.model.uvit.PixelRefiner` of this width after the
             map head too (on the bits before the tanh; it reads the map tokens, the head's bits and
             the noisy map input); 0 = none. Its last convolution starts at zero, so a warm start
             predicts exactly what the model without it did.
+        map_refine_dilations: residual dilated convolutions added to the map refiner (see
+            :class:`~pandiff.model.uvit.PixelRefiner`; e.g. ``[2, 4, 8]`` for a 35x35 reach); each
+            starts at zero, so a warm start from the refiner without them is exact. Needs
+            ``map_refine_channels > 0``.
     """
 
     @register_to_config
@@ -167,7 +177,9 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         conv_head: bool = True,
         refine_channels: int = 0,
         refine_map: bool = False,
+        refine_dilations: list[int] | None = None,
         map_refine_channels: int = 0,
+        map_refine_dilations: list[int] | None = None,
     ) -> None:
         super().__init__()
         check_backbone_config(
@@ -177,6 +189,9 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         if not isinstance(refine_map, bool):
             raise ConfigError(f"refine_map must be true or false, got {refine_map!r}")
         check_refine_channels(map_refine_channels, "map_refine_channels")
+        map_refine_dilations = check_dilations(map_refine_dilations, "map_refine_dilations")
+        if map_refine_dilations and not map_refine_channels:
+            raise ConfigError("map_refine_dilations widens the map refiner: set map_refine_channels > 0 too")
         if refine_map and not refine_channels:
             raise ConfigError("refine_map needs a pixel refiner to read the map: set refine_channels > 0 too")
         self._build_image_modules(
@@ -189,6 +204,7 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
             conv_head,
             refine_channels,
             2 * map_bits if refine_map else 0,
+            refine_dilations,
         )
         self._build_map_modules(
             map_bits,
@@ -197,6 +213,7 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
             embed_dim,
             conv_head,
             map_refine_channels,
+            map_refine_dilations,
         )
         self.in_blocks, self.mid_block, self.out_blocks = build_blocks(
             depth, embed_dim, num_heads, mlp_ratio, qkv_bias
@@ -311,6 +328,7 @@ class PDMTwoStream(_MapProperties, ModelMixin, ConfigMixin):
         text_len: int = 77,
         conv_head: bool = True,
         refine_channels: int = 0,
+        refine_dilations: list[int] | None = None,
     ) -> None:
         super().__init__()
         check_map_config(map_bits, patch_factor)
@@ -327,6 +345,7 @@ class PDMTwoStream(_MapProperties, ModelMixin, ConfigMixin):
             text_len=text_len,
             conv_head=conv_head,
             refine_channels=refine_channels,
+            refine_dilations=refine_dilations,
         )
         self.map_stream = MapStream(
             map_bits=map_bits,

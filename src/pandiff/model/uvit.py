@@ -204,6 +204,13 @@ class PixelRefiner(nn.Module):
     three 3x3 convolutions (7x7 receptive field, across patch borders). Its last convolution starts
     at zero, so a model warm-started from one without this head predicts exactly what it did.
 
+    ``dilations`` adds one residual 3x3 convolution per entry, at that dilation, after the middle
+    one (``h + gelu(conv(h))``; each starts at zero, so a refiner warm-started from one without them
+    predicts exactly what it did). Dilations (2, 4, 8) widen the reach from 7x7 to 35x35 pixels:
+    about four 8-pixel patches, so the head sees a whole shape and its neighbours, where a
+    generated map splits one shape into two instances along a patch border or leaves a shard of
+    one instance inside another.
+
     With ``map_channels > 0`` (a unified PDM's ``refine_map``) it also reads the map at pixel
     resolution (the map input and the map head's prediction): an instance boundary between two
     touching shapes of one colour is then visible to the convolutions at pixel precision, where the
@@ -215,7 +222,13 @@ class PixelRefiner(nn.Module):
     """
 
     def __init__(
-        self, embed_dim: int, patch_size: int, out_channels: int, channels: int, map_channels: int = 0
+        self,
+        embed_dim: int,
+        patch_size: int,
+        out_channels: int,
+        channels: int,
+        map_channels: int = 0,
+        dilations: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         self.patch_size, self.channels = patch_size, channels
@@ -223,14 +236,19 @@ class PixelRefiner(nn.Module):
         self.conv_in = nn.Conv2d(channels + 2 * out_channels, channels, 3, padding=1)
         self.map_in = nn.Conv2d(map_channels, channels, 3, padding=1, bias=False) if map_channels else None
         self.conv_mid = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv_wide = nn.ModuleList(
+            nn.Conv2d(channels, channels, 3, padding=d, dilation=d) for d in check_dilations(dilations)
+        )
         self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1)
         self.zero_output()
 
     def zero_output(self) -> None:
-        """Zero the last convolution (the head then adds nothing to the patch head's prediction)
-        and the map input's convolution (the map then changes nothing)."""
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        """Zero the last convolution (the head then adds nothing to the patch head's prediction),
+        the map input's convolution (the map then changes nothing) and the dilated residual
+        convolutions (each then passes its input through unchanged)."""
+        for conv in [self.conv_out, *self.conv_wide]:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
         if self.map_in is not None:
             nn.init.zeros_(self.map_in.weight)
 
@@ -252,6 +270,8 @@ class PixelRefiner(nn.Module):
             h = h + self.map_in(map_input.to(features.dtype))
         h = F.gelu(h)
         h = F.gelu(self.conv_mid(h))
+        for conv in self.conv_wide:
+            h = h + F.gelu(conv(h))
         return base + self.conv_out(h)
 
 
@@ -287,6 +307,19 @@ def check_refine_channels(refine_channels: int, name: str = "refine_channels") -
         raise ConfigError(
             f"{name} must be 0 (no pixel refiner) or a positive integer, got {refine_channels!r}"
         )
+
+
+def check_dilations(dilations, name: str = "dilations") -> tuple[int, ...]:
+    """``dilations`` as a tuple of positive integers (a pixel refiner's residual dilated
+    convolutions; None: none), else ConfigError naming the config field ``name``. Model configs
+    default to None rather than an empty tuple, which would come back from config.json as a list."""
+    if dilations is None:
+        return ()
+    if not isinstance(dilations, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dilations
+    ):
+        raise ConfigError(f"{name} must be a list of positive integers (e.g. [2, 4, 8]), got {dilations!r}")
+    return tuple(dilations)
 
 
 def check_backbone_config(
@@ -356,8 +389,12 @@ class ImageTokens:
         conv_head: bool,
         refine_channels: int = 0,
         refine_map_channels: int = 0,
+        refine_dilations: list[int] | None = None,
     ) -> None:
         check_refine_channels(refine_channels)
+        refine_dilations = check_dilations(refine_dilations, "refine_dilations")
+        if refine_dilations and not refine_channels:
+            raise ConfigError("refine_dilations widens the pixel refiner: set refine_channels > 0 too")
         self.patch_embed = PatchEmbed(patch_size, latent_channels, embed_dim)
         self.time_embed = nn.Identity()
         self.context_embed = nn.Linear(text_dim, embed_dim)
@@ -369,7 +406,9 @@ class ImageTokens:
             nn.Conv2d(latent_channels, latent_channels, 3, padding=1) if conv_head else nn.Identity()
         )
         self.refiner = (
-            PixelRefiner(embed_dim, patch_size, latent_channels, refine_channels, refine_map_channels)
+            PixelRefiner(
+                embed_dim, patch_size, latent_channels, refine_channels, refine_map_channels, refine_dilations
+            )
             if refine_channels
             else None
         )
@@ -421,6 +460,8 @@ class UViT(ImageTokens, ModelMixin, ConfigMixin):
         text_dim, text_len: text features are ``B text_len text_dim``.
         conv_head: a 3x3 conv after unpatchify (U-ViT's ``final_layer``).
         refine_channels: width of a :class:`PixelRefiner` after the head; 0 (U-ViT's) for none.
+        refine_dilations: residual dilated convolutions added to that refiner (e.g. ``[2, 4, 8]``;
+            each starts at zero, so a warm start from the refiner without them is exact).
     Defaults are U-ViT-S/2 for COCO (the public ``mscoco_uvit_small.pth``).
     """
 
@@ -439,6 +480,7 @@ class UViT(ImageTokens, ModelMixin, ConfigMixin):
         text_len: int = 77,
         conv_head: bool = True,
         refine_channels: int = 0,
+        refine_dilations: list[int] | None = None,
     ) -> None:
         super().__init__()
         check_backbone_config(
@@ -453,6 +495,7 @@ class UViT(ImageTokens, ModelMixin, ConfigMixin):
             text_len,
             conv_head,
             refine_channels,
+            refine_dilations=refine_dilations,
         )
         self.in_blocks, self.mid_block, self.out_blocks = build_blocks(
             depth, embed_dim, num_heads, mlp_ratio, qkv_bias
