@@ -2,8 +2,8 @@
 # Replays the training chain of the bundled model (src/pandiff/weights/world-s/TRAINING.md says
 # why each stage exists). Stages 1-5 took about 3.5 hours on 2 idle CPU cores; stages 6-10 (batch
 # 512-2048) took 14 minutes on one H100 and 18 minutes on one H200 and would take days on a CPU: run
-# them where a GPU is (DEVICE=cuda also puts the feature preparation there); stages 11-14 took about
-# 2.7 hours on 2 CPU cores. Every stage resumes
+# them where a GPU is (DEVICE=cuda also puts the feature preparation there); stages 11-16 took about
+# 3.9 hours on 2 CPU cores. Every stage resumes
 # with the same command after an interruption (add --resume to the interrupted `pandiff train`).
 #
 #   bash scripts/train_bundled.sh            # data in ./data, runs in ./runs, result in runs/bundled
@@ -103,14 +103,24 @@ train bundled-13 "${MAPREF[@]}" --set run.seed=3 --set model.overrides.refine_ch
 # 14 (CPU, ~41 min): a 32-channel pixel refiner after the map head too (map_refine_channels; zero
 # output at the start, so stage 13's predictions exactly), trained with the map head's own two
 # layers and everything else frozen, on the map loss alone (no clean-map samples).
-train bundled-14 --set sample.every=0 --set train.batch_size=32 --set train.lr=1e-3 \
-    --set train.lr_schedule=linear --set train.warmup_steps=100 --set train.steps=5000 \
-    --set train.ema_decay=0.995 --set train.checkpoint_every=250 --set sample.guidance_scale=2 \
-    --set sample.map_guidance_scale=0 --set sample.redraw_image=true \
-    --set sample.one_piece_instances=true --set run.seed=4 \
-    --set loss.p_clean_map=0.0 --set loss.p_clean_image=0.1 --set model.overrides.refine_channels=64 \
-    --set model.overrides.refine_map=true --set model.overrides.map_refine_channels=32 \
-    --set "model.warm_start=$RUNS/bundled-13/final/model" \
-    --set "model.trainable=[map_refiner., map_decoder_pred., map_final_layer.]"
-rm -rf "$RUNS/bundled" && cp -r "$RUNS/bundled-14/final" "$RUNS/bundled"
+MAPHEAD=(--set sample.every=0 --set train.batch_size=32 --set train.lr=1e-3 --set train.lr_schedule=linear
+    --set train.warmup_steps=100 --set train.steps=5000 --set train.ema_decay=0.995
+    --set train.checkpoint_every=250 --set sample.guidance_scale=2 --set sample.map_guidance_scale=0
+    --set sample.redraw_image=true --set sample.one_piece_instances=true
+    --set loss.p_clean_map=0.0 --set loss.p_clean_image=0.1 --set model.overrides.refine_channels=64
+    --set model.overrides.refine_map=true --set model.overrides.map_refine_channels=32
+    --set "model.trainable=[map_refiner., map_decoder_pred., map_final_layer.]")
+train bundled-14 "${MAPHEAD[@]}" --set run.seed=4 --set "model.warm_start=$RUNS/bundled-13/final/model"
+# 15 (CPU, ~47 min): the map refiner widened by residual dilated convolutions (map_refine_dilations
+# 2, 4, 8: 35x35-pixel reach; each starts at zero, so stage 14's predictions exactly), trained as 14.
+train bundled-15 "${MAPHEAD[@]}" --set run.seed=5 --set "model.overrides.map_refine_dilations=[2, 4, 8]" \
+    --set "model.warm_start=$RUNS/bundled-14/final/model"
+# 16 (CPU, ~41 min): the image refiner widened too (refine_dilations 2, 6: 23x23 pixels), trained as
+# 12-13 (half the samples with the map given clean; image refiner and head only).
+train bundled-16 "${MAPREF[@]}" --set run.seed=6 --set train.steps=3000 \
+    --set sample.map_guidance_scale=0 --set sample.one_piece_instances=true \
+    --set model.overrides.refine_channels=64 --set "model.overrides.refine_dilations=[2, 6]" \
+    --set model.overrides.map_refine_channels=32 --set "model.overrides.map_refine_dilations=[2, 4, 8]" \
+    --set "model.warm_start=$RUNS/bundled-15/final/model"
+rm -rf "$RUNS/bundled" && cp -r "$RUNS/bundled-16/final" "$RUNS/bundled"
 echo "bundled model: $RUNS/bundled (compare with src/pandiff/weights/world-s)"
