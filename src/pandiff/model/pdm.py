@@ -30,14 +30,12 @@ from pandiff.model.uvit import (
     ImageTokens,
     PatchEmbed,
     PDMOutput,
-    PixelRefiner,
     UViT,
     batch_timesteps,
     build_blocks,
+    build_refiner,
     check_backbone_config,
-    check_dilations,
     check_image_and_text,
-    check_refine_channels,
     initialize_weights,
     run_blocks,
     timestep_embedding,
@@ -66,19 +64,18 @@ class MapTokens:
         embed_dim: int,
         conv_head: bool,
         refine_channels: int = 0,
-        refine_dilations: tuple[int, ...] = (),
+        refine_dilations: list[int] | None = None,
     ) -> None:
         self.map_time_embed = nn.Linear(embed_dim, embed_dim)
         self.map_patch_embed = PatchEmbed(map_patch, map_bits, embed_dim)
         self.map_pos_embed = nn.Parameter(torch.zeros(1, 1 + num_tokens, embed_dim))
         self.map_decoder_pred = nn.Linear(embed_dim, map_patch**2 * map_bits)
         self.map_final_layer = nn.Conv2d(map_bits, map_bits, 3, padding=1) if conv_head else nn.Identity()
-        # The image head's refiner, on the map's pre-tanh bits: a patch head spells each map pixel
-        # from its own token alone, so outlines come out in 8-pixel steps and touching segments blur.
-        self.map_refiner = (
-            PixelRefiner(embed_dim, map_patch, map_bits, refine_channels, dilations=refine_dilations)
-            if refine_channels
-            else None
+        # The same kind of refiner as the image head's, on the map's pre-tanh bits: a patch head
+        # spells each map pixel from its own token alone, so outlines come out in 8-pixel steps and
+        # touching segments blur.
+        self.map_refiner = build_refiner(
+            embed_dim, map_patch, map_bits, refine_channels, refine_dilations, field="map_refine"
         )
 
     def embed_map(self, map_bits: Tensor, timestep: Tensor | float) -> Tensor:
@@ -188,10 +185,6 @@ class PDMUnified(_MapProperties, ImageTokens, MapTokens, ModelMixin, ConfigMixin
         check_map_config(map_bits, patch_factor)
         if not isinstance(refine_map, bool):
             raise ConfigError(f"refine_map must be true or false, got {refine_map!r}")
-        check_refine_channels(map_refine_channels, "map_refine_channels")
-        map_refine_dilations = check_dilations(map_refine_dilations, "map_refine_dilations")
-        if map_refine_dilations and not map_refine_channels:
-            raise ConfigError("map_refine_dilations widens the map refiner: set map_refine_channels > 0 too")
         if refine_map and not refine_channels:
             raise ConfigError("refine_map needs a pixel refiner to read the map: set refine_channels > 0 too")
         self._build_image_modules(

@@ -237,7 +237,7 @@ class PixelRefiner(nn.Module):
         self.map_in = nn.Conv2d(map_channels, channels, 3, padding=1, bias=False) if map_channels else None
         self.conv_mid = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv_wide = nn.ModuleList(
-            nn.Conv2d(channels, channels, 3, padding=d, dilation=d) for d in check_dilations(dilations)
+            nn.Conv2d(channels, channels, 3, padding=d, dilation=d) for d in dilations
         )
         self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1)
         self.zero_output()
@@ -301,25 +301,38 @@ def initialize_weights(module: nn.Module) -> None:
             m.zero_output()
 
 
-def check_refine_channels(refine_channels: int, name: str = "refine_channels") -> None:
-    """Raise ConfigError unless ``refine_channels`` (config field ``name``) is a non-negative integer."""
-    if not isinstance(refine_channels, int) or isinstance(refine_channels, bool) or refine_channels < 0:
+def build_refiner(
+    embed_dim: int,
+    patch_size: int,
+    out_channels: int,
+    channels: int,
+    dilations: list[int] | None,
+    map_channels: int = 0,
+    field: str = "refine",
+) -> PixelRefiner | None:
+    """A head's optional :class:`PixelRefiner` from its config fields ``{field}_channels`` (0: none)
+    and ``{field}_dilations`` (None: none; model configs default to None rather than an empty
+    tuple, which would come back from config.json as a list), checked here with errors naming them."""
+
+    def is_int(x, least: int) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= least
+
+    if not is_int(channels, 0):
         raise ConfigError(
-            f"{name} must be 0 (no pixel refiner) or a positive integer, got {refine_channels!r}"
+            f"{field}_channels must be 0 (no pixel refiner) or a positive integer, got {channels!r}"
         )
-
-
-def check_dilations(dilations, name: str = "dilations") -> tuple[int, ...]:
-    """``dilations`` as a tuple of positive integers (a pixel refiner's residual dilated
-    convolutions; None: none), else ConfigError naming the config field ``name``. Model configs
-    default to None rather than an empty tuple, which would come back from config.json as a list."""
-    if dilations is None:
-        return ()
-    if not isinstance(dilations, (list, tuple)) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dilations
-    ):
-        raise ConfigError(f"{name} must be a list of positive integers (e.g. [2, 4, 8]), got {dilations!r}")
-    return tuple(dilations)
+    wide = () if dilations is None else dilations
+    if not isinstance(wide, (list, tuple)) or not all(is_int(d, 1) for d in wide):
+        raise ConfigError(
+            f"{field}_dilations must be a list of positive integers (e.g. [2, 4, 8]), got {dilations!r}"
+        )
+    if wide and not channels:
+        raise ConfigError(f"{field}_dilations widens the pixel refiner: set {field}_channels > 0 too")
+    return (
+        PixelRefiner(embed_dim, patch_size, out_channels, channels, map_channels, tuple(wide))
+        if channels
+        else None
+    )
 
 
 def check_backbone_config(
@@ -391,10 +404,6 @@ class ImageTokens:
         refine_map_channels: int = 0,
         refine_dilations: list[int] | None = None,
     ) -> None:
-        check_refine_channels(refine_channels)
-        refine_dilations = check_dilations(refine_dilations, "refine_dilations")
-        if refine_dilations and not refine_channels:
-            raise ConfigError("refine_dilations widens the pixel refiner: set refine_channels > 0 too")
         self.patch_embed = PatchEmbed(patch_size, latent_channels, embed_dim)
         self.time_embed = nn.Identity()
         self.context_embed = nn.Linear(text_dim, embed_dim)
@@ -405,12 +414,8 @@ class ImageTokens:
         self.final_layer = (
             nn.Conv2d(latent_channels, latent_channels, 3, padding=1) if conv_head else nn.Identity()
         )
-        self.refiner = (
-            PixelRefiner(
-                embed_dim, patch_size, latent_channels, refine_channels, refine_map_channels, refine_dilations
-            )
-            if refine_channels
-            else None
+        self.refiner = build_refiner(
+            embed_dim, patch_size, latent_channels, refine_channels, refine_dilations, refine_map_channels
         )
 
     @property
