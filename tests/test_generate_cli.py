@@ -46,6 +46,7 @@ def test_generate_writes_a_coco_panoptic_folder(export):
         assert (export / "panoptic" / f"{i:03d}.png").is_file()
     panoptic = json.loads((export / "panoptic.json").read_text())
     assert panoptic["info"]["steps"] == 2 and panoptic["info"]["sampler"] == "dpmsolver++"
+    assert panoptic["info"]["map_sampler"] == "dpmsolver++"
     assert panoptic["info"]["map_cleanup"] == 3  # the default sliver size, recorded with the output
     for ann in panoptic["annotations"]:
         ids = rgb_to_id(np.asarray(Image.open(export / "panoptic" / ann["file_name"])))

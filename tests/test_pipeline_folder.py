@@ -109,8 +109,42 @@ def test_dtype_round_trip(tiny_pipeline_dir, tmp_path):
         back.to(torch.int64)
 
 
-def test_list_generators_reproduce_per_image_seeds(pipe):
-    """generator=[g0, g1, ...]: image i is what a call with generator i alone draws."""
+def test_the_maps_own_sampler_is_a_folder_setting(pipe, tmp_path):
+    """map_scheduler: saved and read back; the map (and through it the picture) then samples with it;
+    a scheduler given at loading replaces both; unknown names are refused by name."""
+    pipe.config, before = replace(pipe.config, map_scheduler="sde-dpmsolver++"), pipe.config
+    try:
+        pipe.save_pretrained(tmp_path / "m")
+    finally:
+        pipe.config = before
+    assert json.loads((tmp_path / "m" / PIPELINE_FILE).read_text())["map_scheduler"] == "sde-dpmsolver++"
+    assert "map_scheduler" not in pipe.config.to_dict()  # None: the map takes the scheduler
+    mixed = PanopticDiffusionPipeline.from_pretrained(tmp_path / "m")
+    assert (mixed.scheduler, mixed.map_scheduler) == ("dpmsolver++", "sde-dpmsolver++")
+    sampler = mixed.sampler()
+    assert (sampler.scheduler_name, sampler.map_scheduler_name) == ("dpmsolver++", "sde-dpmsolver++")
+    a, b, ode = (p("a red circle", num_inference_steps=3, generator=_gen(2)) for p in (mixed, mixed, pipe))
+    assert np.array_equal(a.maps[0].category, b.maps[0].category)
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    assert not np.array_equal(np.asarray(a.images[0]), np.asarray(ode.images[0]))
+    ddim = PanopticDiffusionPipeline.from_pretrained(tmp_path / "m", scheduler="ddim")
+    assert (ddim.scheduler, ddim.map_scheduler) == ("ddim", "ddim")
+    with pytest.raises(ConfigError, match="unknown map_scheduler 'euler'"):
+        replace(pipe.config, map_scheduler="euler")
+
+
+@pytest.mark.parametrize("scheduler", ["dpmsolver++", "sde-dpmsolver++"])
+def test_list_generators_reproduce_per_image_seeds(pipe, scheduler):
+    """generator=[g0, g1, ...]: image i is what a call with generator i alone draws, also with the
+    SDE solver, which draws noise at every step (each sample's from its own generator)."""
+    pipe.config, before = replace(pipe.config, scheduler=scheduler), pipe.config
+    try:
+        _check_list_generators(pipe)
+    finally:
+        pipe.config = before
+
+
+def _check_list_generators(pipe):
     prompts = ["a red circle on the grass", "two blue squares"]
     both = pipe(prompts, num_inference_steps=2, generator=[_gen(5), _gen(7)])
     for k, (prompt, seed) in enumerate(zip(prompts, (5, 7))):
@@ -212,13 +246,15 @@ def test_config_validation_names_the_key(tmp_path, tiny_pipeline_dir):
 
 
 def test_the_bundled_folder_loads_as_before():
-    """The bundled folder predates steps / scheduler keys: they take the defaults."""
+    """The bundled folder's settings; keys it predates (steps) take the defaults, and keys added
+    since (redraw, one piece, image-side map guidance) are off in a folder without them."""
     from pandiff.pipeline_config import DEFAULT_MODEL_DIR
 
     config = PipelineConfig.from_pretrained(DEFAULT_MODEL_DIR)
-    # map guidance 0 since session 13 (the image-judged map guidance sweep)
+    # map guidance 0 since session 13, the SDE solver since session 15 (the image-judged sweeps)
     assert (config.guidance_scale, config.map_guidance_scale, config.map_cleanup) == (2.0, 0.0, 3)
-    assert (config.num_inference_steps, config.scheduler, config.codec) == (20, "dpmsolver++", "identity")
+    assert (config.num_inference_steps, config.scheduler, config.codec) == (20, "sde-dpmsolver++", "identity")
+    assert config.map_scheduler is None  # the map samples with the scheduler too
     assert config.redraw_image is True  # set since session 10; a folder without the key does not redraw
     assert config.one_piece_instances is True  # set since session 13; off without the key
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -323,10 +324,13 @@ def test_a_folder_from_before_the_redraw_setting_resumes(tmp_path, straight, tin
     del data["config"]["redraw_image"]
     del data["config"]["image_map_guidance_scale"]
     del data["config"]["one_piece_instances"]
+    del data["config"]["map_sampler"]  # sampled its maps with its "sampler"
     manifest.write_text(json.dumps(data))
     assert synthesize(options(copy, prompts_file, resume=True), pipe=tiny_pipe)["written"] == 0
     with pytest.raises(ConfigError, match="redraw_image False -> True"):
         synthesize(options(copy, prompts_file, resume=True, redraw_image=True), pipe=tiny_pipe)
+    with pytest.raises(ConfigError, match=re.escape("map_sampler 'dpmsolver++' -> 'ddim'")):
+        synthesize(options(copy, prompts_file, resume=True, scheduler="ddim"))  # loads the folder with ddim
 
 
 def test_resume_with_a_larger_n_grows_the_dataset(tmp_path, straight, tiny_pipe, prompts_file):

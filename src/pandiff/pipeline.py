@@ -60,7 +60,8 @@ class PanopticDiffusionPipeline:
         table: category table of the model's maps.
         instance_bits: instance bits of the map codec.
         image_size: pixel side of generated images.
-        scheduler: ``"dpmsolver++"``, ``"ddim"`` or ``"ddpm"``; default the config's.
+        scheduler: ``"dpmsolver++"``, ``"sde-dpmsolver++"``, ``"ddim"`` or ``"ddpm"``; default the
+            config's.
         config: the folder's settings (:class:`PipelineConfig`): the defaults of every call
             argument left as None; default one built from the arguments above (codec
             ``"identity"`` or saved with the pipeline, text encoder by its ``name_or_path``).
@@ -95,7 +96,8 @@ class PanopticDiffusionPipeline:
                 image_size=image_size,
             )
         if scheduler is not None:
-            config = replace(config, scheduler=scheduler)  # validated by __post_init__
+            # validated by __post_init__; the map takes it too
+            config = replace(config, scheduler=scheduler, map_scheduler=None)
         self.config = config
         cfg = model.config
         if self.bit_codec.num_bits != cfg.map_bits:
@@ -125,7 +127,8 @@ class PanopticDiffusionPipeline:
 
         Args:
             device: where the model, codec and text encoder run.
-            scheduler: overrides the folder's sampler (``"dpmsolver++"``, ``"ddim"``, ``"ddpm"``).
+            scheduler: overrides the folder's sampler (``"dpmsolver++"``, ``"sde-dpmsolver++"``,
+                ``"ddim"``, ``"ddpm"``).
             torch_dtype: dtype of the model and codec weights (e.g. ``torch.bfloat16``); default
                 as stored. The text encoder stays in its own dtype; its features are cast.
         """
@@ -214,6 +217,11 @@ class PanopticDiffusionPipeline:
     @property
     def scheduler(self) -> str:
         return self.config.scheduler
+
+    @property
+    def map_scheduler(self) -> str:
+        """The map's sampler (the folder's ``map_scheduler``, or :attr:`scheduler`)."""
+        return self.config.map_scheduler or self.config.scheduler
 
     def call_settings(
         self,
@@ -360,7 +368,13 @@ class PanopticDiffusionPipeline:
 
     def sampler(self) -> LockstepSampler:
         """The lockstep sampler of this pipeline's model, schedule, scheduler and autocast dtype."""
-        return LockstepSampler(self.model, self.schedule, self.scheduler, autocast_dtype=self.autocast_dtype)
+        return LockstepSampler(
+            self.model,
+            self.schedule,
+            self.scheduler,
+            autocast_dtype=self.autocast_dtype,
+            map_scheduler=self.config.map_scheduler,
+        )
 
     def redraws(self, redraw_image: bool | None = None) -> bool:
         """Whether a prompt -> image + map call with this ``redraw_image`` redraws the image for

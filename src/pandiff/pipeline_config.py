@@ -21,7 +21,7 @@ from pandiff.errors import ConfigError, WeightsError
 
 PIPELINE_FILE = "pandiff_pipeline.json"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "world-s"
-SCHEDULER_NAMES = ("dpmsolver++", "ddim", "ddpm")
+SCHEDULER_NAMES = ("dpmsolver++", "sde-dpmsolver++", "ddim", "ddpm")
 # Side of the block a generated map segment must contain to survive decoding (smaller pieces are
 # bit-threshold rims, see PanopticMap.absorb_slivers); 0 keeps the thresholded bits as they are.
 MAP_CLEANUP = 3
@@ -48,6 +48,9 @@ class PipelineConfig:
             ``one_piece_instances``: generated maps keep each thing instance's largest piece
             (:meth:`~pandiff.data.panoptic_map.PanopticMap.keep_largest_pieces`; beyond the paper,
             off in older folders).
+        map_scheduler: the map's sampler in co-generation and image -> map, when it differs from
+            ``scheduler`` (None, the default: the same); a ``scheduler`` given to the pipeline
+            replaces both.
         image_map_guidance_scale: the default of the call argument of that name: how hard an image
             drawn for a whole given map (map -> image, the redraw) is pushed towards it (beyond
             the paper; 0, the default of older folders, is off).
@@ -66,6 +69,7 @@ class PipelineConfig:
     num_inference_steps: int = 20
     map_cleanup: int = MAP_CLEANUP
     scheduler: str = "dpmsolver++"
+    map_scheduler: str | None = None
     redraw_image: bool = False
     one_piece_instances: bool = False
     image_map_guidance_scale: float = 0.0
@@ -96,10 +100,10 @@ class PipelineConfig:
             "'num_inference_steps'",
         )
         checks.number(self.map_cleanup, "'map_cleanup'", 0, 4096, integer=True)
-        if self.scheduler not in SCHEDULER_NAMES:
-            raise ConfigError(
-                f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
-            )
+        for key in ("scheduler", "map_scheduler"):
+            name = getattr(self, key)
+            if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):
+                raise ConfigError(f"unknown {key} {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
         for key in ("redraw_image", "one_piece_instances"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key!r} must be true or false, got {getattr(self, key)!r}")

@@ -51,7 +51,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
-    "image_map_guidance_scale", "one_piece_instances",
+    "image_map_guidance_scale", "one_piece_instances", "map_sampler",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {"redraw_image": False, "image_map_guidance_scale": 0.0, "one_piece_instances": False}
@@ -167,7 +167,9 @@ def check_out_dir(out: Path, config: dict, resume: bool) -> None:
         before = json.loads(manifest.read_text())["config"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{manifest} is corrupt ({exc}); choose another --out") from None
-    changed = [k for k in _OUTPUT_KEYS if k != "n" and before.get(k, _LEGACY.get(k)) != config[k]]
+    # a folder written before "map_sampler" existed sampled its maps with its "sampler"
+    legacy = {**_LEGACY, "map_sampler": before.get("sampler")}
+    changed = [k for k in _OUTPUT_KEYS if k != "n" and before.get(k, legacy.get(k)) != config[k]]
     if not changed and before.get("n") != config["n"]:
         if not isinstance(before.get("n"), int) or config["n"] < before["n"]:
             raise ConfigError(
@@ -176,7 +178,7 @@ def check_out_dir(out: Path, config: dict, resume: bool) -> None:
             )
         return  # growing: pair i depends on (seed, i) alone, so the finished shards stay valid
     if changed:
-        diff = ", ".join(f"{k} {before.get(k, _LEGACY.get(k))!r} -> {config[k]!r}" for k in changed)
+        diff = ", ".join(f"{k} {before.get(k, legacy.get(k))!r} -> {config[k]!r}" for k in changed)
         raise ConfigError(f"--resume: {out} was made with other settings ({diff}); use the same ones")
 
 
@@ -416,7 +418,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
-        "sampler": pipe.scheduler, "split": opts.split,
+        "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),

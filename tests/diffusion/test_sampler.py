@@ -49,7 +49,7 @@ def _sample(model, steps=4, seed=0, scheduler="dpmsolver++", batch_guidance=True
     )
 
 
-@pytest.mark.parametrize("scheduler", ["dpmsolver++", "ddim", "ddpm"])
+@pytest.mark.parametrize("scheduler", ["dpmsolver++", "sde-dpmsolver++", "ddim", "ddpm"])
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
 def test_shapes_and_ranges(model, scheduler, prediction):
     out = _sample(model, scheduler=scheduler, prediction=prediction)
@@ -63,6 +63,32 @@ def test_same_seed_same_output_other_seed_differs(model):
     a, b, c = _sample(model, seed=3), _sample(model, seed=3), _sample(model, seed=4)
     assert torch.equal(a.latents, b.latents) and torch.equal(a.map_bits, b.map_bits)
     assert not torch.equal(a.latents, c.latents)
+
+
+def test_sde_solver_adds_noise_each_step_and_stays_reproducible(model):
+    """sde-dpmsolver++ starts from the same noise as dpmsolver++ (same seed) but draws fresh noise
+    at every step from the generator: the same seed repeats it, and a different draw inside the
+    steps (another generator state after the start) changes it."""
+    schedule = NoiseSchedule(image_prediction="sample")
+    sde = schedule.inference_scheduler("sde-dpmsolver++", "sample")
+    assert sde.config.algorithm_type == "sde-dpmsolver++" and sde.config.solver_order == 2
+    a = _sample(model, scheduler="sde-dpmsolver++", prediction="sample", seed=3)
+    b = _sample(model, scheduler="sde-dpmsolver++", prediction="sample", seed=3)
+    ode = _sample(model, scheduler="dpmsolver++", prediction="sample", seed=3)
+    assert torch.equal(a.latents, b.latents) and torch.equal(a.map_bits, b.map_bits)
+    assert (a.latents - ode.latents).abs().max() > 1e-3
+    assert (a.map_bits - ode.map_bits).abs().max() > 1e-3
+    # one step from the same state with two generators: the noise the step adds differs
+    x = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(0))
+    outs = []
+    for seed in (0, 1):
+        sch = type(sde).from_config(sde.config)
+        sch.set_timesteps(4)
+        out = sch.step(
+            torch.zeros_like(x), sch.timesteps[0], x, generator=torch.Generator().manual_seed(seed)
+        )
+        outs.append(out.prev_sample)
+    assert (outs[0] - outs[1]).abs().max() > 1e-2
 
 
 def test_batched_guidance_equals_separate_forwards(model):

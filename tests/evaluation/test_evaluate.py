@@ -9,7 +9,7 @@ from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
-HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "steps", "guidance_scale",
+HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
           "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "image_map_guidance_scale", "seed", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
@@ -40,7 +40,7 @@ def test_cogen_command_writes_json_and_markdown(
     report = json.loads(out.read_text())
     assert set(report) == HEADER
     assert report["mode"] == "cogen" and report["dataset"] == "world" and report["n"] == 4
-    assert report["sampler"] == "dpmsolver++" and report["steps"] == 2
+    assert report["sampler"] == report["map_sampler"] == "dpmsolver++" and report["steps"] == 2
     assert report["guidance_scale"] == 2.0 and report["map_guidance_scale"] == 1.0  # the model folder's
     assert report["redraw_image"] is False  # the tiny folder does not redraw
     assert report["map_cleanup"] == 3  # the pipeline default

@@ -117,7 +117,7 @@ def add_scheduler_argument(p: argparse.ArgumentParser) -> None:
         "--scheduler",
         default=None,
         choices=SCHEDULER_NAMES,
-        help="sampler (default: the model's, dpmsolver++)",
+        help="sampler of image and map (default: the model folder's)",
     )
 
 

@@ -154,6 +154,7 @@ def _run(args, image: Image.Image | None = None) -> int:
     info = {
         "model": str(args.model or "bundled world-s"),
         "sampler": pipe.scheduler,
+        "map_sampler": pipe.map_scheduler,
         "steps": settings["num_inference_steps"],
         "seed": args.seed,
         "guidance_scale": settings["guidance_scale"],

@@ -229,7 +229,13 @@ class DemoApp:
                 resize=True,  # uploads come at any size; centre-crop and mode-pool them
             )
         seconds = time.perf_counter() - start
-        info = {"model": self.model_name, "sampler": self.pipe.scheduler, "mode": mode, **params}
+        info = {
+            "model": self.model_name,
+            "sampler": self.pipe.scheduler,
+            "map_sampler": self.pipe.map_scheduler,
+            "mode": mode,
+            **params,
+        }
         token = self._store(_export_zip(out, self.pipe, info))
         return {
             "samples": [

@@ -55,11 +55,12 @@ class LockstepSampler:
     Args:
         model: ``model(image, timestep_image, text, map_bits, timestep_map) -> (image, map)``.
         schedule: the training noise schedule (betas and the map's bit scale).
-        scheduler: ``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"``.
+        scheduler: ``"dpmsolver++"`` (default), ``"sde-dpmsolver++"``, ``"ddim"`` or ``"ddpm"``.
         batch_guidance: run all guidance branches as one forward (default); ``False`` runs one
             forward per branch (same numbers, for benchmarks and tests).
         autocast_dtype: run the model under ``torch.autocast`` in this dtype (e.g. bfloat16 on
             a CPU with avx512_bf16); the solver's arithmetic stays in the samples' dtype.
+        map_scheduler: the map's sampler when it differs from the image's (None: ``scheduler``).
     """
 
     def __init__(
@@ -69,13 +70,16 @@ class LockstepSampler:
         scheduler: str = "dpmsolver++",
         batch_guidance: bool = True,
         autocast_dtype: torch.dtype | None = None,
+        map_scheduler: str | None = None,
     ) -> None:
         self.model = model
         self.autocast_dtype = autocast_dtype
         self.schedule = schedule
         self.scheduler_name = scheduler
+        self.map_scheduler_name = scheduler if map_scheduler is None else map_scheduler
         self.batch_guidance = batch_guidance
-        schedule.inference_scheduler(scheduler, schedule.image_prediction)  # validates the name early
+        schedule.inference_scheduler(scheduler, schedule.image_prediction)  # validates the names early
+        schedule.inference_scheduler(self.map_scheduler_name, "sample")
         self._noiser = schedule.training_scheduler()
 
     @torch.no_grad()
@@ -155,7 +159,7 @@ class LockstepSampler:
             x_map = map0
 
         image_sched = self.schedule.inference_scheduler(self.scheduler_name, self.schedule.image_prediction)
-        map_sched = self.schedule.inference_scheduler(self.scheduler_name, "sample")
+        map_sched = self.schedule.inference_scheduler(self.map_scheduler_name, "sample")
         image_sched.set_timesteps(num_inference_steps, device=device)
         map_sched.set_timesteps(num_inference_steps, device=device)
         x_image = x_image * (image_sched.init_noise_sigma if gen_image else 1.0)

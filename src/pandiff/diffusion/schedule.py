@@ -20,6 +20,10 @@ from pandiff.errors import ConfigError
 
 SCHEDULERS = {
     "dpmsolver++": DPMSolverMultistepScheduler,
+    # DPM-Solver++(2M) SDE (diffusers' ``algorithm_type="sde-dpmsolver++"``): each step adds fresh
+    # noise, so a layout the model drew wrong at high noise can still be redrawn in later steps.
+    # On the built-in world it draws more shapes right than the ODE solver at 20 steps.
+    "sde-dpmsolver++": DPMSolverMultistepScheduler,
     "ddim": DDIMScheduler,
     "ddpm": DDPMScheduler,
 }
@@ -83,7 +87,8 @@ class NoiseSchedule:
         return DDPMScheduler(**self.scheduler_config())
 
     def inference_scheduler(self, name: str, prediction_type: str):
-        """A fresh sampling scheduler (``dpmsolver++``, ``ddim`` or ``ddpm``) for one modality.
+        """A fresh sampling scheduler (``dpmsolver++``, ``sde-dpmsolver++``, ``ddim`` or ``ddpm``)
+        for one modality.
 
         Args:
             prediction_type: ``"epsilon"`` for the image, ``"sample"`` for the map (clean bits).
@@ -91,8 +96,8 @@ class NoiseSchedule:
         if name not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
         kwargs = dict(self.scheduler_config(), prediction_type=prediction_type)
-        if name == "dpmsolver++":
-            kwargs.update(algorithm_type="dpmsolver++", solver_order=2)
+        if name in ("dpmsolver++", "sde-dpmsolver++"):
+            kwargs.update(algorithm_type=name, solver_order=2)
         if name == "ddim":
             kwargs.update(clip_sample=False, set_alpha_to_one=False)
         if name == "ddpm":

@@ -401,6 +401,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "dataset": "world" if world else "coco",
         "split": "train" if opts.mode == "downstream" else opts.split,
         "sampler": pipe.scheduler,
+        "map_sampler": pipe.map_scheduler,
         "steps": settings["num_inference_steps"],
         "guidance_scale": settings["guidance_scale"],
         "map_guidance_scale": settings["map_guidance_scale"],

@@ -19,6 +19,7 @@ _SUMMARY = (
     "n",
     "prompts_cut",
     "sampler",
+    "map_sampler",
     "steps",
     "guidance_scale",
     "map_guidance_scale",
