@@ -127,8 +127,8 @@ class PanopticDiffusionPipeline:
 
         Args:
             device: where the model, codec and text encoder run.
-            scheduler: overrides the folder's sampler (``"dpmsolver++"``, ``"sde-dpmsolver++"``,
-                ``"ddim"``, ``"ddpm"``).
+            scheduler: overrides the folder's sampler, of image and map (``"dpmsolver++"``,
+                ``"sde-dpmsolver++"``, ``"ddim"``, ``"ddpm"``).
             torch_dtype: dtype of the model and codec weights (e.g. ``torch.bfloat16``); default
                 as stored. The text encoder stays in its own dtype; its features are cast.
         """
@@ -373,7 +373,7 @@ class PanopticDiffusionPipeline:
             self.schedule,
             self.scheduler,
             autocast_dtype=self.autocast_dtype,
-            map_scheduler=self.config.map_scheduler,
+            map_scheduler=self.map_scheduler,
         )
 
     def redraws(self, redraw_image: bool | None = None) -> bool:

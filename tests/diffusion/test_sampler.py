@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from pandiff.diffusion.sampler import LockstepSampler
-from pandiff.diffusion.schedule import NoiseSchedule
+from pandiff.diffusion.schedule import SCHEDULERS, NoiseSchedule
 from pandiff.errors import ConfigError
 from pandiff.model import pdm_from_preset
+from pandiff.pipeline_config import SCHEDULER_NAMES
 
 LATENT = (4, 8, 8)
 MAP = (7, 16, 16)
@@ -49,7 +50,7 @@ def _sample(model, steps=4, seed=0, scheduler="dpmsolver++", batch_guidance=True
     )
 
 
-@pytest.mark.parametrize("scheduler", ["dpmsolver++", "sde-dpmsolver++", "ddim", "ddpm"])
+@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
 def test_shapes_and_ranges(model, scheduler, prediction):
     out = _sample(model, scheduler=scheduler, prediction=prediction)
@@ -181,8 +182,16 @@ def test_errors(model, kwargs, message):
 
 
 def test_unknown_scheduler_is_refused(model):
-    with pytest.raises(ConfigError, match="unknown scheduler"):
+    with pytest.raises(ConfigError, match="unknown scheduler 'euler'"):
         LockstepSampler(model, NoiseSchedule(), "euler")
+    with pytest.raises(ConfigError, match="unknown scheduler 'heun'"):
+        LockstepSampler(model, NoiseSchedule(), "dpmsolver++", map_scheduler="heun")
+
+
+def test_the_names_a_pipeline_folder_accepts_are_the_samplers_there_are():
+    """PipelineConfig and the CLI list scheduler names without importing torch; they must be the
+    names the sampler builds (the shapes test runs every one of them)."""
+    assert SCHEDULER_NAMES == tuple(SCHEDULERS)
 
 
 def test_image_prediction_type_changes_the_solver_update(model):

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pandiff import checks
-from pandiff.diffusion.schedule import NoiseSchedule
+from pandiff.diffusion.schedule import NoiseSchedule, check_scheduler
 from pandiff.errors import ConfigError
 
 
@@ -75,11 +75,9 @@ class LockstepSampler:
         self.model = model
         self.autocast_dtype = autocast_dtype
         self.schedule = schedule
-        self.scheduler_name = scheduler
-        self.map_scheduler_name = scheduler if map_scheduler is None else map_scheduler
+        self.scheduler_name = check_scheduler(scheduler)  # early: sample() builds the schedulers
+        self.map_scheduler_name = check_scheduler(scheduler if map_scheduler is None else map_scheduler)
         self.batch_guidance = batch_guidance
-        schedule.inference_scheduler(scheduler, schedule.image_prediction)  # validates the names early
-        schedule.inference_scheduler(self.map_scheduler_name, "sample")
         self._noiser = schedule.training_scheduler()
 
     @torch.no_grad()

@@ -29,6 +29,13 @@ SCHEDULERS = {
 }
 
 
+def check_scheduler(name: str) -> str:
+    """Return ``name`` if it names a sampling scheduler; otherwise raise ConfigError listing them."""
+    if name not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    return name
+
+
 # What the image head predicts. The paper's is epsilon (as U-ViT and Stable Diffusion, whose
 # 4-channel latents have 2x2 patches of 16 values). What we measured on the built-in world in
 # PIXEL space (8x8x3 = 192 values per token, as wide as the D=192 model):
@@ -93,8 +100,7 @@ class NoiseSchedule:
         Args:
             prediction_type: ``"epsilon"`` for the image, ``"sample"`` for the map (clean bits).
         """
-        if name not in SCHEDULERS:
-            raise ConfigError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        check_scheduler(name)
         kwargs = dict(self.scheduler_config(), prediction_type=prediction_type)
         if name in ("dpmsolver++", "sde-dpmsolver++"):
             kwargs.update(algorithm_type=name, solver_order=2)

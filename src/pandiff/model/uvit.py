@@ -24,6 +24,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from torch import Tensor, nn
 
+from pandiff import checks
 from pandiff.errors import ConfigError
 
 
@@ -314,18 +315,14 @@ def build_refiner(
     and ``{field}_dilations`` (None: none; model configs default to None rather than an empty
     tuple, which would come back from config.json as a list), checked here with errors naming them."""
 
-    def is_int(x, least: int) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool) and x >= least
-
-    if not is_int(channels, 0):
-        raise ConfigError(
-            f"{field}_channels must be 0 (no pixel refiner) or a positive integer, got {channels!r}"
-        )
+    checks.number(channels, f"{field}_channels", 0, integer=True, hint=" (0: no pixel refiner)")
     wide = () if dilations is None else dilations
-    if not isinstance(wide, (list, tuple)) or not all(is_int(d, 1) for d in wide):
+    if not isinstance(wide, (list, tuple)):
         raise ConfigError(
             f"{field}_dilations must be a list of positive integers (e.g. [2, 4, 8]), got {dilations!r}"
         )
+    for i, d in enumerate(wide):
+        checks.number(d, f"{field}_dilations[{i}]", 1, integer=True)
     if wide and not channels:
         raise ConfigError(f"{field}_dilations widens the pixel refiner: set {field}_channels > 0 too")
     return (
