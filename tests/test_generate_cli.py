@@ -56,6 +56,18 @@ def test_generate_writes_a_coco_panoptic_folder(export):
             assert seg["area"] == int((ids == seg_id).sum())
 
 
+def test_generate_takes_the_maps_own_sampler(tiny_pipeline_dir, tmp_path, capsys):
+    """--map-scheduler: the map's sampler alone, recorded with the output; unknown names refused."""
+    out = tmp_path / "mixed"
+    assert _generate(tiny_pipeline_dir, out, "--map-scheduler", "sde-dpmsolver++") == 0
+    info = json.loads((out / "panoptic.json").read_text())["info"]
+    assert (info["sampler"], info["map_sampler"]) == ("dpmsolver++", "sde-dpmsolver++")
+    with pytest.raises(SystemExit):
+        _generate(tiny_pipeline_dir, tmp_path / "bad", "--map-scheduler", "euler")
+    assert "invalid choice: 'euler'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_export_reads_back_with_our_loader_and_pycocotools(export):
     ds = CocoPanoptic.from_export(export, image_size=16, map_size=16)
     assert len(ds) == 2

@@ -109,7 +109,7 @@ def test_dtype_round_trip(tiny_pipeline_dir, tmp_path):
         back.to(torch.int64)
 
 
-def test_the_maps_own_sampler_is_a_folder_setting(pipe, tmp_path):
+def test_the_maps_own_sampler_is_a_folder_setting(pipe, tiny_pipeline_dir, tmp_path):
     """map_scheduler: saved and read back; the map (and through it the picture) then samples with it;
     a scheduler given at loading replaces both; unknown names are refused by name."""
     pipe.config, before = replace(pipe.config, map_scheduler="sde-dpmsolver++"), pipe.config
@@ -129,8 +129,17 @@ def test_the_maps_own_sampler_is_a_folder_setting(pipe, tmp_path):
     assert not np.array_equal(np.asarray(a.images[0]), np.asarray(ode.images[0]))
     ddim = PanopticDiffusionPipeline.from_pretrained(tmp_path / "m", scheduler="ddim")
     assert (ddim.scheduler, ddim.map_scheduler) == ("ddim", "ddim")
+    # map_scheduler at loading: the map's alone, after scheduler; the same sampling as the folder's
+    given = PanopticDiffusionPipeline.from_pretrained(tiny_pipeline_dir, map_scheduler="sde-dpmsolver++")
+    assert (given.scheduler, given.map_scheduler) == ("dpmsolver++", "sde-dpmsolver++")
+    same = given("a red circle", num_inference_steps=3, generator=_gen(2))
+    assert np.array_equal(np.asarray(same.images[0]), np.asarray(a.images[0]))
+    both = PanopticDiffusionPipeline.from_pretrained(tmp_path / "m", scheduler="ddim", map_scheduler="ddpm")
+    assert (both.scheduler, both.map_scheduler) == ("ddim", "ddpm")
     with pytest.raises(ConfigError, match="unknown map_scheduler 'euler'"):
         replace(pipe.config, map_scheduler="euler")
+    with pytest.raises(ConfigError, match="unknown map_scheduler 'euler'"):
+        PanopticDiffusionPipeline.from_pretrained(tmp_path / "m", map_scheduler="euler")
 
 
 @pytest.mark.parametrize("scheduler", ["dpmsolver++", "sde-dpmsolver++"])

@@ -331,6 +331,8 @@ def test_a_folder_from_before_the_redraw_setting_resumes(tmp_path, straight, tin
         synthesize(options(copy, prompts_file, resume=True, redraw_image=True), pipe=tiny_pipe)
     with pytest.raises(ConfigError, match=re.escape("map_sampler 'dpmsolver++' -> 'ddim'")):
         synthesize(options(copy, prompts_file, resume=True, scheduler="ddim"))  # loads the folder with ddim
+    with pytest.raises(ConfigError, match=re.escape("map_sampler 'dpmsolver++' -> 'ddpm'")):
+        synthesize(options(copy, prompts_file, resume=True, map_scheduler="ddpm"))  # the map's alone
 
 
 def test_resume_with_a_larger_n_grows_the_dataset(tmp_path, straight, tiny_pipe, prompts_file):

@@ -61,7 +61,9 @@ class PanopticDiffusionPipeline:
         instance_bits: instance bits of the map codec.
         image_size: pixel side of generated images.
         scheduler: ``"dpmsolver++"``, ``"sde-dpmsolver++"``, ``"ddim"`` or ``"ddpm"``; default the
-            config's.
+            config's. It replaces the config's samplers of image and map both.
+        map_scheduler: the map's own sampler (the same names), when it should differ from the
+            image's; default: ``scheduler`` when that is given, else the config's.
         config: the folder's settings (:class:`PipelineConfig`): the defaults of every call
             argument left as None; default one built from the arguments above (codec
             ``"identity"`` or saved with the pipeline, text encoder by its ``name_or_path``).
@@ -78,6 +80,7 @@ class PanopticDiffusionPipeline:
         image_size: int = 64,
         scheduler: str | None = None,
         config: PipelineConfig | None = None,
+        map_scheduler: str | None = None,
     ) -> None:
         self.model = model.eval()
         self.codec = codec
@@ -96,8 +99,10 @@ class PanopticDiffusionPipeline:
                 image_size=image_size,
             )
         if scheduler is not None:
-            # validated by __post_init__; the map takes it too
+            # validated by __post_init__; the map takes it too unless it has its own
             config = replace(config, scheduler=scheduler, map_scheduler=None)
+        if map_scheduler is not None:
+            config = replace(config, map_scheduler=map_scheduler)
         self.config = config
         cfg = model.config
         if self.bit_codec.num_bits != cfg.map_bits:
@@ -122,6 +127,7 @@ class PanopticDiffusionPipeline:
         device: str | torch.device = "cpu",
         scheduler: str | None = None,
         torch_dtype: torch.dtype | None = None,
+        map_scheduler: str | None = None,
     ) -> PanopticDiffusionPipeline:
         """Load a pipeline folder (default: the bundled built-in-world model).
 
@@ -129,6 +135,7 @@ class PanopticDiffusionPipeline:
             device: where the model, codec and text encoder run.
             scheduler: overrides the folder's sampler, of image and map (``"dpmsolver++"``,
                 ``"sde-dpmsolver++"``, ``"ddim"``, ``"ddpm"``).
+            map_scheduler: overrides the map's sampler alone (same names; after ``scheduler``).
             torch_dtype: dtype of the model and codec weights (e.g. ``torch.bfloat16``); default
                 as stored. The text encoder stays in its own dtype; its features are cast.
         """
@@ -165,6 +172,7 @@ class PanopticDiffusionPipeline:
             image_size=config.image_size,
             scheduler=scheduler,
             config=config,
+            map_scheduler=map_scheduler,
         )
         return pipe.to(device, torch_dtype)
 

@@ -80,6 +80,7 @@ class SynthesizeOptions:
     redraw_image: bool | None = None  # None: the model folder's
     image_map_guidance: float | None = None  # the redraw's; None: the model folder's
     scheduler: str | None = None
+    map_scheduler: str | None = None  # None: scheduler's, else the model's
     split: str = "train"
     shard_size: int | None = None  # default: the resumed run's, else 256 rounded up to a multiple of batch
     workers: int | None = None
@@ -401,7 +402,9 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     if pipe is None:
         from pandiff.pipeline import PanopticDiffusionPipeline
 
-        pipe = PanopticDiffusionPipeline.from_pretrained(opts.model, device=device, scheduler=opts.scheduler)
+        pipe = PanopticDiffusionPipeline.from_pretrained(
+            opts.model, device=device, scheduler=opts.scheduler, map_scheduler=opts.map_scheduler
+        )
     if opts.precision != "auto" or pipe.device.type == "cuda":
         pipe.autocast_dtype = None if opts.precision == "fp32" else torch.bfloat16
     pipe.check_prompts(used, truncate=opts.captions is not None)  # captions are cut, as prepare cuts them

@@ -272,6 +272,36 @@ def _recording_schedule(prediction: str, received: dict[tuple, list[torch.Tensor
     return Recording(image_prediction=prediction)
 
 
+@pytest.mark.parametrize("map_scheduler", SCHEDULER_NAMES)
+@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+def test_mixed_samplers_step_image_and_map_at_one_timestep(model, scheduler, map_scheduler):
+    """Every image sampler with every map sampler: both step through one timestep grid (their
+    own grids differ across families: DPM-Solver++ from 999, DDIM/DDPM from 950 down to 0), so
+    image and map stay at one noise level as in training."""
+    stepped: dict[str, list[int]] = {"image": [], "map": []}
+
+    class Recording(NoiseSchedule):
+        def inference_scheduler(self, name, prediction_type):
+            sched = super().inference_scheduler(name, prediction_type)
+            step, key = sched.step, "map" if prediction_type == "sample" else "image"
+
+            def recorded(model_output, timestep, sample, **kwargs):
+                stepped[key].append(int(timestep))
+                return step(model_output, timestep, sample, **kwargs)
+
+            sched.step = recorded
+            return sched
+
+    text, empty = _text()
+    sampler = LockstepSampler(model, Recording(), scheduler, map_scheduler=map_scheduler)
+    out = sampler.sample(
+        text, empty, LATENT, MAP, num_inference_steps=4, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.isfinite(out.latents).all() and out.map_bits.abs().max() <= 1.0
+    assert len(stepped["image"]) == 4 and stepped["image"] == stepped["map"]
+    assert stepped["image"] == sorted(stepped["image"], reverse=True)
+
+
 @pytest.mark.parametrize("batch_guidance", [True, False])
 @pytest.mark.parametrize("prediction", ["epsilon", "sample"])
 @pytest.mark.parametrize(

@@ -85,8 +85,9 @@ def test_map2image_and_image2map_modes(tiny_pipeline_dir, tiny_world, tiny_judge
                            min_judge_miou=0.0))  # fmt: skip
     assert set(m2i["metrics"]) == {"colour_accuracy", "judge_miou", "judge_pq", "world_fid", "world_kid"}
     assert "given map" in m2i["metrics"]["judge_pq"]["how"]
-    i2m = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))
+    i2m = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map", map_scheduler="ddpm"))
     assert set(i2m["metrics"]) == {"mcd", "pq", "miou", "map_adherence"}
+    assert (i2m["sampler"], i2m["map_sampler"]) == ("dpmsolver++", "ddpm")  # the map's own sampler
     assert 0.0 <= i2m["metrics"]["pq"]["value"] <= 1.0
     assert i2m["skipped"] == {}  # image -> map needs no Inception, CLIP or judge
 

@@ -110,7 +110,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def add_scheduler_argument(p: argparse.ArgumentParser) -> None:
-    """``--scheduler`` as every sampling command takes it: None means the model folder's."""
+    """``--scheduler`` and ``--map-scheduler`` as every sampling command takes them: None means
+    the model folder's."""
     from pandiff.pipeline_config import SCHEDULER_NAMES
 
     p.add_argument(
@@ -118,6 +119,13 @@ def add_scheduler_argument(p: argparse.ArgumentParser) -> None:
         default=None,
         choices=SCHEDULER_NAMES,
         help="sampler of image and map (default: the model folder's)",
+    )
+    p.add_argument(
+        "--map-scheduler",
+        default=None,
+        choices=SCHEDULER_NAMES,
+        help="the map's own sampler, when it should differ from the image's (default: --scheduler, "
+        "else the model folder's)",
     )
 
 

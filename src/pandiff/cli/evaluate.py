@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         seed=args.seed,
         scheduler=args.scheduler,
+        map_scheduler=args.map_scheduler,
         judge=args.judge,
         min_judge_miou=0.0 if args.allow_weak_judge else MIN_JUDGE_MIOU,
         judge_steps=args.judge_steps,

@@ -121,7 +121,9 @@ def _run(args, image: Image.Image | None = None) -> int:
     if getattr(args, "map", None):  # the given map first: a wrong file fails before the weights load
         table = CategoryTable.from_coco(PipelineConfig.from_pretrained(model_dir).categories)
         pmap = read_panoptic_png(args.map, args.map_json, table)
-    pipe = PanopticDiffusionPipeline.from_pretrained(model_dir, device=args.device, scheduler=args.scheduler)
+    pipe = PanopticDiffusionPipeline.from_pretrained(
+        model_dir, device=args.device, scheduler=args.scheduler, map_scheduler=args.map_scheduler
+    )
     pipe.check_prompts(args.prompt, allow_empty=image is not None)
     loaded = time.perf_counter()
     image_map_guidance = getattr(args, "image_map_guidance", None)  # segment has no such option

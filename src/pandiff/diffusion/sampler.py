@@ -21,6 +21,7 @@ values are kept outside the mask (re-noised to the current level) and generated 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -158,8 +159,7 @@ class LockstepSampler:
 
         image_sched = self.schedule.inference_scheduler(self.scheduler_name, self.schedule.image_prediction)
         map_sched = self.schedule.inference_scheduler(self.map_scheduler_name, "sample")
-        image_sched.set_timesteps(num_inference_steps, device=device)
-        map_sched.set_timesteps(num_inference_steps, device=device)
+        lockstep_timesteps(image_sched, map_sched, num_inference_steps, device)
         x_image = x_image * (image_sched.init_noise_sigma if gen_image else 1.0)
         if gen_map:
             x_map = x_map * map_sched.init_noise_sigma
@@ -299,6 +299,29 @@ class LockstepSampler:
             t = torch.full((known.shape[0],), int(t_next), device=known.device, dtype=torch.long)
             noised = self._noiser.add_noise(known, noise, t)
         return mask * x + (1 - mask) * noised
+
+
+def lockstep_timesteps(image_sched, map_sched, num_inference_steps: int, device) -> None:
+    """Set both schedulers to one timestep grid, so that image and map stay at one noise level, as
+    in joint training (one shared timestep).
+
+    Samplers of one family share a grid; across families they do not (DPM-Solver++ spaces its 20
+    steps from 999, DDIM and DDPM theirs from 950 down to 0), so one of them takes the other's grid
+    as custom timesteps, which DPM-Solver++ and DDPM accept and DDIM does not.
+    """
+    image_sched.set_timesteps(num_inference_steps, device=device)
+    map_sched.set_timesteps(num_inference_steps, device=device)
+    if torch.equal(image_sched.timesteps.cpu(), map_sched.timesteps.cpu()):
+        return
+    for follower, leader in ((map_sched, image_sched), (image_sched, map_sched)):
+        if "timesteps" in inspect.signature(follower.set_timesteps).parameters:
+            follower.set_timesteps(timesteps=leader.timesteps.tolist(), device=device)
+            return
+    # Unreachable with today's samplers (only DDIM lacks custom timesteps); kept for a new one.
+    raise ConfigError(
+        f"the image's and the map's samplers ({type(image_sched).__name__}, {type(map_sched).__name__}) "
+        "step on different timestep grids and neither takes the other's; use one sampler for both"
+    )
 
 
 def randn(shape, generator, device, dtype) -> torch.Tensor:

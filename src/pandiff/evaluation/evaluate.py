@@ -56,6 +56,7 @@ class EvaluationOptions:
     batch: int = 16
     seed: int = 0
     scheduler: str | None = None
+    map_scheduler: str | None = None  # None: --scheduler's, else the model's
     judge: str | None = None
     min_judge_miou: float = MIN_JUDGE_MIOU
     judge_steps: int = 1200
@@ -343,6 +344,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             out=f"{tmp}/generated", n=len(train), captions=f"{tmp}/prompts.json", batch=opts.batch,
             steps=opts.steps, seed=opts.seed, model=opts.model, device=opts.device, guidance=opts.guidance,
             map_guidance=opts.map_guidance, map_cleanup=opts.map_cleanup, scheduler=opts.scheduler,
+            map_scheduler=opts.map_scheduler,
             one_piece_instances=opts.one_piece_instances,
             redraw_image=opts.redraw_image, image_map_guidance=opts.image_map_guidance,
             progress=opts.progress,
@@ -380,7 +382,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         from pandiff.pipeline import PanopticDiffusionPipeline
 
         pipe = PanopticDiffusionPipeline.from_pretrained(
-            opts.model, device=opts.device, scheduler=opts.scheduler
+            opts.model, device=opts.device, scheduler=opts.scheduler, map_scheduler=opts.map_scheduler
         )
     settings = pipe.call_settings(
         opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup, opts.image_map_guidance,
