@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 
-from bench_common import REDRAW, append_results
+from bench_common import REDRAW, publish
 
 WORKER = r"""
 import json, resource, sys, time, torch
@@ -70,6 +70,7 @@ def main() -> None:
         "--redraw", nargs="+", default=["model"], choices=list(REDRAW),
         help="redraw each image for its map: the model folder's setting, on, off (several: one row each)",
     )  # fmt: skip
+    p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--note", default="")
     args = p.parse_args()
     if args.quick:
@@ -103,12 +104,7 @@ def main() -> None:
         print(row, flush=True)
         rows.append(row)
     model = args.model or "bundled world-s"
-    append_results(
-        f"Sampling cost ({model})",
-        "python benchmarks/bench_sampling.py " + " ".join(sys.argv[1:]),
-        [header, rule, *rows],
-        args.note,
-    )
+    publish(f"Sampling cost ({model})", [header, rule, *rows], not args.no_append, args.note)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="prepare's --batch-size")
     parser.add_argument("--decode-workers", type=int, default=0, help="prepare's --workers (image decoding)")
     parser.add_argument("--note", default="", help="a remark stored with the results (e.g. other load)")
+    parser.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
 
     command = "python benchmarks/bench_world.py " + " ".join(sys.argv[1:])
@@ -63,9 +64,10 @@ def _mib(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
-def _report(title: str, command: str, lines: list[str], note: str) -> None:
+def _report(title: str, command: str, lines: list[str], args) -> None:
     print("\n".join(lines))
-    append_results(title, command, lines, note)
+    if not args.no_append:
+        append_results(title, command, lines, args.note)
 
 
 def _bench_make_world(args, command: str) -> None:
@@ -84,7 +86,7 @@ def _bench_make_world(args, command: str) -> None:
     header = (
         "| scenes | size | workers | seconds | scenes/s | s per 20k (extrapolated) | CPU s | MiB written |"
     )
-    _report("make-world", command, [header, "|---:|---:|---:|---:|---:|---:|---:|---:|", *rows], args.note)
+    _report("make-world", command, [header, "|---:|---:|---:|---:|---:|---:|---:|---:|", *rows], args)
 
 
 def _bench_prepare(args, command: str) -> None:
@@ -122,7 +124,7 @@ def _bench_prepare(args, command: str) -> None:
         f"| {n} | {args.device} | {args.batch} | {args.decode_workers} | {seconds:.1f} | {n / seconds:.0f} | "
         + f"{n * captions / seconds:.0f} | {cpu:.1f} | {disk:.1f} |",
     ]
-    _report("prepare", command, lines, args.note)
+    _report("prepare", command, lines, args)
 
 
 if __name__ == "__main__":
