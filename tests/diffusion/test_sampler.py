@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pandiff.diffusion.sampler import LockstepSampler
+from pandiff.diffusion.sampler import LockstepSampler, lockstep_timesteps
 from pandiff.diffusion.schedule import SCHEDULERS, NoiseSchedule
 from pandiff.errors import ConfigError
 from pandiff.model import pdm_from_preset
@@ -275,15 +275,18 @@ def _recording_schedule(prediction: str, received: dict[tuple, list[torch.Tensor
 @pytest.mark.parametrize("map_scheduler", SCHEDULER_NAMES)
 @pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
 def test_mixed_samplers_step_image_and_map_at_one_timestep(model, scheduler, map_scheduler):
-    """Every image sampler with every map sampler: both step through one timestep grid (their
-    own grids differ across families: DPM-Solver++ from 999, DDIM/DDPM from 950 down to 0), so
-    image and map stay at one noise level as in training."""
+    """Every image sampler with every map sampler: both schedulers hold one timestep grid (their
+    own grids differ across families: DPM-Solver++ from 999, DDIM/DDPM from 950 down to 0) and the
+    sampler steps each through exactly that grid, so image and map stay at one noise level as in
+    training."""
     stepped: dict[str, list[int]] = {"image": [], "map": []}
+    made: dict[str, object] = {}
 
     class Recording(NoiseSchedule):
         def inference_scheduler(self, name, prediction_type):
             sched = super().inference_scheduler(name, prediction_type)
             step, key = sched.step, "map" if prediction_type == "sample" else "image"
+            made[key] = sched
 
             def recorded(model_output, timestep, sample, **kwargs):
                 stepped[key].append(int(timestep))
@@ -298,8 +301,30 @@ def test_mixed_samplers_step_image_and_map_at_one_timestep(model, scheduler, map
         text, empty, LATENT, MAP, num_inference_steps=4, generator=torch.Generator().manual_seed(0)
     )
     assert torch.isfinite(out.latents).all() and out.map_bits.abs().max() <= 1.0
-    assert len(stepped["image"]) == 4 and stepped["image"] == stepped["map"]
-    assert stepped["image"] == sorted(stepped["image"], reverse=True)
+    image_grid, map_grid = (made[k].timesteps.tolist() for k in ("image", "map"))
+    assert len(image_grid) == 4 and image_grid == map_grid  # one grid ...
+    assert stepped["image"] == image_grid and stepped["map"] == map_grid  # ... stepped as it is
+    assert image_grid == sorted(image_grid, reverse=True)
+
+
+def test_the_image_keeps_its_grid_unless_the_maps_sampler_cannot_follow():
+    """DPM-Solver++ and DDPM take custom timesteps, DDIM does not: the map follows the image's grid,
+    except a DDIM map, which the image follows."""
+    schedule = NoiseSchedule()
+
+    def grids(image_name, map_name):
+        image, map_ = (
+            schedule.inference_scheduler(n, p) for n, p in ((image_name, "epsilon"), (map_name, "sample"))
+        )
+        lockstep_timesteps(image, map_, 20, "cpu")
+        return image.timesteps.tolist(), map_.timesteps.tolist()
+
+    dpm = [999, 949, 899, 849, 799, 749, 699, 649, 599, 549, 500, 450, 400, 350, 300, 250, 200, 150, 100, 50]
+    leading = list(range(950, -1, -50))  # DDIM's and DDPM's own: 950, 900, ..., 0
+    assert grids("sde-dpmsolver++", "ddpm") == (dpm, dpm)
+    assert grids("ddpm", "sde-dpmsolver++") == (leading, leading)
+    assert grids("dpmsolver++", "ddim") == (leading, leading)
+    assert grids("ddim", "ddpm") == (leading, leading)
 
 
 @pytest.mark.parametrize("batch_guidance", [True, False])

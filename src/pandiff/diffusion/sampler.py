@@ -306,8 +306,9 @@ def lockstep_timesteps(image_sched, map_sched, num_inference_steps: int, device)
     in joint training (one shared timestep).
 
     Samplers of one family share a grid; across families they do not (DPM-Solver++ spaces its 20
-    steps from 999, DDIM and DDPM theirs from 950 down to 0), so one of them takes the other's grid
-    as custom timesteps, which DPM-Solver++ and DDPM accept and DDIM does not.
+    steps from 999, DDIM and DDPM theirs from 950 down to 0), so one takes the other's grid as
+    custom timesteps, which DPM-Solver++ and DDPM accept and DDIM does not: the map follows the
+    image, except a DDIM map, which the image follows.
     """
     image_sched.set_timesteps(num_inference_steps, device=device)
     map_sched.set_timesteps(num_inference_steps, device=device)
