@@ -70,7 +70,10 @@ WORKERS = 2 if CPU else 14
 
 # 1. world and features
 if not (D / "world" / "annotations").is_dir():
-    run(PANDIFF + ["make-world", "--out", D / "world", "--n", N, "--seed", 4, "--workers", WORKERS])
+    # LEASE_THINGS (e.g. "1:1,2:3,3:2,4:2") is make-world's --things: a world richer in two-thing
+    # relation scenes (session 17 found the model ignores relation words; see the README).
+    things = ["--things", os.environ["LEASE_THINGS"]] if os.environ.get("LEASE_THINGS") else []
+    run(PANDIFF + ["make-world", "--out", D / "world", "--n", N, "--seed", 4, "--workers", WORKERS] + things)
 run([PY, "scripts/gpu_lease/check_tokens.py", D / "world", ".dev/minilm"])
 if not (D / "feat" / "manifest.json").is_file():
     run(

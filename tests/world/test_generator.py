@@ -28,6 +28,7 @@ from pandiff.world.generator import (
     make_scene,
     render_scene,
     scene_from_spec,
+    things_mix,
     world_category_table,
     world_paths,
 )
@@ -295,3 +296,54 @@ def test_the_coco_loader_reads_the_world_unchanged(world):
             counts[TABLE.index_of_name(group["category"])] += group["count"]
         pmap = PanopticMap(item["category"].numpy(), item["instance"].numpy(), dataset.table)
         assert pmap.thing_counts() == dict(counts)
+
+
+def test_things_mix_sets_the_share_of_scenes_per_count(tmp_path, capsys):
+    assert things_mix(None) == {1: 0.25, 2: 0.3, 3: 0.25, 4: 0.2}
+    assert things_mix("1:1, 2:3,4:4") == {1: 0.125, 2: 0.375, 3: 0.0, 4: 0.5}
+    assert things_mix({2: 5}) == {1: 0.0, 2: 1.0, 3: 0.0, 4: 0.0}
+    # Only two-thing scenes: every scene states its relation, in the spec and in the captions.
+    mix = things_mix("2:1")
+    for index in range(8):
+        spec = make_scene(0, index, SIZE, mix=mix).spec
+        assert len(spec["things"]) == 2 and len(spec["relations"]) == 1
+        _check_captions(spec)
+    # 3:1,4:1 draws only 3 and 4, about half each.
+    counts = Counter(len(make_scene(1, i, SIZE, mix=things_mix("3:1,4:1")).spec["things"]) for i in range(60))
+    assert set(counts) == {3, 4} and 18 <= counts[3] <= 42
+    # Through the CLI: recorded in every JSON file's info and in the summary; others keep no key.
+    parser = argparse.ArgumentParser()
+    world_cli.add_arguments(parser)
+    out = tmp_path / "rel"
+    assert (
+        world_cli.run(parser.parse_args(["--out", str(out), "--n", "5", "--workers", "1", "--things", "2:1"]))
+        == 0
+    )
+    for key in ("panoptic_json", "captions_json", "specs_json"):
+        info = json.loads(world_paths(out, "train")[key].read_text())["info"]
+        assert info["things_mix"] == {"1": 0.0, "2": 1.0, "3": 0.0, "4": 0.0}
+    assert all(len(s["things"]) == 2 for s in _specs(out))
+    assert generate_world(tmp_path / "d", 2, workers=1)["things_mix"] is None
+    assert (
+        "things_mix"
+        not in json.loads(world_paths(tmp_path / "d", "train")["panoptic_json"].read_text())["info"]
+    )
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("2", "COUNT:WEIGHT"),
+        ("2:x", "COUNT:WEIGHT"),
+        ("5:1", "1-4 things"),
+        ("0:1", "1-4 things"),
+        ("2:-1", ">= 0"),
+        ("2:nan", ">= 0"),
+        ("1:0,2:0", "above 0"),
+        ("2:1,2:3", "twice"),
+    ],
+)
+def test_bad_things_mix_is_refused_before_anything_is_written(tmp_path, spec, message):
+    with pytest.raises(ConfigError, match=message):
+        generate_world(tmp_path / "w", 2, workers=1, things=spec)
+    assert not (tmp_path / "w").exists()

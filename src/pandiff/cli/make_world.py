@@ -21,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="processes drawing scenes (default: all CPU cores)"
     )
+    parser.add_argument(
+        "--things",
+        default=None,
+        metavar="COUNT:WEIGHT,...",
+        help="share of scenes with 1-4 things, e.g. 1:1,2:3,3:2,4:2 (2:1: only two-thing scenes, each "
+        "with a stated relation); default 1:25,2:30,3:25,4:20",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a world already in --out")
 
 
@@ -35,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         workers=args.workers,
         overwrite=args.overwrite,
+        things=args.things,
     )
     print(
         f"wrote {summary['n']} scenes ({summary['train']} train, {summary['val']} val) of "

@@ -237,14 +237,56 @@ def _choice(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def sample_scene(rng: np.random.Generator, size: int = 64) -> Scene:
-    """Draw a random layout (no visibility check; :func:`make_scene` adds that)."""
+def things_mix(spec: str | dict | None) -> dict[int, float]:
+    """The share of scenes with 1, 2, 3 and 4 things: the default mix for None, else weights given
+    as ``{count: weight}`` or as text ``"1:1,2:3,3:2,4:2"`` (normalised to sum 1; counts left out
+    get none). A relation-rich world for training is e.g. ``"2:1"``: every scene states a relation."""
+    if spec is None:
+        return dict(_NUM_THINGS_P)
+    if isinstance(spec, str):
+        weights: dict[int, float] = {}
+        for part in spec.replace(" ", "").split(","):
+            count, sep, weight = part.partition(":")
+            try:
+                if not sep:
+                    raise ValueError
+                key, value = int(count), float(weight)
+            except ValueError:
+                raise ConfigError(
+                    f"--things takes COUNT:WEIGHT pairs separated by commas (e.g. 1:1,2:3,3:2,4:2), got {spec!r}"
+                ) from None
+            if key in weights:
+                raise ConfigError(f"--things names {key} things twice in {spec!r}")
+            weights[key] = value
+    else:
+        weights = {int(k): float(v) for k, v in spec.items()}
+    allowed = sorted(_NUM_THINGS_P)
+    for key, value in weights.items():
+        if key not in _NUM_THINGS_P:
+            raise ConfigError(
+                f"--things: a scene holds {allowed[0]}-{allowed[-1]} things (the captions' and the map's "
+                f"range), got {key}"
+            )
+        if not (np.isfinite(value) and value >= 0):
+            raise ConfigError(
+                f"--things: the weight of {key} things must be a finite number >= 0, got {value}"
+            )
+    total = sum(weights.values())
+    if total <= 0:
+        raise ConfigError(f"--things: at least one weight must be above 0, got {spec!r}")
+    return {k: weights.get(k, 0.0) / total for k in allowed}
+
+
+def sample_scene(rng: np.random.Generator, size: int = 64, mix: dict[int, float] | None = None) -> Scene:
+    """Draw a random layout (no visibility check; :func:`make_scene` adds that); ``mix`` is the
+    share of scenes per thing count (:func:`things_mix`; None: the default mix)."""
     if rng.random() < 0.25:
         stuff, horizon = (_choice(rng, _SINGLE_REGION),), None
     else:
         top = _choice(rng, tuple(_BOTTOMS_UNDER))
         stuff, horizon = (top, _choice(rng, _BOTTOMS_UNDER[top])), round(size * rng.uniform(0.35, 0.6))
-    n = int(rng.choice(list(_NUM_THINGS_P), p=list(_NUM_THINGS_P.values())))
+    mix = _NUM_THINGS_P if mix is None else mix
+    n = int(rng.choice(list(mix), p=list(mix.values())))
     things: list[Thing] = []
     for i in range(n):
         if i and rng.random() < 0.35:  # repeat an earlier (colour, shape) so counts above one occur
@@ -352,13 +394,20 @@ def scene_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
 
 
-def make_scene(seed: int, index: int, size: int = 64, table: CategoryTable | None = None) -> WorldSample:
+def make_scene(
+    seed: int,
+    index: int,
+    size: int = 64,
+    table: CategoryTable | None = None,
+    mix: dict[int, float] | None = None,
+) -> WorldSample:
     """Scene ``index`` of the world with ``seed``: layouts are redrawn until every thing is
-    visible enough, both stuff regions show and a two-thing relation is clear."""
+    visible enough, both stuff regions show and a two-thing relation is clear. ``mix``: the
+    share of scenes per thing count (:func:`things_mix`; None: the default)."""
     table = table or world_category_table()
     rng = scene_rng(seed, index)
     for _ in range(_MAX_ATTEMPTS):
-        scene = sample_scene(rng, size)
+        scene = sample_scene(rng, size, mix)
         raster = rasterize(scene, table)
         if _acceptable(scene, *raster):
             return _render(scene, raster, rng, table)
@@ -399,10 +448,10 @@ def world_paths(out_dir: str | Path, split: str) -> dict[str, Path]:
     }
 
 
-def _write_scene(task: tuple[int, int, int, str, str]) -> dict:
+def _write_scene(task: tuple[int, int, int, str, str, dict | None]) -> dict:
     """Worker: render scene ``index`` and write its two PNGs; return its JSON records."""
-    seed, index, size, out_dir, split = task
-    sample = make_scene(seed, index, size)
+    seed, index, size, out_dir, split, mix = task
+    sample = make_scene(seed, index, size, mix=mix)
     image_id = index + 1
     file_name = f"{image_id:012d}.png"
     paths = world_paths(out_dir, split)
@@ -461,9 +510,13 @@ def _install(tmp: Path, out: Path) -> None:
             os.replace(world_paths(tmp, split)[key], path)
 
 
-def _write_split_jsons(out: Path, split: str, records: list[dict], seed: int, size: int) -> None:
+def _write_split_jsons(
+    out: Path, split: str, records: list[dict], seed: int, size: int, mix: dict[int, float] | None
+) -> None:
     paths = world_paths(out, split)
     info = {"description": "pandiff built-in world (synthetic)", "seed": seed, "size": size, "split": split}
+    if mix is not None:  # only a chosen mix is recorded, so default worlds stay byte-identical
+        info["things_mix"] = {str(k): v for k, v in mix.items()}
     images = [r["image"] for r in records]
     panoptic = {
         "info": info, "licenses": [], "images": images,
@@ -493,6 +546,7 @@ def generate_world(
     val_fraction: float = 0.1,
     workers: int | None = None,
     overwrite: bool = False,
+    things: str | dict | None = None,
 ) -> dict:
     """Write a world of ``n`` scenes of ``size x size`` pixels to ``out_dir`` (layout above).
 
@@ -505,16 +559,20 @@ def generate_world(
         workers: processes drawing scenes (default ``os.cpu_count()``); the output does not
             depend on it.
         overwrite: replace a previous world in ``out_dir``.
+        things: the share of scenes with 1-4 things (:func:`things_mix`: ``"2:1"`` gives only
+            two-thing scenes, each with a stated relation); None: the default mix
+            (1: 25%, 2: 30%, 3: 25%, 4: 20%). Recorded in the JSON files' ``info``.
 
     Returns:
         A summary: ``out_dir``, ``n``, ``train``, ``val`` (scene counts), ``size``, ``seed``,
-        ``workers``, ``seconds``, ``scenes_per_second``.
+        ``workers``, ``seconds``, ``scenes_per_second``, ``things_mix`` (None for the default).
 
     Raises:
         ConfigError for invalid options; DataError for a non-empty ``out_dir`` without ``overwrite``.
     """
     workers = (os.cpu_count() or 1) if workers is None else workers
     _check_options(n, size, seed, val_fraction, workers)
+    mix = None if things is None else things_mix(things)
     start = time.perf_counter()
     out = Path(out_dir)
     _check_out_dir(out, overwrite)
@@ -525,7 +583,8 @@ def generate_world(
     try:
         _make_split_dirs(tmp)
         tasks = [
-            (seed, i, size, str(tmp), "val" if is_val_scene(i, val_fraction) else "train") for i in range(n)
+            (seed, i, size, str(tmp), "val" if is_val_scene(i, val_fraction) else "train", mix)
+            for i in range(n)
         ]
         workers = min(workers, n)
         if workers == 1:
@@ -536,7 +595,7 @@ def generate_world(
         counts = {}
         for split in SPLITS:
             split_records = [r for r in records if r["split"] == split]
-            _write_split_jsons(tmp, split, split_records, seed, size)
+            _write_split_jsons(tmp, split, split_records, seed, size, mix)
             counts[split] = len(split_records)
         _install(tmp, out)
     finally:
@@ -544,5 +603,5 @@ def generate_world(
     seconds = time.perf_counter() - start
     return {
         "out_dir": str(out), "n": n, **counts, "size": size, "seed": seed, "workers": workers,
-        "seconds": round(seconds, 3), "scenes_per_second": round(n / seconds, 1),
+        "seconds": round(seconds, 3), "scenes_per_second": round(n / seconds, 1), "things_mix": mix,
     }  # fmt: skip
