@@ -308,9 +308,13 @@ def test_things_mix_sets_the_share_of_scenes_per_count(tmp_path, capsys):
         spec = make_scene(0, index, SIZE, mix=mix).spec
         assert len(spec["things"]) == 2 and len(spec["relations"]) == 1
         _check_captions(spec)
-    # 3:1,4:1 draws only 3 and 4, about half each.
-    counts = Counter(len(make_scene(1, i, SIZE, mix=things_mix("3:1,4:1")).spec["things"]) for i in range(60))
-    assert set(counts) == {3, 4} and 18 <= counts[3] <= 42
+    # 1:1,4:1 draws only 1 and 4, half each in the scenes written: the count is kept while crowded
+    # layouts are redrawn (drawing it again with each retry, as the default does, gives 4 things
+    # in far fewer than half).
+    counts = Counter(
+        len(make_scene(1, i, SIZE, mix=things_mix("1:1,4:1")).spec["things"]) for i in range(100)
+    )
+    assert set(counts) == {1, 4} and 36 <= counts[4] <= 64
     # Through the CLI: recorded in every JSON file's info and in the summary; others keep no key.
     parser = argparse.ArgumentParser()
     world_cli.add_arguments(parser)

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="COUNT:WEIGHT,...",
         help="share of scenes with 1-4 things, e.g. 1:1,2:3,3:2,4:2 (2:1: only two-thing scenes, each "
-        "with a stated relation); default 1:25,2:30,3:25,4:20",
+        "with a stated relation); default: the original draw, about 34/26/25/14%% of scenes with 1/2/3/4 things",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a world already in --out")
 
