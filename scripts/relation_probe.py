@@ -76,7 +76,10 @@ def mean_picture_offsets(pipe, pairs=PAIRS, timestep: int = 999, n: int = 8, see
 
 
 def holds(relation: str, a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Whether centroid ``a`` stands in ``relation`` to centroid ``b`` (image y grows downwards)."""
+    """Whether centroid ``a`` stands in ``relation`` to centroid ``b`` along that relation's own
+    axis (image y grows downwards). Not :func:`pandiff.world.checks.relation_satisfied`, which
+    judges by the axis where the two differ most (the caption's rule): the probe asks whether the
+    order flips with the word, and "left of" and "right of" must then exclude each other."""
     return {"left of": a[0] < b[0], "right of": a[0] > b[0], "above": a[1] < b[1], "below": a[1] > b[1]}[
         relation
     ]

@@ -69,9 +69,11 @@ def examples(recs: list[dict], rng: torch.Generator, all_captions: bool = False)
 
 
 @torch.no_grad()
-def text_features(encoder, captions: list[str], kind: str, length: int = 24) -> torch.Tensor:
-    """``N length D`` features: the last layer (what pandiff trains on), the embedding layer
-    concatenated with it, or the masked mean of the last layer repeated (no word order)."""
+def text_features(encoder, captions: list[str], kind: str) -> torch.Tensor:
+    """``N L D`` features in the encoder's own window ``L`` (24 tokens for MiniLM): the last layer
+    (what pandiff trains on), the embedding layer concatenated with it, or the masked mean of the
+    last layer repeated (no word order)."""
+    length = encoder.max_length
     out = []
     for i in range(0, len(captions), 256):
         batch = encoder.tokenizer(
@@ -140,7 +142,7 @@ def main(argv=None) -> None:
     val_x = text_features(encoder, val_caps, args.features).float()
     print(f"{len(train_caps)} train captions, {len(val_caps)} val scenes, features {tuple(train_x.shape[1:])}, "
           f"{time.time() - t0:.0f} s", flush=True)  # fmt: skip
-    probe = LayoutProbe(train_x.shape[-1])
+    probe = LayoutProbe(train_x.shape[-1], length=train_x.shape[1])
     opt = torch.optim.AdamW(probe.parameters(), args.lr, weight_decay=0.01)
     print("| step | train loss | val order right |\n|---:|---:|---:|", flush=True)
     for step in range(1, args.steps + 1):

@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from text_binding_probe import COLOURS, SHAPES, LayoutProbe, examples, order_accuracy, records
+from text_binding_probe import COLOURS, SHAPES, LayoutProbe, examples, order_accuracy, records, text_features
 
 
 def test_order_accuracy_on_hand_made_layouts():
@@ -52,3 +52,18 @@ def test_probe_maps_tokens_and_queries_to_two_centroids_and_learns():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_last_layer_features_are_the_ones_pandiff_trains_on():
+    from pandiff.encoders.text import load_text_encoder
+
+    encoder = load_text_encoder("minilm")
+    caps = ["a red circle to the left of a blue star on the grass.", "two green crosses on the sand."]
+    last = text_features(encoder, caps, "last")
+    assert last.shape == (2, encoder.max_length, 384) and last.dtype == torch.float16
+    torch.testing.assert_close(last.float(), encoder.encode(caps), atol=2e-3, rtol=2e-3)
+    both = text_features(encoder, caps, "embeddings+last")
+    assert both.shape == (2, encoder.max_length, 768) and torch.equal(both[..., 384:], last)
+    pooled = text_features(encoder, caps, "pooled")
+    assert torch.equal(pooled[:, 0], pooled[:, -1])  # one vector repeated: no word order
+    assert not torch.allclose(pooled[:, 0].float(), last[:, 0].float())

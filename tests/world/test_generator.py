@@ -298,7 +298,7 @@ def test_the_coco_loader_reads_the_world_unchanged(world):
         assert pmap.thing_counts() == dict(counts)
 
 
-def test_things_mix_sets_the_share_of_scenes_per_count(tmp_path, capsys):
+def test_things_mix_sets_the_share_of_scenes_per_count(tmp_path):
     assert things_mix(None) == {1: 0.25, 2: 0.3, 3: 0.25, 4: 0.2}
     assert things_mix("1:1, 2:3,4:4") == {1: 0.125, 2: 0.375, 3: 0.0, 4: 0.5}
     assert things_mix({2: 5}) == {1: 0.0, 2: 1.0, 3: 0.0, 4: 0.0}
