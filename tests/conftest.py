@@ -30,6 +30,23 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def pipeline_calls(monkeypatch) -> list[dict]:
+    """The keyword arguments of every ``PanopticDiffusionPipeline`` call made in the test (the
+    calls still run)."""
+    from pandiff.pipeline import PanopticDiffusionPipeline
+
+    calls: list[dict] = []
+    real = PanopticDiffusionPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PanopticDiffusionPipeline, "__call__", spy)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def make_tiny_pipeline(tmp_path_factory):
     """Writes a complete pipeline folder around a tiny random pixel-space PDM on the world's

@@ -137,6 +137,8 @@ def test_map_to_image_and_segment(tiny_pipeline_dir, export, tmp_path):
         (["--map-guidance", "-2"], "--map-guidance must be >= 0"),
         (["--map-cleanup", "-1"], "--map-cleanup must be >= 0"),
         (["--n", "0"], "--n must be >= 1"),
+        (["--self-check", "-1"], "--self-check must be >= 0 and <= 16"),
+        (["--self-check", "17"], "--self-check must be >= 0 and <= 16"),
     ],
 )
 def test_bad_options(tiny_pipeline_dir, tmp_path, capsys, args, message):
@@ -247,6 +249,15 @@ def test_redraw_image_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_p
         np.asarray(Image.open(export / "000_image.png")),
         np.asarray(Image.open(tmp_path / "n" / "000_image.png")),
     )
+
+
+def test_self_check_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
+    """--self-check N is the call's number of extra draws and is recorded with the output; the tiny
+    folder's default is 0 (off)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["self_check"] == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "s", "--self-check", "2") == 0
+    assert [k["self_check"] for k in pipeline_calls] == [2]
+    assert json.loads((tmp_path / "s" / "panoptic.json").read_text())["info"]["self_check"] == 2
 
 
 def test_image_map_guidance_flag_reaches_the_redraw(tiny_pipeline_dir, tmp_path):

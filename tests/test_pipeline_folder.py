@@ -256,7 +256,7 @@ def test_config_validation_names_the_key(tmp_path, tiny_pipeline_dir):
 
 def test_the_bundled_folder_loads_as_before():
     """The bundled folder's settings; keys it predates (steps) take the defaults, and keys added
-    since (redraw, one piece, image-side map guidance) are off in a folder without them."""
+    since (redraw, one piece, image-side map guidance, self check) are off in a folder without them."""
     from pandiff.pipeline_config import DEFAULT_MODEL_DIR
 
     config = PipelineConfig.from_pretrained(DEFAULT_MODEL_DIR)
@@ -266,7 +266,10 @@ def test_the_bundled_folder_loads_as_before():
     assert config.map_scheduler is None  # the map samples with the scheduler too
     assert config.redraw_image is True  # set since session 10; a folder without the key does not redraw
     assert config.one_piece_instances is True  # set since session 13; off without the key
+    assert config.self_check == 2  # set since session 18; a folder without the key checks nothing
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
+    del data["self_check"]
+    assert PipelineConfig.from_dict(data).self_check == 0
     del data["redraw_image"]
     del data["one_piece_instances"]
     assert PipelineConfig.from_dict(data).redraw_image is False

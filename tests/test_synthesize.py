@@ -348,3 +348,23 @@ def test_resume_with_a_larger_n_grows_the_dataset(tmp_path, straight, tiny_pipe,
     with pytest.raises(ConfigError, match="can grow, not shrink"):
         synthesize(options(grow, prompts_file, n=8, resume=True), pipe=tiny_pipe)
     assert_same_dataset(straight, grow)
+
+
+def test_self_checked_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, tiny_pipe, prompts_file):
+    """With self_check the dataset's pairs are the pipeline's self-checked ones (same generators),
+    the setting is recorded, and --resume refuses to mix checked and unchecked pairs."""
+    out = tmp_path / "checked"
+    synthesize(options(out, prompts_file, n=4, self_check=1, redraw_image=True), pipe=tiny_pipe)
+    p = paths(out, "train")
+    assert json.loads(p["panoptic_json"].read_text())["info"]["self_check"] == 1
+    pipe_out = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
+                         redraw_image=True, self_check=1)  # fmt: skip
+    for k, index in enumerate((2, 3)):
+        name = f"{index + 1:012d}.png"
+        assert np.array_equal(np.asarray(Image.open(p["images"] / name)), np.asarray(pipe_out.images[k]))
+        rgb, _ = pipe_out.maps[k].to_coco()
+        assert np.array_equal(np.asarray(Image.open(p["panoptic"] / name)), rgb)
+    with pytest.raises(ConfigError, match="self_check 1 -> 0"):
+        synthesize(
+            options(out, prompts_file, n=4, self_check=0, redraw_image=True, resume=True), pipe=tiny_pipe
+        )

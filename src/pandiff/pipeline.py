@@ -416,6 +416,41 @@ class PanopticDiffusionPipeline:
         )  # fmt: skip
         return out.latents
 
+    def self_checks(self, self_check: int | None = None) -> int:
+        """How many more times a prompt -> image + map call with this ``self_check`` draws a
+        sample that fails its own checks (:mod:`pandiff.self_check`): the given value (checked),
+        else the folder's (``config.self_check``)."""
+        from pandiff.pipeline_config import MAX_SELF_CHECK
+
+        value = _given_or(self_check, self.config.self_check)
+        return checks.number(value, "self_check", 0, MAX_SELF_CHECK, integer=True, hint=" (0 = off)")
+
+    @torch.no_grad()
+    def segment_once(
+        self,
+        latents: torch.Tensor,
+        text: torch.Tensor,
+        cleanup: MapCleanup | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    ) -> list[PanopticMap]:
+        """The model's own segmentation of ``latents`` (``B C h w``) in one forward: the image
+        clean (timestep 0), the map pure noise at the last training timestep, ``text`` (``B L D``)
+        the prompts' features. The clean-map prediction there is the map's posterior mean given
+        the picture, decoded (and cleaned by ``cleanup``) like a generated map. Used by the self
+        check (:mod:`pandiff.self_check`) to see whether a picture shows its map's things."""
+        from pandiff.diffusion.sampler import randn
+
+        b = latents.shape[0]
+        noise = randn((b, *self.map_shape), generator, latents.device, latents.dtype)
+        zero = torch.zeros(b, dtype=torch.long, device=latents.device)
+        last = torch.full_like(zero, self.schedule.num_train_timesteps - 1)
+        with torch.autocast(
+            latents.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            out = self.model(latents, zero, text, noise, last)
+        maps = [self.bit_codec.decode_map(bits.float().clamp(-1, 1), self.table) for bits in out.map]
+        return [cleanup(m) for m in maps] if cleanup else maps
+
     # -- the call --------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
@@ -436,6 +471,7 @@ class PanopticDiffusionPipeline:
         redraw_image: bool | None = None,
         image_map_guidance_scale: float | None = None,
         one_piece_instances: bool | None = None,
+        self_check: int | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -464,6 +500,10 @@ class PanopticDiffusionPipeline:
                 map (map -> image, and the redraw) is pushed towards that map: the prediction with
                 the clean map against the one with the map noised to the image's timestep
                 (:class:`LockstepSampler`). 0 is off; None takes the folder's.
+            self_check: prompt -> image + map only, beyond the paper: how many more times a sample
+                that fails its own checks is drawn again (:mod:`pandiff.self_check`: its map
+                against what the prompt names, its picture against its map), keeping the draw
+                with the fewest failures. 0 is off; None takes the folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -500,9 +540,17 @@ class PanopticDiffusionPipeline:
                 image_mask = _resize_mask(mask_t, self.latent_shape[1]).expand(b, -1, -1, -1)
             if map is not None:
                 map_mask = _resize_mask(mask_t, self.map_size).expand(b, -1, -1, -1)
-        sampler = self.sampler()
         generator = list(generator) if isinstance(generator, Sequence) else generator
         sampling_progress = not self._progress_bar_config["disable"] if progress is None else progress
+        tries = self.self_checks(self_check)
+        if tries and maps_in is None and images_in is None:
+            from pandiff.self_check import self_checked_sample
+
+            latents, maps = self_checked_sample(
+                self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress
+            )
+            return self._output(prompts, latents, maps)
+        sampler = self.sampler()
         out = sampler.sample(
             text,
             empty,
@@ -522,6 +570,9 @@ class PanopticDiffusionPipeline:
         latents = out.latents
         if redraw and maps_in is None and images_in is None:
             latents = self.redraw(text, empty, maps, settings, generator, progress=sampling_progress)
+        return self._output(prompts, latents, maps)
+
+    def _output(self, prompts: list[str], latents: torch.Tensor, maps: list[PanopticMap]) -> PipelineOutput:
         pixels = self.codec.decode(latents)  # B 3 S S in [-1, 1]
         arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         images = [Image.fromarray(a) for a in arrays]

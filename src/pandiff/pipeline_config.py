@@ -25,6 +25,8 @@ SCHEDULER_NAMES = ("dpmsolver++", "sde-dpmsolver++", "ddim", "ddpm")
 # Side of the block a generated map segment must contain to survive decoding (smaller pieces are
 # bit-threshold rims, see PanopticMap.absorb_slivers); 0 keeps the thresholded bits as they are.
 MAP_CLEANUP = 3
+# Extra draws a failing sample may get (each costs a sampling pass for the failing rows).
+MAX_SELF_CHECK = 16
 _REQUIRED = ("codec", "text_encoder", "categories")
 
 
@@ -54,6 +56,10 @@ class PipelineConfig:
         image_map_guidance_scale: the default of the call argument of that name: how hard an image
             drawn for a whole given map (map -> image, the redraw) is pushed towards it (beyond
             the paper; 0, the default of older folders, is off).
+        self_check: beyond the paper, how many more times a prompt -> image + map sample that
+            fails its own checks is drawn again (:mod:`pandiff.self_check`: the map against what
+            the prompt names, the picture against the map by the model's own one-forward
+            segmentation); 0, the default of older folders, checks nothing.
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -73,6 +79,7 @@ class PipelineConfig:
     redraw_image: bool = False
     one_piece_instances: bool = False
     image_map_guidance_scale: float = 0.0
+    self_check: int = 0
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -100,6 +107,7 @@ class PipelineConfig:
             "'num_inference_steps'",
         )
         checks.number(self.map_cleanup, "'map_cleanup'", 0, 4096, integer=True)
+        checks.number(self.self_check, "'self_check'", 0, MAX_SELF_CHECK, integer=True)
         for key in ("scheduler", "map_scheduler"):
             name = getattr(self, key)
             if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):

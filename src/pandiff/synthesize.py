@@ -51,10 +51,15 @@ PRECISIONS = ("auto", "bf16", "fp32")
 _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
-    "image_map_guidance_scale", "one_piece_instances", "map_sampler",
+    "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
-_LEGACY = {"redraw_image": False, "image_map_guidance_scale": 0.0, "one_piece_instances": False}
+_LEGACY = {
+    "redraw_image": False,
+    "image_map_guidance_scale": 0.0,
+    "one_piece_instances": False,
+    "self_check": 0,
+}
 
 
 @dataclass
@@ -79,6 +84,7 @@ class SynthesizeOptions:
     one_piece_instances: bool | None = None  # None: the model folder's
     redraw_image: bool | None = None  # None: the model folder's
     image_map_guidance: float | None = None  # the redraw's; None: the model folder's
+    self_check: int | None = None  # extra draws of a pair failing its own checks; None: the model folder's
     scheduler: str | None = None
     map_scheduler: str | None = None  # None: scheduler's, else the model's
     split: str = "train"
@@ -229,6 +235,7 @@ def sample_pairs(
     generators: list[torch.Generator],
     settings: dict,
     redraw_cleanup: MapCleanup | None = None,
+    self_check: tuple[int, MapCleanup] | None = None,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -237,8 +244,20 @@ def sample_pairs(
     ``settings``: the sampler's steps and guidance scales (``pipe.call_settings``).
     ``redraw_cleanup``: not None redraws each image for its map (:meth:`pipe.redraw`); the maps
     are then decoded and cleaned up with it here, as the pipeline does, and
-    returned, so the writer does not decode them again."""
+    returned, so the writer does not decode them again. ``self_check``: ``(tries, clean-up)``
+    with tries > 0 samples as the pipeline's self check does (:mod:`pandiff.self_check`); the
+    maps are then returned decoded and cleaned, and the bits are None (the writer uses the maps)."""
     text, empty = pipe._encode_prompts(prompts)
+    if self_check is not None and self_check[0] > 0:
+        from pandiff.self_check import self_checked_sample
+
+        tries, cleanup = self_check
+        latents, maps = self_checked_sample(
+            pipe, prompts, text, empty, settings, cleanup, redraw_cleanup is not None, tries, list(generators), False
+        )  # fmt: skip
+        pixels = pipe.codec.decode(latents)
+        images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+        return images.cpu().numpy(), None, maps
     out = pipe.sampler().sample(
         text, empty, pipe.latent_shape, pipe.map_shape, generator=generators, **settings
     )
@@ -316,7 +335,7 @@ def _writer_pool(workers: int, writer: PairWriter):
 
 
 def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
-               settings: dict, cleanup: MapCleanup, progress, redraw: bool = False) -> int:  # fmt: skip
+               settings: dict, cleanup: MapCleanup, progress, redraw: bool = False, tries: int = 0) -> int:  # fmt: skip
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
     are held at once (one being sampled, one being written), whatever ``n`` is."""
     p = paths(opts.out, opts.split)
@@ -340,10 +359,11 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
         for s, idx in batches:
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
             images, bits, maps = sample_pairs(
-                pipe, texts, pair_generators(opts.seed, idx), settings, redraw_cleanup
+                pipe, texts, pair_generators(opts.seed, idx), settings, redraw_cleanup, (tries, cleanup)
             )
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)
+            bits = [None] * len(idx) if bits is None else bits  # self-checked: the maps are given
             items = list(zip(idx, texts, images, bits, maps or [None] * len(idx)))
             pending = (s, pool.map(writer, items) if pool else [writer(item) for item in items])
             progress.update(len(idx))
@@ -414,6 +434,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     )  # fmt: skip
     cleanup = pipe.pop_cleanup(settings)
     redraw = pipe.redraws(opts.redraw_image)
+    tries = pipe.self_checks(opts.self_check)
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
     config = {
@@ -421,7 +442,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
-        "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
+        "self_check": tries, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
@@ -442,7 +463,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     begin = time.perf_counter()
     with tqdm(total=total, unit="pair", desc=f"synthesize [{state.process_index + 1}/{state.num_processes}]",
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
-        written = run_shards(pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw)
+        written = run_shards(pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw, tries)
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()
     if state.is_main_process:

@@ -10,7 +10,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "image_map_guidance_scale", "seed", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "image_map_guidance_scale", "seed", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -43,6 +43,7 @@ def test_cogen_command_writes_json_and_markdown(
     assert report["sampler"] == report["map_sampler"] == "dpmsolver++" and report["steps"] == 2
     assert report["guidance_scale"] == 2.0 and report["map_guidance_scale"] == 1.0  # the model folder's
     assert report["redraw_image"] is False  # the tiny folder does not redraw
+    assert report["self_check"] == 0  # nor check itself
     assert report["map_cleanup"] == 3  # the pipeline default
     assert report["judge"]["path"] == str(tiny_judge_dir) and report["judge"]["val_miou"] > 0
     metrics = report["metrics"]
@@ -159,6 +160,14 @@ def test_redraw_reaches_the_pipeline_and_the_report(
         options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=True, image_map_guidance=1.5)
     )
     assert guided["image_map_guidance_scale"] == 1.5 and scales[-1] == 1.5  # reported and used
+
+
+def test_self_check_reaches_the_sampling_and_the_report(
+    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
+):
+    report = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, self_check=1))
+    assert [k["self_check"] for k in pipeline_calls] == [1] and report["self_check"] == 1
+    assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["self_check"] is None
 
 
 def test_the_report_counts_the_prompts_cut_to_the_text_window(

@@ -144,6 +144,19 @@ def add_redraw_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_self_check_argument(p: argparse.ArgumentParser) -> None:
+    """``--self-check N``: None means the folder's."""
+    p.add_argument(
+        "--self-check",
+        type=int,
+        default=None,
+        metavar="N",
+        help="prompt -> image + map: draw a sample that fails its own checks (its map against what the "
+        "prompt names: counts, stuff, relation; its picture against its map, by the model's own "
+        "segmentation) again, up to N more times (beyond the paper; 0 = off; default: the model's)",
+    )
+
+
 def add_one_piece_argument(p: argparse.ArgumentParser) -> None:
     """``--one-piece-instances`` / ``--no-one-piece-instances``."""
     _add_folder_switch(

@@ -11,7 +11,9 @@ from pandiff.cli import (
     add_one_piece_argument,
     add_redraw_argument,
     add_scheduler_argument,
+    add_self_check_argument,
 )
+from pandiff.pipeline_config import MAX_SELF_CHECK
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_one_piece_argument(p)
     add_scheduler_argument(p)
     add_redraw_argument(p)
+    add_self_check_argument(p)
     add_image_map_guidance_argument(p)
     p.add_argument(
         "--judge", default=None, help="judge folder (pandiff train-judge) for the world's judge metrics"
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out)
     checks.seed(args.seed)
     checks.device(args.device)
+    if args.self_check is not None:
+        checks.number(args.self_check, "--self-check", 0, MAX_SELF_CHECK, integer=True, hint=" (0 = off)")
     for name in ("guidance", "map_guidance", "image_map_guidance"):
         if getattr(args, name) is not None:
             checks.guidance(getattr(args, name), f"--{name.replace('_', '-')}")
@@ -93,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         map_cleanup=args.map_cleanup,
         one_piece_instances=args.one_piece_instances,
         redraw_image=args.redraw_image,
+        self_check=args.self_check,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,

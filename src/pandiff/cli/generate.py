@@ -15,11 +15,12 @@ from pandiff.cli import (
     add_one_piece_argument,
     add_redraw_argument,
     add_scheduler_argument,
+    add_self_check_argument,
 )
 from pandiff.data.categories import CategoryTable
 from pandiff.data.readers import read_image, read_panoptic_png
 from pandiff.io import check_output_dir
-from pandiff.pipeline_config import DEFAULT_MODEL_DIR, PipelineConfig, resolve_model_dir
+from pandiff.pipeline_config import DEFAULT_MODEL_DIR, MAX_SELF_CHECK, PipelineConfig, resolve_model_dir
 
 
 def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/generate") -> None:
@@ -67,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="text prompt describing the scene (the words it knows: below)")
     add_common(p, default_n=4)
     add_redraw_argument(p)
+    add_self_check_argument(p)
     add_image_map_guidance_argument(p)
     p.add_argument(
         "--map",
@@ -104,6 +106,8 @@ def _check_args(args) -> None:
             checks.guidance(getattr(args, name), f"--{name.replace('_', '-')}")
     if args.map_cleanup is not None:
         checks.number(args.map_cleanup, "--map-cleanup", 0, integer=True)
+    if getattr(args, "self_check", None) is not None:
+        checks.number(args.self_check, "--self-check", 0, MAX_SELF_CHECK, integer=True, hint=" (0 = off)")
     checks.device(args.device)
     model = Path(args.model) if args.model else DEFAULT_MODEL_DIR
     check_output_dir(args.out, args.overwrite, protect=[model])
@@ -149,6 +153,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             one_piece_instances=args.one_piece_instances,
             redraw_image=getattr(args, "redraw_image", None),
             image_map_guidance_scale=image_map_guidance,
+            self_check=getattr(args, "self_check", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -166,6 +171,7 @@ def _run(args, image: Image.Image | None = None) -> int:
     }
     if pmap is None and image is None:
         info["redraw_image"] = pipe.redraws(getattr(args, "redraw_image", None))
+        info["self_check"] = pipe.self_checks(getattr(args, "self_check", None))
     if image is None and (pmap is not None or info.get("redraw_image")):
         info["image_map_guidance_scale"] = settings["image_map_guidance_scale"]
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)

@@ -53,6 +53,7 @@ class EvaluationOptions:
     one_piece_instances: bool | None = None  # None: the model's
     redraw_image: bool | None = None  # cogen: redraw each image for its map (None: the model's)
     image_map_guidance: float | None = None  # map2image and the redraw (None: the model's)
+    self_check: int | None = None  # cogen: extra draws of a sample failing its own checks (None: the model's)
     batch: int = 16
     seed: int = 0
     scheduler: str | None = None
@@ -126,6 +127,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "map_cleanup": opts.map_cleanup,
                 "one_piece_instances": opts.one_piece_instances,
                 "redraw_image": opts.redraw_image,
+                "self_check": opts.self_check,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
                 "image_map_guidance_scale": opts.image_map_guidance,
@@ -347,7 +349,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             map_scheduler=opts.map_scheduler,
             one_piece_instances=opts.one_piece_instances,
             redraw_image=opts.redraw_image, image_map_guidance=opts.image_map_guidance,
-            progress=opts.progress,
+            self_check=opts.self_check, progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
         generated = load_split(f"{tmp}/generated", "train", pipe.image_size)
@@ -410,6 +412,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "map_cleanup": settings["map_cleanup"],
         "one_piece_instances": settings["one_piece_instances"],
         "redraw_image": redraw,
+        "self_check": pipe.self_checks(opts.self_check) if opts.mode in ("cogen", "downstream") else None,
         # where an image is drawn for a given map: map -> image, the redraw
         "image_map_guidance_scale": settings["image_map_guidance_scale"]
         if opts.mode == "map2image" or redraw

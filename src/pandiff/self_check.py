@@ -1,0 +1,329 @@
+"""Self-checked co-generation (beyond the paper): the model checks its own samples and draws again
+the ones that fail.
+
+A PDM sample carries its own account of what it shows: the panoptic map. Two checks need no other
+network:
+
+* **map vs prompt**: the prompt is read into what it names (:func:`parse_prompt`: thing counts per
+  category, stuff, one spatial relation); a co-generated map that does not show it is drawn again
+  with fresh noise. The relation is read off the map's instance centroids (the axis where they
+  differ most, as the built-in world's captions are written).
+* **image vs map**: the same model segments its own picture in one forward (clean image, map of
+  pure noise: the map's posterior mean, :meth:`PanopticDiffusionPipeline.segment_once`); a picture
+  whose thing counts differ from its map's is drawn again for that map.
+
+:func:`best_of` keeps, per sample, the draw with the fewest failures (the first one on ties), so a
+sample is never worse by its own checks than the plain draw. Prompts are read with the model's
+category names, simple plurals and the count words ``a``/``an``/``one`` ... ``ten``; a word
+outside them is ignored, so a prompt the reader cannot parse is simply not checked against.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pandiff.data.categories import CategoryTable
+from pandiff.data.panoptic_map import PanopticMap
+
+NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+NUMBER_WORDS |= {"six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+# Relation phrases, longest first; a relation holds only between two named things, so "under a
+# blue sky" (stuff after it) is not one.
+RELATION_PHRASES = (
+    ("to the left of", "left of"),
+    ("to the right of", "right of"),
+    ("on the left of", "left of"),
+    ("on the right of", "right of"),
+    ("on top of", "above"),
+    ("left of", "left of"),
+    ("right of", "right of"),
+    ("above", "above"),
+    ("below", "below"),
+    ("beneath", "below"),
+    ("under", "below"),
+)
+# Words that end the phrase a count word belongs to: a count is looked for only back to these.
+_CLAUSE_BREAKS = {",", ".", ";", ":", "and", "with", "of", "the", "other"}
+_IRREGULAR = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis"}
+MIN_FRACTION = 0.002  # segments below this share of the map are specks (as the world's checks)
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """What a prompt names, in the model's category names.
+
+    ``counts``: thing category -> the count named (None: a plural without a number, "at least
+    two"); ``stuff``: stuff categories named; ``relation``: ``(subject, relation, object)``
+    categories with ``relation`` one of ``left of``/``right of``/``above``/``below``, or None.
+    """
+
+    counts: dict[str, int | None]
+    stuff: frozenset[str]
+    relation: tuple[str, str, str] | None = None
+
+    @property
+    def names_anything(self) -> bool:
+        return bool(self.counts or self.stuff)
+
+
+def _plural(word: str) -> str:
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
+    if word.endswith(("s", "x", "sh", "ch")):
+        return word + "es"
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def _words_of(name: str) -> tuple[str, ...]:
+    """``"wall-other-merged"`` -> ``("wall",)``, ``"traffic light"`` -> ``("traffic", "light")``."""
+    base = re.sub(r"-(other|merged|stuff)\b", "", name.lower())
+    return tuple(re.findall(r"[a-z]+", base))
+
+
+def _vocabulary(table: CategoryTable) -> dict[tuple[str, ...], tuple[str, bool, bool]]:
+    """Token sequence -> ``(category name, isthing, plural)`` for every category, both numbers."""
+    vocab: dict[tuple[str, ...], tuple[str, bool, bool]] = {}
+    for cat in table.categories:
+        words = _words_of(cat.name)
+        if not words:
+            continue
+        vocab.setdefault(words, (cat.name, cat.isthing, False))
+        vocab.setdefault((*words[:-1], _plural(words[-1])), (cat.name, cat.isthing, True))
+    return vocab
+
+
+@dataclass(frozen=True)
+class _Mention:
+    category: str
+    isthing: bool
+    count: int | None
+    start: int
+    end: int  # one past the last token
+
+
+def _mentions(tokens: list[str], table: CategoryTable) -> list[_Mention]:
+    vocab = _vocabulary(table)
+    longest = max((len(k) for k in vocab), default=0)
+    out, i = [], 0
+    while i < len(tokens):
+        for n in range(min(longest, len(tokens) - i), 0, -1):
+            hit = vocab.get(tuple(tokens[i : i + n]))
+            if hit is not None:
+                name, isthing, plural = hit
+                out.append(_Mention(name, isthing, _count_before(tokens, i, plural), i, i + n))
+                i += n
+                break
+        else:
+            i += 1
+    return out
+
+
+def _count_before(tokens: list[str], start: int, plural: bool) -> int | None:
+    """The count word of the phrase ending at ``start`` (up to 4 words back, e.g. "two large red
+    circles"); a singular noun without one counts 1, a plural without one is None."""
+    for j in range(start - 1, max(start - 5, -1), -1):
+        word = tokens[j]
+        if word in NUMBER_WORDS or word.isdigit():
+            count = int(word) if word.isdigit() else NUMBER_WORDS[word]
+            return count if plural or count == 1 else None
+        if word in _CLAUSE_BREAKS or any(word == p.split()[0] for p, _ in RELATION_PHRASES):
+            break
+    return None if plural else 1
+
+
+def parse_prompt(prompt: str, table: CategoryTable) -> PromptSpec:
+    """Read what ``prompt`` names with ``table``'s category names (see :class:`PromptSpec`)."""
+    tokens = re.findall(r"[a-z]+|\d+|[,.;:]", prompt.lower())
+    mentions = _mentions(tokens, table)
+    counts: dict[str, int | None] = {}
+    for m in (m for m in mentions if m.isthing):
+        if m.category in counts:
+            prev = counts[m.category]
+            counts[m.category] = None if prev is None or m.count is None else prev + m.count
+        else:
+            counts[m.category] = m.count
+    stuff = frozenset(m.category for m in mentions if not m.isthing)
+    return PromptSpec(counts, stuff, _relation(tokens, mentions))
+
+
+def _relation(tokens: list[str], mentions: list[_Mention]) -> tuple[str, str, str] | None:
+    """The first relation phrase standing between two named things (or "..., one above the other"
+    after a group of two)."""
+    text = " ".join(tokens)
+    for phrase, relation in RELATION_PHRASES:
+        for match in re.finditer(rf"\b{phrase}\b", text):
+            k = text[: match.start()].count(" ")  # token index of the phrase
+            end = k + len(phrase.split())
+            before = [m for m in mentions if m.end <= k]
+            after = [m for m in mentions if m.start >= end]
+            if not before or not before[-1].isthing:
+                continue
+            subject = before[-1]
+            if tokens[end : end + 2] == ["the", "other"]:
+                if subject.count == 2:
+                    return subject.category, relation, subject.category
+                continue
+            if after and after[0].isthing:
+                return subject.category, relation, after[0].category
+    return None
+
+
+def _instance_masks(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> list[tuple[str, np.ndarray]]:
+    """``(category name, H W mask)`` of every thing instance big enough to count."""
+    lut = pmap.table.isthing_lut()
+    min_area = max(1, round(min_fraction * pmap.category.size))
+    out = []
+    for cat, inst in pmap.segments():
+        if lut[cat] and inst > 0:
+            mask = (pmap.category == cat) & (pmap.instance == inst)
+            if mask.sum() >= min_area:
+                out.append((pmap.table[cat].name, mask))
+    return out
+
+
+def thing_instances(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> list[tuple[str, np.ndarray]]:
+    """``(category name, [x, y] centroid)`` of every thing instance big enough to count."""
+    out = []
+    for name, mask in _instance_masks(pmap, min_fraction):
+        ys, xs = np.nonzero(mask)
+        out.append((name, np.array([xs.mean() + 0.5, ys.mean() + 0.5])))
+    return out
+
+
+def relation_of(subject: np.ndarray, obj: np.ndarray) -> str:
+    """Relation of point ``subject`` to ``obj`` (``[x, y]``, y down) along the axis where they
+    differ most."""
+    dx, dy = subject[0] - obj[0], subject[1] - obj[1]
+    if abs(dx) >= abs(dy):
+        return "left of" if dx < 0 else "right of"
+    return "above" if dy < 0 else "below"
+
+
+def map_failures(pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True) -> int:
+    """How many of the prompt's facts ``pmap`` gets wrong: each named thing category whose
+    instance count differs (a plural without a number wants two or more), each named stuff
+    missing, the relation (no pair of distinct instances of its categories stands in it), and, when
+    ``exhaustive`` (the prompt names every thing, as built-in-world captions do), one for any thing
+    category drawn that the prompt does not name. 0: the map shows the prompt."""
+    instances = thing_instances(pmap)
+    got = Counter(name for name, _ in instances)
+    wrong = sum(got[c] < 2 if n is None else got[c] != n for c, n in spec.counts.items())
+    if exhaustive and set(got) - set(spec.counts):
+        wrong += 1
+    present = {pmap.table[c].name for c, _ in pmap.segments() if not pmap.table[c].isthing}
+    wrong += len(spec.stuff - present)
+    if spec.relation is not None:
+        subject, relation, obj = spec.relation
+        holds = any(
+            relation_of(ca, cb) == relation
+            for a, (na, ca) in enumerate(instances)
+            for b, (nb, cb) in enumerate(instances)
+            if a != b and na == subject and nb == obj
+        )
+        wrong += not holds
+    return int(wrong)
+
+
+def count_disagreement(drawn: PanopticMap, seen: PanopticMap) -> int:
+    """Thing categories whose instance counts differ between two maps of one sample (0: agree)."""
+    a = Counter(n for n, _ in thing_instances(drawn))
+    b = Counter(n for n, _ in thing_instances(seen))
+    return sum(a[k] != b[k] for k in set(a) | set(b))
+
+
+def best_of(
+    rows: int,
+    draw: Callable[[list[int]], list],
+    failures: Callable[[list[int], list], Sequence[int]],
+    tries: int,
+) -> tuple[list, list[int]]:
+    """Draw every row, then draw again the rows with failures, up to ``tries`` more times, keeping
+    per row the draw with the fewest failures (the earlier on ties).
+
+    Args:
+        rows: number of samples.
+        draw: ``indices -> one draw per index`` (batched; continues the callers' generators).
+        failures: ``(indices, draws) -> failures per draw`` (0: passes).
+        tries: extra draws a failing row may get (0: draw once, check nothing).
+    Returns:
+        ``(draws, failures)``, one per row (failures all 0 when ``tries`` is 0: nothing checked).
+    """
+    index = list(range(rows))
+    best = draw(index)
+    if tries <= 0:
+        return best, [0] * rows
+    score = list(failures(index, best))
+    for _ in range(tries):
+        redo = [i for i in index if score[i] > 0]
+        if not redo:
+            break
+        fresh = draw(redo)
+        for i, item, s in zip(redo, fresh, failures(redo, fresh)):
+            if s < score[i]:
+                best[i], score[i] = item, s
+    return best, score
+
+
+def self_checked_sample(pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress):
+    """Prompt -> image + map with the self check: the pipeline's co-generation (and redraw), each
+    stage drawn again by :func:`best_of` for the rows that fail.
+
+    Co-generation is checked by :func:`map_failures` of its (cleaned) map against the parsed
+    prompt; with ``redraw`` the picture drawn for that map is checked by
+    :func:`count_disagreement` against the model's one-forward segmentation of it, otherwise that
+    term joins the co-generation check. Draws continue the callers' generators (with one generator
+    per sample, row i's draws depend on generator i alone).
+
+    Returns:
+        ``(latents B C h w, maps)``.
+    """
+    import torch
+
+    from pandiff.world.generator import is_world_table
+
+    specs = [parse_prompt(p, pipe.table) for p in prompts]
+    # World captions name every thing in the scene; other prompts may leave some out.
+    exhaustive = is_world_table(pipe.table)
+
+    def gens(idx):
+        return [generator[i] for i in idx] if isinstance(generator, list) else generator
+
+    def image_disagreement(idx, latents, maps):
+        seen = pipe.segment_once(latents, text[idx], cleanup, gens(idx))
+        return [count_disagreement(m, s) for m, s in zip(maps, seen)]
+
+    def cogenerate(idx):
+        out = pipe.sampler().sample(
+            text[idx], empty, pipe.latent_shape, pipe.map_shape, **settings, generator=gens(idx), progress=progress
+        )  # fmt: skip
+        maps = [pipe.bit_codec.decode_map(b.float(), pipe.table) for b in out.map_bits]
+        return list(zip(out.latents, [cleanup(m) for m in maps] if cleanup else maps))
+
+    def cogen_failures(idx, draws):
+        wrong = [map_failures(m, specs[i], exhaustive) for i, (_, m) in zip(idx, draws)]
+        if not redraw:
+            seen = image_disagreement(idx, torch.stack([lat for lat, _ in draws]), [m for _, m in draws])
+            wrong = [w + s for w, s in zip(wrong, seen)]
+        return wrong
+
+    draws, _ = best_of(len(prompts), cogenerate, cogen_failures, tries)
+    maps = [m for _, m in draws]
+    latents = torch.stack([lat for lat, _ in draws])
+    if redraw:
+
+        def draw_image(idx):
+            return list(pipe.redraw(text[idx], empty, [maps[i] for i in idx], settings, gens(idx), progress))
+
+        def image_failures(idx, images):
+            return image_disagreement(idx, torch.stack(images), [maps[i] for i in idx])
+
+        images, _ = best_of(len(prompts), draw_image, image_failures, tries)
+        latents = torch.stack(images)
+    return latents, maps

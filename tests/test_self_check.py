@@ -1,0 +1,273 @@
+"""The self check: prompts read into what they name, maps checked against them, best-of drawing,
+and the pipeline's self-checked prompt -> image + map."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from pandiff.data.categories import CategoryTable
+from pandiff.data.panoptic_map import PanopticMap
+from pandiff.errors import ConfigError
+from pandiff.pipeline import PanopticDiffusionPipeline
+from pandiff.self_check import best_of, count_disagreement, map_failures, parse_prompt, relation_of
+from pandiff.world.captions import INVERSE_RELATION
+from pandiff.world.generator import generate_world, world_category_table
+
+WORLD = world_category_table()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "counts", "stuff", "relation"),
+    [
+        ("two red circles and a blue square on the grass", {"circle": 2, "square": 1}, {"grass"}, None),
+        ("A red circle to the left of a blue star on the sand.", {"circle": 1, "star": 1}, {"sand"}, ("circle", "left of", "star")),
+        ("two red circles, one above the other, on the grass", {"circle": 2}, {"grass"}, ("circle", "above", "circle")),
+        # "under" before stuff is no relation; sizes and colours stand between count and shape
+        ("three large pink squares under a blue sky", {"square": 3}, {"sky"}, None),
+        ("The sky over the water, with a green cross and an orange star", {"cross": 1, "star": 1}, {"sky", "water"}, None),
+        ("a yellow triangle and a red triangle below a purple cross", {"triangle": 2, "cross": 1}, set(), ("triangle", "below", "cross")),
+        ("circles on the floor", {"circle": None}, {"floor"}, None),
+        ("hello there", {}, set(), None),
+    ],
+)  # fmt: skip
+def test_parse_prompt_known_cases(prompt, counts, stuff, relation):
+    spec = parse_prompt(prompt, WORLD)
+    assert spec.counts == counts
+    assert spec.stuff == stuff
+    assert spec.relation == relation
+    assert spec.names_anything == bool(counts or stuff)
+
+
+def test_parse_prompt_reads_coco_names():
+    table = CategoryTable.from_names(
+        ["person", "dog", "traffic light", "mouse"], ["wall-other-merged", "sky-other-merged"]
+    )
+    spec = parse_prompt("Three people and two dogs beside a traffic light, a mouse under a wall", table)
+    assert spec.counts == {"person": 3, "dog": 2, "traffic light": 1, "mouse": 1}
+    assert spec.stuff == {"wall-other-merged"}
+    assert spec.relation is None  # the thing under it is stuff
+    assert parse_prompt("a dog to the right of 2 people", table).relation == ("dog", "right of", "person")
+    assert parse_prompt("a dog to the right of 2 people", table).counts == {"dog": 1, "person": 2}
+
+
+def test_parse_prompt_reads_every_world_caption_as_its_scene(tmp_path):
+    """Every caption of a generated world parses to its scene's counts, stuff and, where the
+    caption states it, its relation (told from either side)."""
+    generate_world(tmp_path / "w", n=60, size=32, seed=3, val_fraction=0.5)
+    specs = {
+        s["image_id"]: s
+        for s in json.loads((tmp_path / "w/annotations/world_specs_val2017.json").read_text())["specs"]
+    }
+    captions = json.loads((tmp_path / "w/annotations/captions_val2017.json").read_text())["annotations"]
+    stated = 0
+    for cap in captions:
+        scene = specs[cap["image_id"]]
+        spec = parse_prompt(cap["caption"], WORLD)
+        want = {}
+        for thing in scene["things"]:
+            want[thing["category"]] = want.get(thing["category"], 0) + 1
+        assert spec.counts == want, cap["caption"]
+        assert spec.stuff == {s["category"] for s in scene["stuff"]}, cap["caption"]
+        if scene["relations"] and re.search(r"left of|right of|above|below", cap["caption"]):
+            stated += 1
+            rel = scene["relations"][0]
+            s, o = scene["things"][rel["subject"]]["category"], scene["things"][rel["object"]]["category"]
+            assert spec.relation in ((s, rel["relation"], o), (o, INVERSE_RELATION[rel["relation"]], s)), cap[
+                "caption"
+            ]
+        else:
+            assert spec.relation is None, cap["caption"]
+    assert stated > 5
+
+
+def _scene(things, stuff="grass", size=32):
+    """A map of ``stuff`` with square things ``(name, x, y)`` (8 px, top-left corner)."""
+    category = np.full((size, size), WORLD.index_of_name(stuff))
+    instance = np.zeros((size, size), dtype=int)
+    for k, (name, x, y) in enumerate(things, start=1):
+        category[y : y + 8, x : x + 8] = WORLD.index_of_name(name)
+        instance[y : y + 8, x : x + 8] = k
+    return PanopticMap(category, instance, WORLD)
+
+
+def test_map_failures_counts_each_wrong_fact():
+    left_right = _scene([("circle", 2, 12), ("star", 20, 12)])
+    assert (
+        map_failures(left_right, parse_prompt("a red circle to the left of a blue star on the grass", WORLD))
+        == 0
+    )
+    assert (
+        map_failures(left_right, parse_prompt("a red circle to the right of a blue star on the grass", WORLD))
+        == 1
+    )
+    assert map_failures(left_right, parse_prompt("a red circle above a blue star on the grass", WORLD)) == 1
+    # wrong count (1), missing stuff (1), relation (1)
+    assert map_failures(left_right, parse_prompt("two circles above a star on the sand", WORLD)) == 3
+    # the star is not named: one failure when the prompt names every thing, none otherwise
+    assert map_failures(left_right, parse_prompt("a circle on the grass", WORLD)) == 1
+    assert map_failures(left_right, parse_prompt("a circle on the grass", WORLD), exhaustive=False) == 0
+    # "circles" without a number wants two or more
+    assert map_failures(left_right, parse_prompt("circles and a star on the grass", WORLD)) == 1
+    stacked = _scene([("circle", 12, 2), ("circle", 13, 20)])
+    assert map_failures(stacked, parse_prompt("two circles, one above the other, on the grass", WORLD)) == 0
+    assert map_failures(stacked, parse_prompt("two circles, one left of the other, on the grass", WORLD)) == 1
+
+
+def test_relation_of_takes_the_axis_of_the_larger_offset():
+    assert relation_of(np.array([0.0, 5.0]), np.array([4.0, 6.0])) == "left of"
+    assert relation_of(np.array([9.0, 5.0]), np.array([4.0, 6.0])) == "right of"
+    assert relation_of(np.array([4.0, 0.0]), np.array([5.0, 6.0])) == "above"
+    assert relation_of(np.array([4.0, 9.0]), np.array([5.0, 2.0])) == "below"
+
+
+def test_count_disagreement_counts_categories_that_differ():
+    a = _scene([("circle", 2, 2), ("circle", 20, 2), ("star", 2, 20)])
+    assert count_disagreement(a, a) == 0
+    assert count_disagreement(a, _scene([("circle", 2, 2), ("star", 2, 20)])) == 1
+    assert count_disagreement(a, _scene([("square", 2, 2)])) == 3  # circle, star and square differ
+
+
+def test_best_of_keeps_the_fewest_failures_and_redraws_only_failing_rows():
+    draws = {0: [5, 0, 3], 1: [2, 1, 0], 2: [0, 0, 0]}  # row -> failures of its 1st, 2nd, 3rd draw
+    seen: list[list[int]] = []
+    made = {r: 0 for r in draws}
+
+    def draw(idx):
+        seen.append(list(idx))
+        out = []
+        for i in idx:
+            out.append((i, made[i]))
+            made[i] += 1
+        return out
+
+    def failures(idx, items):
+        return [draws[i][k] for i, k in items]
+
+    best, score = best_of(3, draw, failures, tries=2)
+    assert seen == [[0, 1, 2], [0, 1], [1]]  # row 2 passed at once, row 0 at its 2nd draw
+    assert best == [(0, 1), (1, 2), (2, 0)]
+    assert score == [0, 0, 0]
+    best, score = best_of(
+        1, lambda idx: [made.__setitem__(0, 0) or "x" for _ in idx], lambda i, d: [4], tries=0
+    )
+    assert (best, score) == (["x"], [0])  # tries 0: one draw, nothing checked
+
+
+def test_best_of_keeps_the_earlier_draw_on_ties_and_gives_up_after_tries():
+    counter = iter(range(100))
+    best, score = best_of(1, lambda idx: [next(counter) for _ in idx], lambda idx, d: [2 for _ in d], tries=3)
+    assert best == [0] and score == [2]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_pipeline_dir):
+    return PanopticDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+
+
+def _gens(n, seed=0):
+    return [torch.Generator().manual_seed(seed + i) for i in range(n)]
+
+
+def test_segment_once_gives_one_decoded_map_per_image(pipe):
+    latents = torch.randn(3, *pipe.latent_shape)
+    text, _ = pipe._encode_prompts(["a red circle"] * 3)
+    maps = pipe.segment_once(latents, text, generator=_gens(3))
+    assert len(maps) == 3
+    assert all(m.category.shape == (pipe.map_size, pipe.map_size) for m in maps)
+    again = pipe.segment_once(latents, text, generator=_gens(3))
+    assert all(np.array_equal(a.category, b.category) for a, b in zip(maps, again))
+
+
+def _fake_checks(monkeypatch, map_fails, image_fails):
+    """Replace the checks by scripted failures: ``map_fails`` / ``image_fails`` map a prompt's
+    first category to the failures of its successive draws (0 after the list ends)."""
+    import pandiff.self_check as sc
+
+    calls = {"map": {}, "image": {}}
+
+    def scripted(kind, key, table):
+        n = calls[kind].get(key, 0)
+        calls[kind][key] = n + 1
+        seq = table.get(key, [])
+        return seq[n] if n < len(seq) else 0
+
+    monkeypatch.setattr(
+        sc,
+        "map_failures",
+        lambda m, spec, exhaustive: scripted("map", next(iter(spec.counts)), map_fails),
+    )
+    monkeypatch.setattr(sc, "count_disagreement", lambda drawn, seen: scripted("image", "any", image_fails))
+    return calls
+
+
+def _counting(monkeypatch, cls, name):
+    rows: list[int] = []
+    original = getattr(cls, name)
+
+    def counting(self, text, *args, **kw):
+        rows.append(text.shape[0])
+        return original(self, text, *args, **kw)
+
+    monkeypatch.setattr(cls, name, counting)
+    return rows
+
+
+PROMPTS = ["a red circle on the grass", "two blue stars on the sand"]
+
+
+def test_self_check_draws_again_only_the_failing_rows(pipe, monkeypatch):
+    """No redraw: a row that passes keeps its first draw (exactly the plain call's sample); a failing
+    row is drawn again until it passes, within ``tries``, and keeps its best draw."""
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    kwargs = {"num_inference_steps": 2, "redraw_image": False}
+    plain = pipe(PROMPTS, generator=_gens(2), self_check=0, **kwargs)
+    _fake_checks(monkeypatch, {"star": [2, 1, 0]}, {})
+    rows = _counting(monkeypatch, LockstepSampler, "sample")
+    checked = pipe(PROMPTS, generator=_gens(2), self_check=3, **kwargs)
+    assert rows == [2, 1, 1]  # both, then the star row twice (it passes at its third draw)
+    assert np.array_equal(np.asarray(checked.images[0]), np.asarray(plain.images[0]))
+    assert np.array_equal(checked.maps[0].instance, plain.maps[0].instance)
+    assert not np.array_equal(np.asarray(checked.images[1]), np.asarray(plain.images[1]))
+
+
+def test_self_check_gives_up_after_tries_and_keeps_the_best_draw(pipe, monkeypatch):
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    kwargs = {"num_inference_steps": 2, "redraw_image": False}
+    plain = pipe(PROMPTS, generator=_gens(2), self_check=0, **kwargs)
+    _fake_checks(monkeypatch, {"circle": [1, 1, 1], "star": [1, 2, 3]}, {})
+    rows = _counting(monkeypatch, LockstepSampler, "sample")
+    checked = pipe(PROMPTS, generator=_gens(2), self_check=2, **kwargs)
+    assert rows == [2, 2, 2]
+    for i in range(2):  # ties and worse draws keep the first
+        assert np.array_equal(np.asarray(checked.images[i]), np.asarray(plain.images[i]))
+
+
+def test_self_check_redraws_the_picture_until_it_shows_its_map(pipe, monkeypatch):
+    """With redraw: co-generation is checked against the prompt, the picture drawn for the map
+    against the map (one-forward segmentation); a disagreeing picture is drawn again for the same map."""
+    calls = _fake_checks(monkeypatch, {}, {"any": [0, 1, 0]})  # the 2nd image check of the first pass fails
+    rows = _counting(monkeypatch, PanopticDiffusionPipeline, "redraw")
+    out = pipe(PROMPTS, num_inference_steps=2, generator=_gens(2), self_check=2, redraw_image=True)
+    assert rows == [2, 1]
+    assert calls["image"]["any"] == 3
+    assert len(out.images) == 2 and len(out.maps) == 2
+
+
+def test_self_check_setting_is_validated_and_defaults_to_the_folder(pipe):
+    assert pipe.config.self_check == 0 and pipe.self_checks() == 0
+    assert pipe.self_checks(3) == 3
+    for bad in (-1, 1.5, "2", 17):
+        with pytest.raises(ConfigError, match="self_check"):
+            pipe("a red circle", num_inference_steps=1, self_check=bad)
+
+
+def test_self_check_off_is_the_plain_call(pipe):
+    a = pipe("a red circle on the grass", num_inference_steps=2, generator=_gens(1), self_check=0)
+    b = pipe("a red circle on the grass", num_inference_steps=2, generator=_gens(1))
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    assert np.array_equal(a.maps[0].category, b.maps[0].category)
