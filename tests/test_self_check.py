@@ -111,6 +111,8 @@ def test_map_failures_counts_each_wrong_fact():
     assert map_failures(left_right, parse_prompt("a circle on the grass", WORLD), exhaustive=False) == 0
     # "circles" without a number wants two or more
     assert map_failures(left_right, parse_prompt("circles and a star on the grass", WORLD)) == 1
+    # a prompt naming nothing the reader knows is not checked (no redraw would make it better)
+    assert map_failures(left_right, parse_prompt("a cat on a sofa", WORLD)) == 0
     stacked = _scene([("circle", 12, 2), ("circle", 13, 20)])
     assert map_failures(stacked, parse_prompt("two circles, one above the other, on the grass", WORLD)) == 0
     assert map_failures(stacked, parse_prompt("two circles, one left of the other, on the grass", WORLD)) == 1

@@ -211,7 +211,10 @@ def map_failures(pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True) -
     instance count differs (a plural without a number wants two or more), each named stuff
     missing, the relation (no pair of distinct instances of its categories stands in it), and, when
     ``exhaustive`` (the prompt names every thing, as built-in-world captions do), one for any thing
-    category drawn that the prompt does not name. 0: the map shows the prompt."""
+    category drawn that the prompt does not name. 0: the map shows the prompt, and always 0 for a
+    prompt that names nothing the reader knows (nothing to check against)."""
+    if not spec.names_anything:
+        return 0
     instances = thing_instances(pmap)
     got = Counter(name for name, _ in instances)
     wrong = sum(got[c] < 2 if n is None else got[c] != n for c, n in spec.counts.items())
