@@ -12,9 +12,9 @@ from pandiff.data.categories import CategoryTable
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError
 from pandiff.pipeline import PanopticDiffusionPipeline
-from pandiff.self_check import best_of, count_disagreement, map_failures, parse_prompt, relation_of
+from pandiff.self_check import best_of, count_disagreement, map_failures, parse_prompt
 from pandiff.world.captions import INVERSE_RELATION
-from pandiff.world.generator import generate_world, world_category_table
+from pandiff.world.generator import generate_world, spatial_relation, world_category_table
 
 WORLD = world_category_table()
 
@@ -118,11 +118,11 @@ def test_map_failures_counts_each_wrong_fact():
     assert map_failures(stacked, parse_prompt("two circles, one left of the other, on the grass", WORLD)) == 1
 
 
-def test_relation_of_takes_the_axis_of_the_larger_offset():
-    assert relation_of(np.array([0.0, 5.0]), np.array([4.0, 6.0])) == "left of"
-    assert relation_of(np.array([9.0, 5.0]), np.array([4.0, 6.0])) == "right of"
-    assert relation_of(np.array([4.0, 0.0]), np.array([5.0, 6.0])) == "above"
-    assert relation_of(np.array([4.0, 9.0]), np.array([5.0, 2.0])) == "below"
+def test_the_relation_rule_takes_the_axis_of_the_larger_offset():
+    assert spatial_relation(np.array([0.0, 5.0]), np.array([4.0, 6.0])) == "left of"
+    assert spatial_relation(np.array([9.0, 5.0]), np.array([4.0, 6.0])) == "right of"
+    assert spatial_relation(np.array([4.0, 0.0]), np.array([5.0, 6.0])) == "above"
+    assert spatial_relation(np.array([4.0, 9.0]), np.array([5.0, 2.0])) == "below"
 
 
 def test_count_disagreement_counts_categories_that_differ():
@@ -173,10 +173,26 @@ def _gens(n, seed=0):
     return [torch.Generator().manual_seed(seed + i) for i in range(n)]
 
 
-def test_segment_once_gives_one_decoded_map_per_image(pipe):
+def test_segment_once_gives_one_decoded_map_per_image(pipe, monkeypatch):
+    """One forward with the picture clean (timestep 0) and the map pure noise at the last training
+    timestep; its map prediction decoded per image."""
     latents = torch.randn(3, *pipe.latent_shape)
     text, _ = pipe._encode_prompts(["a red circle"] * 3)
+    forwards = []
+    model = pipe.model
+
+    def spy(image, t_image, txt, map_in, t_map):
+        forwards.append((image, t_image, txt, map_in, t_map))
+        return model(image, t_image, txt, map_in, t_map)
+
+    monkeypatch.setattr(pipe, "model", spy)
     maps = pipe.segment_once(latents, text, generator=_gens(3))
+    assert len(forwards) == 1
+    image, t_image, txt, map_in, t_map = forwards[0]
+    assert torch.equal(image, latents) and torch.equal(txt, text)
+    assert t_image.tolist() == [0, 0, 0]
+    assert t_map.tolist() == [pipe.schedule.num_train_timesteps - 1] * 3
+    assert map_in.shape == (3, *pipe.map_shape) and abs(float(map_in.std()) - 1.0) < 0.1  # pure noise
     assert len(maps) == 3
     assert all(m.category.shape == (pipe.map_size, pipe.map_size) for m in maps)
     again = pipe.segment_once(latents, text, generator=_gens(3))
@@ -257,7 +273,11 @@ def test_self_check_redraws_the_picture_until_it_shows_its_map(pipe, monkeypatch
     out = pipe(PROMPTS, num_inference_steps=2, generator=_gens(2), self_check=2, redraw_image=True)
     assert rows == [2, 1]
     assert calls["image"]["any"] == 3
-    assert len(out.images) == 2 and len(out.maps) == 2
+    plain = pipe(PROMPTS, num_inference_steps=2, generator=_gens(2), self_check=0, redraw_image=True)
+    for i in range(2):  # the maps passed at once: both are the plain call's
+        assert np.array_equal(out.maps[i].instance, plain.maps[i].instance)
+    assert np.array_equal(np.asarray(out.images[0]), np.asarray(plain.images[0]))  # agreed at once
+    assert not np.array_equal(np.asarray(out.images[1]), np.asarray(plain.images[1]))  # drawn again
 
 
 def test_self_check_setting_is_validated_and_defaults_to_the_folder(pipe):

@@ -364,6 +364,12 @@ def test_self_checked_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, 
         assert np.array_equal(np.asarray(Image.open(p["images"] / name)), np.asarray(pipe_out.images[k]))
         rgb, _ = pipe_out.maps[k].to_coco()
         assert np.array_equal(np.asarray(Image.open(p["panoptic"] / name)), rgb)
+    plain = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
+                      redraw_image=True, self_check=0)  # fmt: skip
+    # the tiny random model's maps miss the prompt, so the check drew them again: not the plain pairs
+    assert any(
+        not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(pipe_out.images, plain.images)
+    )
     with pytest.raises(ConfigError, match="self_check 1 -> 0"):
         synthesize(
             options(out, prompts_file, n=4, self_check=0, redraw_image=True, resume=True), pipe=tiny_pipe

@@ -46,6 +46,17 @@ def number(
     return value
 
 
+# Extra draws a failing sample may get under the self check (each costs a sampling pass for the
+# failing rows).
+MAX_SELF_CHECK = 16
+
+
+def self_check(value: Any, name: str = "self_check") -> int:
+    """The self check's number of extra draws (:mod:`pandiff.self_check`): 0 (off) to
+    :data:`MAX_SELF_CHECK`."""
+    return number(value, name, 0, MAX_SELF_CHECK, integer=True, hint=" (0 = off)")
+
+
 def seed(value: Any, name: str = "--seed") -> int:
     return number(value, name, 0, MAX_SEED, integer=True)
 

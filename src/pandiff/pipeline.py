@@ -420,10 +420,7 @@ class PanopticDiffusionPipeline:
         """How many more times a prompt -> image + map call with this ``self_check`` draws a
         sample that fails its own checks (:mod:`pandiff.self_check`): the given value (checked),
         else the folder's (``config.self_check``)."""
-        from pandiff.pipeline_config import MAX_SELF_CHECK
-
-        value = _given_or(self_check, self.config.self_check)
-        return checks.number(value, "self_check", 0, MAX_SELF_CHECK, integer=True, hint=" (0 = off)")
+        return checks.self_check(_given_or(self_check, self.config.self_check))
 
     @torch.no_grad()
     def segment_once(

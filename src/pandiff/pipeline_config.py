@@ -25,8 +25,6 @@ SCHEDULER_NAMES = ("dpmsolver++", "sde-dpmsolver++", "ddim", "ddpm")
 # Side of the block a generated map segment must contain to survive decoding (smaller pieces are
 # bit-threshold rims, see PanopticMap.absorb_slivers); 0 keeps the thresholded bits as they are.
 MAP_CLEANUP = 3
-# Extra draws a failing sample may get (each costs a sampling pass for the failing rows).
-MAX_SELF_CHECK = 16
 _REQUIRED = ("codec", "text_encoder", "categories")
 
 
@@ -107,7 +105,7 @@ class PipelineConfig:
             "'num_inference_steps'",
         )
         checks.number(self.map_cleanup, "'map_cleanup'", 0, 4096, integer=True)
-        checks.number(self.self_check, "'self_check'", 0, MAX_SELF_CHECK, integer=True)
+        checks.self_check(self.self_check, "'self_check'")
         for key in ("scheduler", "map_scheduler"):
             name = getattr(self, key)
             if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):

@@ -6,8 +6,9 @@ network:
 
 * **map vs prompt**: the prompt is read into what it names (:func:`parse_prompt`: thing counts per
   category, stuff, one spatial relation); a co-generated map that does not show it is drawn again
-  with fresh noise. The relation is read off the map's instance centroids (the axis where they
-  differ most, as the built-in world's captions are written).
+  with fresh noise. The relation is read off the map's instance centroids
+  (:func:`pandiff.world.generator.spatial_relation`: the axis where they differ most, the rule the
+  built-in world's captions are written by).
 * **image vs map**: the same model segments its own picture in one forward (clean image, map of
   pure noise: the map's posterior mean, :meth:`PanopticDiffusionPipeline.segment_once`); a picture
   whose thing counts differ from its map's is drawn again for that map.
@@ -25,10 +26,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from pandiff.data.categories import CategoryTable
 from pandiff.data.panoptic_map import PanopticMap
+from pandiff.world import checks as wc
+from pandiff.world.generator import is_world_table, spatial_relation
 
 NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5}
 NUMBER_WORDS |= {"six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
@@ -50,7 +51,6 @@ RELATION_PHRASES = (
 # Words that end the phrase a count word belongs to: a count is looked for only back to these.
 _CLAUSE_BREAKS = {",", ".", ";", ":", "and", "with", "of", "the", "other"}
 _IRREGULAR = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis"}
-MIN_FRACTION = 0.002  # segments below this share of the map are specks (as the world's checks)
 
 
 @dataclass(frozen=True)
@@ -175,37 +175,6 @@ def _relation(tokens: list[str], mentions: list[_Mention]) -> tuple[str, str, st
     return None
 
 
-def _instance_masks(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> list[tuple[str, np.ndarray]]:
-    """``(category name, H W mask)`` of every thing instance big enough to count."""
-    lut = pmap.table.isthing_lut()
-    min_area = max(1, round(min_fraction * pmap.category.size))
-    out = []
-    for cat, inst in pmap.segments():
-        if lut[cat] and inst > 0:
-            mask = (pmap.category == cat) & (pmap.instance == inst)
-            if mask.sum() >= min_area:
-                out.append((pmap.table[cat].name, mask))
-    return out
-
-
-def thing_instances(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> list[tuple[str, np.ndarray]]:
-    """``(category name, [x, y] centroid)`` of every thing instance big enough to count."""
-    out = []
-    for name, mask in _instance_masks(pmap, min_fraction):
-        ys, xs = np.nonzero(mask)
-        out.append((name, np.array([xs.mean() + 0.5, ys.mean() + 0.5])))
-    return out
-
-
-def relation_of(subject: np.ndarray, obj: np.ndarray) -> str:
-    """Relation of point ``subject`` to ``obj`` (``[x, y]``, y down) along the axis where they
-    differ most."""
-    dx, dy = subject[0] - obj[0], subject[1] - obj[1]
-    if abs(dx) >= abs(dy):
-        return "left of" if dx < 0 else "right of"
-    return "above" if dy < 0 else "below"
-
-
 def map_failures(pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True) -> int:
     """How many of the prompt's facts ``pmap`` gets wrong: each named thing category whose
     instance count differs (a plural without a number wants two or more), each named stuff
@@ -215,7 +184,7 @@ def map_failures(pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True) -
     prompt that names nothing the reader knows (nothing to check against)."""
     if not spec.names_anything:
         return 0
-    instances = thing_instances(pmap)
+    instances = wc.thing_instances(pmap)  # (name, mask), specks left out as in the world's checks
     got = Counter(name for name, _ in instances)
     wrong = sum(got[c] < 2 if n is None else got[c] != n for c, n in spec.counts.items())
     if exhaustive and set(got) - set(spec.counts):
@@ -224,10 +193,11 @@ def map_failures(pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True) -
     wrong += len(spec.stuff - present)
     if spec.relation is not None:
         subject, relation, obj = spec.relation
+        centres = [(name, wc.centroid(mask)) for name, mask in instances if name in (subject, obj)]
         holds = any(
-            relation_of(ca, cb) == relation
-            for a, (na, ca) in enumerate(instances)
-            for b, (nb, cb) in enumerate(instances)
+            spatial_relation(ca, cb) == relation
+            for a, (na, ca) in enumerate(centres)
+            for b, (nb, cb) in enumerate(centres)
             if a != b and na == subject and nb == obj
         )
         wrong += not holds
@@ -236,9 +206,8 @@ def map_failures(pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True) -
 
 def count_disagreement(drawn: PanopticMap, seen: PanopticMap) -> int:
     """Thing categories whose instance counts differ between two maps of one sample (0: agree)."""
-    a = Counter(n for n, _ in thing_instances(drawn))
-    b = Counter(n for n, _ in thing_instances(seen))
-    return sum(a[k] != b[k] for k in set(a) | set(b))
+    a, b = wc.instance_counts(drawn), wc.instance_counts(seen)
+    return sum(a.get(k, 0) != b.get(k, 0) for k in set(a) | set(b))
 
 
 def best_of(
@@ -288,8 +257,6 @@ def self_checked_sample(pipe, prompts, text, empty, settings, cleanup, redraw, t
         ``(latents B C h w, maps)``.
     """
     import torch
-
-    from pandiff.world.generator import is_world_table
 
     specs = [parse_prompt(p, pipe.table) for p in prompts]
     # World captions name every thing in the scene; other prompts may leave some out.

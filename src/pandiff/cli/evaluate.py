@@ -13,7 +13,6 @@ from pandiff.cli import (
     add_scheduler_argument,
     add_self_check_argument,
 )
-from pandiff.pipeline_config import MAX_SELF_CHECK
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     checks.seed(args.seed)
     checks.device(args.device)
     if args.self_check is not None:
-        checks.number(args.self_check, "--self-check", 0, MAX_SELF_CHECK, integer=True, hint=" (0 = off)")
+        checks.self_check(args.self_check, "--self-check")
     for name in ("guidance", "map_guidance", "image_map_guidance"):
         if getattr(args, name) is not None:
             checks.guidance(getattr(args, name), f"--{name.replace('_', '-')}")

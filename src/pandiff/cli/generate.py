@@ -20,7 +20,7 @@ from pandiff.cli import (
 from pandiff.data.categories import CategoryTable
 from pandiff.data.readers import read_image, read_panoptic_png
 from pandiff.io import check_output_dir
-from pandiff.pipeline_config import DEFAULT_MODEL_DIR, MAX_SELF_CHECK, PipelineConfig, resolve_model_dir
+from pandiff.pipeline_config import DEFAULT_MODEL_DIR, PipelineConfig, resolve_model_dir
 
 
 def add_common(p: argparse.ArgumentParser, default_n: int, out: str = "outputs/generate") -> None:
@@ -107,7 +107,7 @@ def _check_args(args) -> None:
     if args.map_cleanup is not None:
         checks.number(args.map_cleanup, "--map-cleanup", 0, integer=True)
     if getattr(args, "self_check", None) is not None:
-        checks.number(args.self_check, "--self-check", 0, MAX_SELF_CHECK, integer=True, hint=" (0 = off)")
+        checks.self_check(args.self_check, "--self-check")
     checks.device(args.device)
     model = Path(args.model) if args.model else DEFAULT_MODEL_DIR
     check_output_dir(args.out, args.overwrite, protect=[model])

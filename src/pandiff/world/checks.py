@@ -49,7 +49,7 @@ def _min_area(pmap: PanopticMap, min_fraction: float) -> int:
     return max(1, round(min_fraction * pmap.category.size))
 
 
-def _instances(pmap: PanopticMap, min_fraction: float) -> list[tuple[str, np.ndarray]]:
+def thing_instances(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> list[tuple[str, np.ndarray]]:
     """``(category name, H W mask)`` of every thing instance (instance bits) big enough to count."""
     lut = pmap.table.isthing_lut()
     out = []
@@ -63,7 +63,7 @@ def _instances(pmap: PanopticMap, min_fraction: float) -> list[tuple[str, np.nda
 
 def instance_counts(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> dict[str, int]:
     """Instances per thing category name, from the instance bits."""
-    return dict(Counter(name for name, _ in _instances(pmap, min_fraction)))
+    return dict(Counter(name for name, _ in thing_instances(pmap, min_fraction)))
 
 
 def component_counts(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> dict[str, int]:
@@ -116,7 +116,8 @@ def dominant_colour(image: np.ndarray, mask: np.ndarray) -> str:
     return names[int(np.argmin(((table - median) ** 2).sum(axis=1)))]
 
 
-def _centroid(mask: np.ndarray) -> np.ndarray:
+def centroid(mask: np.ndarray) -> np.ndarray:
+    """``[x, y]`` centroid of a mask's pixels (pixel centres, y down)."""
     ys, xs = np.nonzero(mask)
     return np.array([xs.mean() + 0.5, ys.mean() + 0.5])
 
@@ -134,7 +135,7 @@ def relation_satisfied(
     if not spec["relations"]:
         return None
     rel = spec["relations"][0]
-    instances = _instances(pmap, min_fraction)
+    instances = thing_instances(pmap, min_fraction)
     colours = [dominant_colour(image, m) if image is not None else None for _, m in instances]
 
     def candidates(thing: dict) -> list[int]:
@@ -145,7 +146,7 @@ def relation_satisfied(
 
     subjects, objects = candidates(spec["things"][rel["subject"]]), candidates(spec["things"][rel["object"]])
     return any(
-        spatial_relation(_centroid(instances[a][1]), _centroid(instances[b][1])) == rel["relation"]
+        spatial_relation(centroid(instances[a][1]), centroid(instances[b][1])) == rel["relation"]
         for a in subjects
         for b in objects
         if a != b
@@ -199,7 +200,7 @@ def colour_matches(
     error (adherence reports counts).
     """
     got: dict[str, list[str]] = {}
-    for name, mask in _instances(pmap, min_fraction):
+    for name, mask in thing_instances(pmap, min_fraction):
         got.setdefault(name, []).append(dominant_colour(image, mask))
     want: dict[str, list[str]] = {}
     for thing in spec["things"]:
