@@ -139,6 +139,8 @@ def test_map_to_image_and_segment(tiny_pipeline_dir, export, tmp_path):
         (["--n", "0"], "--n must be >= 1"),
         (["--self-check", "-1"], "--self-check must be >= 0 and <= 16"),
         (["--self-check", "17"], "--self-check must be >= 0 and <= 16"),
+        (["--best-of", "0"], "--best-of must be >= 1 and <= 16"),
+        (["--best-of", "17"], "--best-of must be >= 1 and <= 16"),
     ],
 )
 def test_bad_options(tiny_pipeline_dir, tmp_path, capsys, args, message):
@@ -277,3 +279,12 @@ def test_image_map_guidance_flag_reaches_the_redraw(tiny_pipeline_dir, tmp_path)
         "image_map_guidance_scale" not in json.loads((tmp_path / "c" / "panoptic.json").read_text())["info"]
     )
     assert _generate(tiny_pipeline_dir, tmp_path / "d", "--image-map-guidance", "-1") == 2
+
+
+def test_best_of_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
+    """--best-of K is the call's number of whole draws per prompt and is recorded with the output;
+    the tiny folder's default is 1 (off)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["best_of"] == 1
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--best-of", "2") == 0
+    assert [k["best_of"] for k in pipeline_calls] == [2]
+    assert json.loads((tmp_path / "b" / "panoptic.json").read_text())["info"]["best_of"] == 2

@@ -3,6 +3,7 @@ and the pipeline's self-checked prompt -> image + map."""
 
 import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,16 @@ from pandiff.data.categories import CategoryTable
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError
 from pandiff.pipeline import PanopticDiffusionPipeline
-from pandiff.self_check import best_of, count_disagreement, map_failures, parse_prompt
+from pandiff.self_check import (
+    CONSISTENCY_TIMESTEPS,
+    best_of,
+    count_disagreement,
+    instance_match,
+    map_consistency,
+    map_failures,
+    parse_prompt,
+    rank_best,
+)
 from pandiff.world.captions import INVERSE_RELATION
 from pandiff.world.generator import generate_world, spatial_relation, world_category_table
 
@@ -130,6 +140,28 @@ def test_count_disagreement_counts_categories_that_differ():
     assert count_disagreement(a, a) == 0
     assert count_disagreement(a, _scene([("circle", 2, 2), ("star", 2, 20)])) == 1
     assert count_disagreement(a, _scene([("square", 2, 2)])) == 3  # circle, star and square differ
+
+
+def test_instance_match_is_the_worst_best_iou_of_either_maps_instances():
+    a = _scene([("circle", 2, 2), ("star", 20, 20)])
+    assert instance_match(a, a) == 1.0
+    # the circle moved 4 px: 8x8 squares overlapping 4x8 px, IoU 32 / 96; the star matches exactly
+    assert instance_match(a, _scene([("circle", 6, 2), ("star", 20, 20)])) == pytest.approx(1 / 3)
+    assert instance_match(a, _scene([("circle", 2, 2)])) == 0.0  # the star has no counterpart
+    assert instance_match(_scene([("circle", 2, 2)]), a) == 0.0  # either direction
+    assert (
+        instance_match(a, _scene([("square", 2, 2), ("star", 20, 20)])) == 0.0
+    )  # same place, other category
+    assert instance_match(_scene([]), _scene([])) == 1.0  # no thing on either side
+
+
+def test_rank_best_takes_fewest_failures_then_the_rank_sum():
+    # draw 0 fails; of draws 1 and 2, draw 2 ranks better on both measures
+    assert rank_best([1, 0, 0], [1.0, 0.2, 0.9], [0.0, 0.5, 0.4]) == 2
+    # the measures disagree: ranks by match 0,1,2 and by error 2,0,1 -> sums 2,1,3
+    assert rank_best([0, 0, 0], [0.9, 0.8, 0.1], [0.3, 0.1, 0.2]) == 1
+    assert rank_best([0, 0], [0.5, 0.5], [0.1, 0.1]) == 0  # ties keep the earlier draw
+    assert rank_best([2, 1], [1.0, 0.0], [0.0, 1.0]) == 1  # failures come first
 
 
 def test_best_of_keeps_the_fewest_failures_and_redraws_only_failing_rows():
@@ -293,3 +325,79 @@ def test_self_check_off_is_the_plain_call(pipe):
     b = pipe("a red circle on the grass", num_inference_steps=2, generator=_gens(1))
     assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
     assert np.array_equal(a.maps[0].category, b.maps[0].category)
+
+
+def test_map_consistency_is_the_clean_map_error_given_the_clean_picture(pipe, monkeypatch):
+    """One forward per timestep of CONSISTENCY_TIMESTEPS: the picture clean (timestep 0), the map
+    noised to t with the given noise; the error is the mean squared distance of the predicted bits
+    to the map's bits, averaged over the timesteps."""
+    maps = pipe(PROMPTS, num_inference_steps=1, generator=_gens(2), self_check=0).maps
+    latents = torch.randn(2, *pipe.latent_shape)
+    text, _ = pipe._encode_prompts(PROMPTS)
+    noise = torch.randn(2, len(CONSISTENCY_TIMESTEPS), *pipe.map_shape)
+    bits = torch.stack([pipe.prepare_map(m) for m in maps])
+    forwards = []
+
+    def fake(predict):
+        def model(image, t_image, txt, map_in, t_map):
+            forwards.append((image, t_image, map_in, t_map))
+            return SimpleNamespace(image=image, map=predict(map_in))
+
+        return model
+
+    monkeypatch.setattr(pipe, "model", fake(lambda m: torch.zeros_like(m)))
+    assert map_consistency(pipe, latents, maps, text, noise) == pytest.approx([1.0, 1.0])  # bits are +-1
+    noiser = pipe.schedule.training_scheduler()
+    assert [int(f[3][0]) for f in forwards] == list(CONSISTENCY_TIMESTEPS)
+    for k, (image, t_image, map_in, t_map) in enumerate(forwards):
+        assert torch.equal(image, latents) and t_image.tolist() == [0, 0]
+        expected = noiser.add_noise(pipe.schedule.bits_to_diffusion(bits), noise[:, k], t_map)
+        assert torch.allclose(map_in, expected)
+    monkeypatch.setattr(pipe, "model", fake(lambda m: bits))
+    assert map_consistency(pipe, latents, maps, text, noise) == pytest.approx([0.0, 0.0])
+    half = bits.clone()
+    half[1, :, : pipe.map_size // 2] = 0  # half of row 1's bits predicted 0: error 1/2
+    monkeypatch.setattr(pipe, "model", fake(lambda m: half))
+    assert map_consistency(pipe, latents, maps, text, noise) == pytest.approx([0.0, 0.5])
+
+
+def test_best_of_draws_whole_samples_and_keeps_the_best_ranked(pipe, monkeypatch):
+    """best_of=K: K co-generations and K redraws over all rows; per row the draw with the fewest map
+    failures, then the best rank sum of instance match and consistency error, is returned."""
+    import pandiff.self_check as sc
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    failures = iter([0, 1, 0, 0, 0, 0])  # per draw, per row
+    match = iter([0.2, 1.0, 0.9, 1.0, 0.5, 1.0])
+    errors = iter([[0.5, 0.2], [0.1, 0.2], [0.3, 0.1]])  # per draw: both rows
+    monkeypatch.setattr(sc, "map_failures", lambda m, spec, exhaustive: next(failures))
+    monkeypatch.setattr(sc, "instance_match", lambda drawn, seen: next(match))
+    monkeypatch.setattr(sc, "map_consistency", lambda pipe, latents, maps, text, noise: next(errors))
+    drawn = []
+    redraw = PanopticDiffusionPipeline.redraw
+
+    def spy(self, text, empty, maps, *args, **kw):
+        out = redraw(self, text, empty, maps, *args, **kw)
+        drawn.append((out, list(maps)))
+        return out
+
+    monkeypatch.setattr(PanopticDiffusionPipeline, "redraw", spy)
+    rows = _counting(monkeypatch, LockstepSampler, "sample")
+    out = pipe(PROMPTS, num_inference_steps=2, generator=_gens(2), best_of=3, self_check=2, redraw_image=True)
+    assert rows == [2, 2, 2, 2, 2, 2]  # co-generation and redraw, three times, all rows
+    # row 0: draw 1 (best match and error); row 1: draw 0 fails, draw 2 beats draw 1 on the ranks
+    for row, k in ((0, 1), (1, 2)):
+        latents, maps = drawn[k]
+        expected = pipe._output(PROMPTS, latents, maps)
+        assert np.array_equal(np.asarray(out.images[row]), np.asarray(expected.images[row]))
+        assert np.array_equal(out.maps[row].instance, maps[row].instance)
+
+
+def test_best_of_setting_is_validated_and_one_is_the_plain_call(pipe):
+    assert pipe.config.best_of == 1 and pipe.best_ofs() == 1 and pipe.best_ofs(4) == 4
+    for bad in (0, 1.5, "2", 17):
+        with pytest.raises(ConfigError, match="best_of"):
+            pipe("a red circle", num_inference_steps=1, best_of=bad)
+    a = pipe("a red circle on the grass", num_inference_steps=2, generator=_gens(1), self_check=0, best_of=1)
+    b = pipe("a red circle on the grass", num_inference_steps=2, generator=_gens(1), self_check=0)
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))

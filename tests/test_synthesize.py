@@ -350,20 +350,27 @@ def test_resume_with_a_larger_n_grows_the_dataset(tmp_path, straight, tiny_pipe,
     assert_same_dataset(straight, grow)
 
 
-def test_self_checked_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, tiny_pipe, prompts_file):
-    """With self_check the dataset's pairs are the pipeline's self-checked ones (same generators),
-    the setting is recorded, and --resume refuses to mix checked and unchecked pairs."""
-    out = tmp_path / "checked"
-    synthesize(options(out, prompts_file, n=4, self_check=1, redraw_image=True), pipe=tiny_pipe)
+def _written_pairs_are_the_pipelines(out, tiny_pipe, **kw):
+    """Pairs 2 and 3 of ``out`` (prompt 1, per_prompt 2) equal the pipeline's with ``kw`` and the
+    same generators; returns the pipeline's output."""
     p = paths(out, "train")
-    assert json.loads(p["panoptic_json"].read_text())["info"]["self_check"] == 1
     pipe_out = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
-                         redraw_image=True, self_check=1)  # fmt: skip
+                         redraw_image=True, **kw)  # fmt: skip
     for k, index in enumerate((2, 3)):
         name = f"{index + 1:012d}.png"
         assert np.array_equal(np.asarray(Image.open(p["images"] / name)), np.asarray(pipe_out.images[k]))
         rgb, _ = pipe_out.maps[k].to_coco()
         assert np.array_equal(np.asarray(Image.open(p["panoptic"] / name)), rgb)
+    return pipe_out
+
+
+def test_self_checked_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, tiny_pipe, prompts_file):
+    """With self_check the dataset's pairs are the pipeline's self-checked ones (same generators),
+    the setting is recorded, and --resume refuses to mix checked and unchecked pairs."""
+    out = tmp_path / "checked"
+    synthesize(options(out, prompts_file, n=4, self_check=1, redraw_image=True), pipe=tiny_pipe)
+    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["self_check"] == 1
+    pipe_out = _written_pairs_are_the_pipelines(out, tiny_pipe, self_check=1)
     plain = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
                       redraw_image=True, self_check=0)  # fmt: skip
     # the tiny random model's maps miss the prompt, so the check drew them again: not the plain pairs
@@ -374,3 +381,14 @@ def test_self_checked_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, 
         synthesize(
             options(out, prompts_file, n=4, self_check=0, redraw_image=True, resume=True), pipe=tiny_pipe
         )
+
+
+def test_best_of_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, tiny_pipe, prompts_file):
+    """With best_of the dataset's pairs are the pipeline's best-of-K ones (same generators), the
+    setting is recorded, and --resume refuses to mix best-of-2 and plain pairs."""
+    out = tmp_path / "best"
+    synthesize(options(out, prompts_file, n=4, best_of=2, redraw_image=True), pipe=tiny_pipe)
+    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["best_of"] == 2
+    _written_pairs_are_the_pipelines(out, tiny_pipe, best_of=2)
+    with pytest.raises(ConfigError, match="best_of 2 -> 1"):
+        synthesize(options(out, prompts_file, n=4, best_of=1, redraw_image=True, resume=True), pipe=tiny_pipe)

@@ -57,6 +57,12 @@ def self_check(value: Any, name: str = "self_check") -> int:
     return number(value, name, 0, MAX_SELF_CHECK, integer=True, hint=" (0 = off)")
 
 
+def best_of(value: Any, name: str = "best_of") -> int:
+    """How many whole samples a best-of-K call draws per prompt (:func:`pandiff.self_check.ranked_sample`):
+    1 (off) to :data:`MAX_SELF_CHECK`."""
+    return number(value, name, 1, MAX_SELF_CHECK, integer=True, hint=" (1 = off)")
+
+
 def seed(value: Any, name: str = "--seed") -> int:
     return number(value, name, 0, MAX_SEED, integer=True)
 

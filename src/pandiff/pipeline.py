@@ -422,6 +422,12 @@ class PanopticDiffusionPipeline:
         else the folder's (``config.self_check``)."""
         return checks.self_check(_given_or(self_check, self.config.self_check))
 
+    def best_ofs(self, best_of: int | None = None) -> int:
+        """How many whole samples a prompt -> image + map call with this ``best_of`` draws per
+        prompt (:func:`pandiff.self_check.ranked_sample`): the given value (checked), else the
+        folder's (``config.best_of``); 1 is off."""
+        return checks.best_of(_given_or(best_of, self.config.best_of))
+
     @torch.no_grad()
     def segment_once(
         self,
@@ -469,6 +475,7 @@ class PanopticDiffusionPipeline:
         image_map_guidance_scale: float | None = None,
         one_piece_instances: bool | None = None,
         self_check: int | None = None,
+        best_of: int | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -501,6 +508,10 @@ class PanopticDiffusionPipeline:
                 that fails its own checks is drawn again (:mod:`pandiff.self_check`: its map
                 against what the prompt names, its picture against its map), keeping the draw
                 with the fewest failures. 0 is off; None takes the folder's.
+            best_of: prompt -> image + map only, beyond the paper: draw this many whole samples per
+                prompt and keep the one the model's own checks rank best
+                (:func:`pandiff.self_check.ranked_sample`); costs that many times the sampling.
+                Above 1 it replaces ``self_check``. 1 is off; None takes the folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -540,6 +551,14 @@ class PanopticDiffusionPipeline:
         generator = list(generator) if isinstance(generator, Sequence) else generator
         sampling_progress = not self._progress_bar_config["disable"] if progress is None else progress
         tries = self.self_checks(self_check)
+        draws = self.best_ofs(best_of)
+        if draws > 1 and maps_in is None and images_in is None:
+            from pandiff.self_check import ranked_sample
+
+            latents, maps = ranked_sample(
+                self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress
+            )
+            return self._output(prompts, latents, maps)
         if tries and maps_in is None and images_in is None:
             from pandiff.self_check import self_checked_sample
 

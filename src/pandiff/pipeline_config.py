@@ -58,6 +58,9 @@ class PipelineConfig:
             fails its own checks is drawn again (:mod:`pandiff.self_check`: the map against what
             the prompt names, the picture against the map by the model's own one-forward
             segmentation); 0, the default of older folders, checks nothing.
+        best_of: beyond the paper, how many whole prompt -> image + map samples a call draws per
+            prompt, keeping the one its own checks rank best (:func:`pandiff.self_check.ranked_sample`;
+            replaces ``self_check`` when above 1); 1, the default, draws one.
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -78,6 +81,7 @@ class PipelineConfig:
     one_piece_instances: bool = False
     image_map_guidance_scale: float = 0.0
     self_check: int = 0
+    best_of: int = 1
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -106,6 +110,7 @@ class PipelineConfig:
         )
         checks.number(self.map_cleanup, "'map_cleanup'", 0, 4096, integer=True)
         checks.self_check(self.self_check, "'self_check'")
+        checks.best_of(self.best_of, "'best_of'")
         for key in ("scheduler", "map_scheduler"):
             name = getattr(self, key)
             if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):

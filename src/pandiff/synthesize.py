@@ -52,6 +52,7 @@ _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
     "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
+    "best_of",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {
@@ -59,6 +60,7 @@ _LEGACY = {
     "image_map_guidance_scale": 0.0,
     "one_piece_instances": False,
     "self_check": 0,
+    "best_of": 1,
 }
 
 
@@ -85,6 +87,7 @@ class SynthesizeOptions:
     redraw_image: bool | None = None  # None: the model folder's
     image_map_guidance: float | None = None  # the redraw's; None: the model folder's
     self_check: int | None = None  # extra draws of a pair failing its own checks; None: the model folder's
+    best_of: int | None = None  # whole draws per pair, the best kept; None: the model folder's
     scheduler: str | None = None
     map_scheduler: str | None = None  # None: scheduler's, else the model's
     split: str = "train"
@@ -236,6 +239,7 @@ def sample_pairs(
     settings: dict,
     redraw_cleanup: MapCleanup | None = None,
     self_check: tuple[int, MapCleanup] | None = None,
+    best_of: int = 1,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -246,15 +250,23 @@ def sample_pairs(
     are then decoded and cleaned up with it here, as the pipeline does, and
     returned, so the writer does not decode them again. ``self_check``: ``(tries, clean-up)``
     with tries > 0 samples as the pipeline's self check does (:mod:`pandiff.self_check`); the
-    maps are then returned decoded and cleaned, and the bits are None (the writer uses the maps)."""
+    maps are then returned decoded and cleaned, and the bits are None (the writer uses the maps).
+    ``best_of`` > 1 (with ``self_check`` giving the clean-up) keeps the best of that many whole
+    draws, as the pipeline's ``best_of`` does (:func:`pandiff.self_check.ranked_sample`)."""
     text, empty = pipe._encode_prompts(prompts)
-    if self_check is not None and self_check[0] > 0:
-        from pandiff.self_check import self_checked_sample
+    tries, cleanup = self_check if self_check is not None else (0, None)
+    if best_of > 1 or tries > 0:
+        from pandiff.self_check import ranked_sample, self_checked_sample
 
-        tries, cleanup = self_check
-        latents, maps = self_checked_sample(
-            pipe, prompts, text, empty, settings, cleanup, redraw_cleanup is not None, tries, list(generators), False
-        )  # fmt: skip
+        redraw, gens = redraw_cleanup is not None, list(generators)
+        if best_of > 1:
+            latents, maps = ranked_sample(
+                pipe, prompts, text, empty, settings, cleanup, redraw, best_of, gens, False
+            )
+        else:
+            latents, maps = self_checked_sample(
+                pipe, prompts, text, empty, settings, cleanup, redraw, tries, gens, False
+            )
         pixels = pipe.codec.decode(latents)
         images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
         return images.cpu().numpy(), None, maps
@@ -335,7 +347,7 @@ def _writer_pool(workers: int, writer: PairWriter):
 
 
 def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
-               settings: dict, cleanup: MapCleanup, progress, redraw: bool = False, tries: int = 0) -> int:  # fmt: skip
+               settings: dict, cleanup: MapCleanup, progress, redraw: bool = False, tries: int = 0, draws: int = 1) -> int:  # fmt: skip
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
     are held at once (one being sampled, one being written), whatever ``n`` is."""
     p = paths(opts.out, opts.split)
@@ -359,7 +371,13 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
         for s, idx in batches:
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
             images, bits, maps = sample_pairs(
-                pipe, texts, pair_generators(opts.seed, idx), settings, redraw_cleanup, (tries, cleanup)
+                pipe,
+                texts,
+                pair_generators(opts.seed, idx),
+                settings,
+                redraw_cleanup,
+                (tries, cleanup),
+                draws,
             )
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)
@@ -435,6 +453,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     cleanup = pipe.pop_cleanup(settings)
     redraw = pipe.redraws(opts.redraw_image)
     tries = pipe.self_checks(opts.self_check)
+    draws = pipe.best_ofs(opts.best_of)
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
     config = {
@@ -442,7 +461,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
-        "self_check": tries, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
+        "self_check": tries, "best_of": draws, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
@@ -463,7 +482,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     begin = time.perf_counter()
     with tqdm(total=total, unit="pair", desc=f"synthesize [{state.process_index + 1}/{state.num_processes}]",
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
-        written = run_shards(pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw, tries)
+        written = run_shards(pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw, tries, draws)
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()
     if state.is_main_process:

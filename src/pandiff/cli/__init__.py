@@ -157,6 +157,20 @@ def add_self_check_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_best_of_argument(p: argparse.ArgumentParser) -> None:
+    """``--best-of K``: None means the folder's."""
+    p.add_argument(
+        "--best-of",
+        type=int,
+        default=None,
+        metavar="K",
+        help="prompt -> image + map: draw K whole samples per prompt and keep the one the model's own "
+        "checks rank best (its map against the prompt, then how well its picture shows its map); "
+        "costs K times the sampling and replaces --self-check (beyond the paper; 1 = off; default: "
+        "the model's)",
+    )
+
+
 def add_one_piece_argument(p: argparse.ArgumentParser) -> None:
     """``--one-piece-instances`` / ``--no-one-piece-instances``."""
     _add_folder_switch(

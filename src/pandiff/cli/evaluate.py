@@ -7,6 +7,7 @@ import argparse
 from pandiff import checks
 from pandiff.checks import finite_float
 from pandiff.cli import (
+    add_best_of_argument,
     add_image_map_guidance_argument,
     add_one_piece_argument,
     add_redraw_argument,
@@ -50,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_scheduler_argument(p)
     add_redraw_argument(p)
     add_self_check_argument(p)
+    add_best_of_argument(p)
     add_image_map_guidance_argument(p)
     p.add_argument(
         "--judge", default=None, help="judge folder (pandiff train-judge) for the world's judge metrics"
@@ -81,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     checks.device(args.device)
     if args.self_check is not None:
         checks.self_check(args.self_check, "--self-check")
+    if args.best_of is not None:
+        checks.best_of(args.best_of, "--best-of")
     for name in ("guidance", "map_guidance", "image_map_guidance"):
         if getattr(args, name) is not None:
             checks.guidance(getattr(args, name), f"--{name.replace('_', '-')}")
@@ -98,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         one_piece_instances=args.one_piece_instances,
         redraw_image=args.redraw_image,
         self_check=args.self_check,
+        best_of=args.best_of,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,

@@ -11,6 +11,7 @@ from PIL import Image
 from pandiff import checks
 from pandiff.checks import finite_float
 from pandiff.cli import (
+    add_best_of_argument,
     add_image_map_guidance_argument,
     add_one_piece_argument,
     add_redraw_argument,
@@ -69,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p, default_n=4)
     add_redraw_argument(p)
     add_self_check_argument(p)
+    add_best_of_argument(p)
     add_image_map_guidance_argument(p)
     p.add_argument(
         "--map",
@@ -108,6 +110,8 @@ def _check_args(args) -> None:
         checks.number(args.map_cleanup, "--map-cleanup", 0, integer=True)
     if getattr(args, "self_check", None) is not None:
         checks.self_check(args.self_check, "--self-check")
+    if getattr(args, "best_of", None) is not None:
+        checks.best_of(args.best_of, "--best-of")
     checks.device(args.device)
     model = Path(args.model) if args.model else DEFAULT_MODEL_DIR
     check_output_dir(args.out, args.overwrite, protect=[model])
@@ -154,6 +158,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             redraw_image=getattr(args, "redraw_image", None),
             image_map_guidance_scale=image_map_guidance,
             self_check=getattr(args, "self_check", None),
+            best_of=getattr(args, "best_of", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -172,6 +177,7 @@ def _run(args, image: Image.Image | None = None) -> int:
     if pmap is None and image is None:
         info["redraw_image"] = pipe.redraws(getattr(args, "redraw_image", None))
         info["self_check"] = pipe.self_checks(getattr(args, "self_check", None))
+        info["best_of"] = pipe.best_ofs(getattr(args, "best_of", None))
     if image is None and (pmap is not None or info.get("redraw_image")):
         info["image_map_guidance_scale"] = settings["image_map_guidance_scale"]
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pandiff.cli import (
+    add_best_of_argument,
     add_image_map_guidance_argument,
     add_one_piece_argument,
     add_redraw_argument,
@@ -57,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_scheduler_argument(p)
     add_redraw_argument(p)
     add_self_check_argument(p)
+    add_best_of_argument(p)
     add_image_map_guidance_argument(p)
     p.add_argument(
         "--split", default="train", choices=["train", "val"], help="split name of the layout (default train)"
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch, steps=args.steps, seed=args.seed, model=args.model, device=args.device,
         precision=args.precision, resume=args.resume, guidance=args.guidance, map_guidance=args.map_guidance,
         map_cleanup=args.map_cleanup, one_piece_instances=args.one_piece_instances,
-        redraw_image=args.redraw_image, image_map_guidance=args.image_map_guidance, self_check=args.self_check,
+        redraw_image=args.redraw_image, image_map_guidance=args.image_map_guidance, self_check=args.self_check, best_of=args.best_of,
         scheduler=args.scheduler, map_scheduler=args.map_scheduler, split=args.split, shard_size=args.shard_size,
         workers=default_workers(args.device) if args.workers is None else args.workers,
         progress=not args.no_progress,

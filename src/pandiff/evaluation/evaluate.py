@@ -54,6 +54,7 @@ class EvaluationOptions:
     redraw_image: bool | None = None  # cogen: redraw each image for its map (None: the model's)
     image_map_guidance: float | None = None  # map2image and the redraw (None: the model's)
     self_check: int | None = None  # cogen: extra draws of a sample failing its own checks (None: the model's)
+    best_of: int | None = None  # cogen: whole draws per prompt, best kept (None: the model's)
     batch: int = 16
     seed: int = 0
     scheduler: str | None = None
@@ -128,6 +129,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "one_piece_instances": opts.one_piece_instances,
                 "redraw_image": opts.redraw_image,
                 "self_check": opts.self_check,
+                "best_of": opts.best_of,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
                 "image_map_guidance_scale": opts.image_map_guidance,
@@ -413,6 +415,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "one_piece_instances": settings["one_piece_instances"],
         "redraw_image": redraw,
         "self_check": pipe.self_checks(opts.self_check) if opts.mode in ("cogen", "downstream") else None,
+        "best_of": pipe.best_ofs(opts.best_of) if opts.mode == "cogen" else None,
         # where an image is drawn for a given map: map -> image, the redraw
         "image_map_guidance_scale": settings["image_map_guidance_scale"]
         if opts.mode == "map2image" or redraw

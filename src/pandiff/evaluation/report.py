@@ -27,6 +27,8 @@ _SUMMARY = (
     "one_piece_instances",
     "redraw_image",
     "image_map_guidance_scale",
+    "self_check",
+    "best_of",
     "seed",
 )
 
