@@ -372,7 +372,13 @@ def test_best_of_draws_whole_samples_and_keeps_the_best_ranked(pipe, monkeypatch
     errors = iter([[0.5, 0.2], [0.1, 0.2], [0.3, 0.1]])  # per draw: both rows
     monkeypatch.setattr(sc, "map_failures", lambda m, spec, exhaustive: next(failures))
     monkeypatch.setattr(sc, "instance_match", lambda drawn, seen: next(match))
-    monkeypatch.setattr(sc, "map_consistency", lambda pipe, latents, maps, text, noise: next(errors))
+    noises = []
+
+    def consistency(pipe, latents, maps, text, noise):
+        noises.append(noise)
+        return next(errors)
+
+    monkeypatch.setattr(sc, "map_consistency", consistency)
     drawn = []
     redraw = PanopticDiffusionPipeline.redraw
 
@@ -385,6 +391,10 @@ def test_best_of_draws_whole_samples_and_keeps_the_best_ranked(pipe, monkeypatch
     rows = _counting(monkeypatch, LockstepSampler, "sample")
     out = pipe(PROMPTS, num_inference_steps=2, generator=_gens(2), best_of=3, self_check=2, redraw_image=True)
     assert rows == [2, 2, 2, 2, 2, 2]  # co-generation and redraw, three times, all rows
+    # every draw of a row is scored on the same map noise, one noise per timestep and row
+    assert len(noises) == 3 and all(torch.equal(n, noises[0]) for n in noises)
+    assert noises[0].shape == (2, len(CONSISTENCY_TIMESTEPS), *pipe.map_shape)
+    assert not torch.equal(noises[0][0], noises[0][1])
     # row 0: draw 1 (best match and error); row 1: draw 0 fails, draw 2 beats draw 1 on the ranks
     for row, k in ((0, 1), (1, 2)):
         latents, maps = drawn[k]

@@ -257,6 +257,16 @@ def best_of(
     return best, score
 
 
+def _cogenerate(pipe, text, empty, settings, cleanup, generator, progress):
+    """One co-generation pass of the pipeline's sampler: ``(latents, maps)``, the maps decoded
+    and cleaned by ``cleanup``."""
+    out = pipe.sampler().sample(
+        text, empty, pipe.latent_shape, pipe.map_shape, **settings, generator=generator, progress=progress
+    )  # fmt: skip
+    maps = [pipe.bit_codec.decode_map(bits.float(), pipe.table) for bits in out.map_bits]
+    return out.latents, ([cleanup(m) for m in maps] if cleanup else maps)
+
+
 def self_checked_sample(pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress):
     """Prompt -> image + map with the self check: the pipeline's co-generation (and redraw), each
     stage drawn again by :func:`best_of` for the rows that fail.
@@ -284,11 +294,8 @@ def self_checked_sample(pipe, prompts, text, empty, settings, cleanup, redraw, t
         return [count_disagreement(m, s) for m, s in zip(maps, seen)]
 
     def cogenerate(idx):
-        out = pipe.sampler().sample(
-            text[idx], empty, pipe.latent_shape, pipe.map_shape, **settings, generator=gens(idx), progress=progress
-        )  # fmt: skip
-        maps = [pipe.bit_codec.decode_map(b.float(), pipe.table) for b in out.map_bits]
-        return list(zip(out.latents, [cleanup(m) for m in maps] if cleanup else maps))
+        latents, maps = _cogenerate(pipe, text[idx], empty, settings, cleanup, gens(idx), progress)
+        return list(zip(latents, maps))
 
     def cogen_failures(idx, draws):
         wrong = [map_failures(m, specs[i], exhaustive) for i, (_, m) in zip(idx, draws)]
@@ -391,12 +398,8 @@ def ranked_sample(pipe, prompts, text, empty, settings, cleanup, redraw, draws, 
     noise = noise.view(b, len(CONSISTENCY_TIMESTEPS), *shape)
     candidates = []
     for _ in range(draws):
-        out = pipe.sampler().sample(
-            text, empty, pipe.latent_shape, pipe.map_shape, **settings, generator=generator, progress=progress
-        )  # fmt: skip
-        maps = [pipe.bit_codec.decode_map(x.float(), pipe.table) for x in out.map_bits]
-        maps = [cleanup(m) for m in maps] if cleanup else maps
-        latents = pipe.redraw(text, empty, maps, settings, generator, progress) if redraw else out.latents
+        latents, maps = _cogenerate(pipe, text, empty, settings, cleanup, generator, progress)
+        latents = pipe.redraw(text, empty, maps, settings, generator, progress) if redraw else latents
         seen = pipe.segment_once(latents, text, cleanup, generator)
         candidates.append(
             {

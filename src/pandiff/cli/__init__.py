@@ -144,8 +144,8 @@ def add_redraw_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_self_check_argument(p: argparse.ArgumentParser) -> None:
-    """``--self-check N``: None means the folder's."""
+def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
+    """``--self-check N`` and ``--best-of K`` (beyond the paper); None means the folder's."""
     p.add_argument(
         "--self-check",
         type=int,
@@ -155,10 +155,6 @@ def add_self_check_argument(p: argparse.ArgumentParser) -> None:
         "prompt names: counts, stuff, relation; its picture against its map, by the model's own "
         "segmentation) again, up to N more times (beyond the paper; 0 = off; default: the model's)",
     )
-
-
-def add_best_of_argument(p: argparse.ArgumentParser) -> None:
-    """``--best-of K``: None means the folder's."""
     p.add_argument(
         "--best-of",
         type=int,
@@ -169,6 +165,16 @@ def add_best_of_argument(p: argparse.ArgumentParser) -> None:
         "costs K times the sampling and replaces --self-check (beyond the paper; 1 = off; default: "
         "the model's)",
     )
+
+
+def check_self_check_arguments(args: argparse.Namespace) -> None:
+    """Early, clear errors for the values :func:`add_self_check_arguments` read (absent: fine)."""
+    from pandiff import checks
+
+    if getattr(args, "self_check", None) is not None:
+        checks.self_check(args.self_check, "--self-check")
+    if getattr(args, "best_of", None) is not None:
+        checks.best_of(args.best_of, "--best-of")
 
 
 def add_one_piece_argument(p: argparse.ArgumentParser) -> None:

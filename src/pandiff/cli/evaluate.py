@@ -7,12 +7,12 @@ import argparse
 from pandiff import checks
 from pandiff.checks import finite_float
 from pandiff.cli import (
-    add_best_of_argument,
     add_image_map_guidance_argument,
     add_one_piece_argument,
     add_redraw_argument,
     add_scheduler_argument,
-    add_self_check_argument,
+    add_self_check_arguments,
+    check_self_check_arguments,
 )
 
 
@@ -50,8 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_one_piece_argument(p)
     add_scheduler_argument(p)
     add_redraw_argument(p)
-    add_self_check_argument(p)
-    add_best_of_argument(p)
+    add_self_check_arguments(p)
     add_image_map_guidance_argument(p)
     p.add_argument(
         "--judge", default=None, help="judge folder (pandiff train-judge) for the world's judge metrics"
@@ -81,10 +80,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out)
     checks.seed(args.seed)
     checks.device(args.device)
-    if args.self_check is not None:
-        checks.self_check(args.self_check, "--self-check")
-    if args.best_of is not None:
-        checks.best_of(args.best_of, "--best-of")
+    check_self_check_arguments(args)
     for name in ("guidance", "map_guidance", "image_map_guidance"):
         if getattr(args, name) is not None:
             checks.guidance(getattr(args, name), f"--{name.replace('_', '-')}")

@@ -11,12 +11,12 @@ from PIL import Image
 from pandiff import checks
 from pandiff.checks import finite_float
 from pandiff.cli import (
-    add_best_of_argument,
     add_image_map_guidance_argument,
     add_one_piece_argument,
     add_redraw_argument,
     add_scheduler_argument,
-    add_self_check_argument,
+    add_self_check_arguments,
+    check_self_check_arguments,
 )
 from pandiff.data.categories import CategoryTable
 from pandiff.data.readers import read_image, read_panoptic_png
@@ -69,8 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="text prompt describing the scene (the words it knows: below)")
     add_common(p, default_n=4)
     add_redraw_argument(p)
-    add_self_check_argument(p)
-    add_best_of_argument(p)
+    add_self_check_arguments(p)
     add_image_map_guidance_argument(p)
     p.add_argument(
         "--map",
@@ -108,10 +107,7 @@ def _check_args(args) -> None:
             checks.guidance(getattr(args, name), f"--{name.replace('_', '-')}")
     if args.map_cleanup is not None:
         checks.number(args.map_cleanup, "--map-cleanup", 0, integer=True)
-    if getattr(args, "self_check", None) is not None:
-        checks.self_check(args.self_check, "--self-check")
-    if getattr(args, "best_of", None) is not None:
-        checks.best_of(args.best_of, "--best-of")
+    check_self_check_arguments(args)
     checks.device(args.device)
     model = Path(args.model) if args.model else DEFAULT_MODEL_DIR
     check_output_dir(args.out, args.overwrite, protect=[model])

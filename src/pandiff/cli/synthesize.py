@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 
 from pandiff.cli import (
-    add_best_of_argument,
     add_image_map_guidance_argument,
     add_one_piece_argument,
     add_redraw_argument,
     add_scheduler_argument,
-    add_self_check_argument,
+    add_self_check_arguments,
 )
 
 
@@ -57,8 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_one_piece_argument(p)
     add_scheduler_argument(p)
     add_redraw_argument(p)
-    add_self_check_argument(p)
-    add_best_of_argument(p)
+    add_self_check_arguments(p)
     add_image_map_guidance_argument(p)
     p.add_argument(
         "--split", default="train", choices=["train", "val"], help="split name of the layout (default train)"
