@@ -194,3 +194,57 @@ def test_x0_weight_equals_the_v_loss_up_to_its_cap():
         assert out.image_loss.item() == pytest.approx(expected.item(), rel=1e-4)
     with pytest.raises(ConfigError, match="x0_weight_cap"):
         LossConfig(x0_weight_cap=0.5)
+
+
+def _two_touching_squares():
+    """``1 2 6 6`` bits: background, and two squares side by side (cols 1-2 and 3-4, rows 1-4)
+    that differ only in their second (instance) bit."""
+    bits = -torch.ones(1, 2, 6, 6)
+    bits[0, 0, 1:5, 1:5] = 1  # category bit: both squares
+    bits[0, 1, 1:5, 3:5] = 1  # instance bit: the right square
+    return bits
+
+
+def test_map_boundaries_mark_both_sides_of_every_edge():
+    from pandiff.diffusion.loss import boundary_weights, map_boundaries
+
+    edge = map_boundaries(_two_touching_squares())[0, 0]
+    expected = torch.zeros(6, 6)
+    expected[0, 1:5] = expected[5, 1:5] = expected[1:5, 0] = expected[1:5, 5] = 1  # background side
+    expected[1, 1:5] = expected[4, 1:5] = expected[1:5, 1] = expected[1:5, 4] = 1  # squares' rims
+    expected[1:5, 2] = expected[1:5, 3] = 1  # the contact between the two squares, both sides
+    assert torch.equal(edge, expected)
+    assert map_boundaries(-torch.ones(1, 3, 5, 5)).sum() == 0  # one segment: no edge
+    w = boundary_weights(_two_touching_squares(), (3, 3), 4.0)  # a coarser (latent) grid: max-pooled
+    assert w.shape == (1, 1, 3, 3) and torch.equal(w[0, 0], torch.full((3, 3), 5.0))
+    w = boundary_weights(_two_touching_squares(), (6, 6), 4.0)
+    assert torch.equal(w[0, 0], 1 + 4 * expected)
+
+
+def test_boundary_weight_counts_errors_on_edges_more():
+    """An image error only on boundary pixels weighs (1 + w) times more, normalised by the total
+    weight; an error only inside segments weighs less; w = 0 is the plain mean."""
+    from pandiff.diffusion.loss import map_boundaries
+
+    bits = _two_touching_squares()
+    latents = torch.zeros(1, 3, 6, 6)
+    edge = map_boundaries(bits)  # 1 1 6 6
+    n_edge, n = edge.sum().item(), 36
+    schedule = NoiseSchedule(image_prediction="sample", beta_schedule="squaredcos_cap_v2")
+    cfg = {"p_clean_map": 1.0, "p_clean_image": 0.0, "text_dropout": 0.0}
+    text, empty = torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)
+
+    def loss(pred, w):
+        rec = Recorder(pred, bits.clone())
+        out = joint_loss(rec, schedule, schedule.training_scheduler(), latents, bits, text, empty,
+                         LossConfig(image_boundary_weight=w, **cfg))  # fmt: skip
+        return out.image_loss.item()
+
+    on_edge = edge.expand(1, 3, 6, 6).clone()  # error 1 on every boundary pixel, 0 elsewhere
+    inside = 1 - on_edge
+    assert loss(on_edge, 0.0) == pytest.approx(n_edge / n)
+    assert loss(on_edge, 3.0) == pytest.approx(4 * n_edge / (n + 3 * n_edge))
+    assert loss(inside, 3.0) == pytest.approx((n - n_edge) / (n + 3 * n_edge))
+    assert loss(torch.ones_like(latents), 3.0) == pytest.approx(1.0)  # a uniform error keeps its scale
+    with pytest.raises(ConfigError, match="image_boundary_weight"):
+        LossConfig(image_boundary_weight=-1.0)

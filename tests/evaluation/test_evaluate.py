@@ -54,6 +54,7 @@ def test_cogen_command_writes_json_and_markdown(
         "image_colour_accuracy",
         "image_relations",
         "image_map_agreement",
+        "image_map_agreement_touching",
         "judge_miou",
         "judge_pq",
         "world_fid",

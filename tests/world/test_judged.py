@@ -124,3 +124,57 @@ def test_markdown_leads_with_image_figures_and_states_the_ceiling():
     rows = [line for line in lines if line.startswith("| ") and "adherence" in line]
     assert rows[0].startswith("| image_adherence | image |") and rows[1].startswith("| map_adherence | map |")
     assert any("count accuracy 0.9600" in line for line in lines)
+
+
+def test_touching_pairs_count_same_category_instances_within_the_gap():
+    from pandiff.world.checks import touching_pairs
+
+    _, apart = picture([("red", 5, 5), ("red", 5, 40)])  # 23 pixels apart
+    _, touching = picture([("red", 5, 5), ("red", 5, 17)])  # side by side: cols 5-16 and 17-28
+    _, near = picture([("red", 5, 5), ("blue", 5, 18)])  # 1 pixel of grass (col 17) between them
+    _, three = picture([("red", 5, 5), ("red", 5, 17), ("red", 17, 5)])  # an L of three squares
+    assert touching_pairs(apart) == 0
+    assert touching_pairs(touching) == 1
+    assert touching_pairs(near, gap=2) == 1 and touching_pairs(near, gap=1) == 0
+    # two side by side pairs; the other two meet corner to corner ((16, 17) and (17, 16): 2 steps)
+    assert touching_pairs(three) == 3 and touching_pairs(three, gap=1) == 2
+    pmap = copy.deepcopy(touching)  # the right square relabelled a circle: another category
+    pmap.category[pmap.instance == 2] = TABLE.index_of_name("circle")
+    assert touching_pairs(pmap) == 0
+
+
+def test_agreement_where_instances_touch_is_reported_apart():
+    image, merged = picture([("red", 5, 5)])
+    merged.category[5:17, 5:29], merged.instance[5:17, 5:29] = TABLE.index_of_name("square"), 1  # one blob
+    _, own = picture([("red", 5, 5), ("red", 5, 17)])  # the map: two touching squares
+    verdict = judge_sample(merged, spec_of(["red", "red"]), image, own_map=own)
+    assert verdict["agreement"] is False and verdict["agreement_touching"] is False
+    _, apart = picture([("red", 5, 5), ("red", 30, 40)])
+    verdict = judge_sample(apart, spec_of(["red", "red"]), image, own_map=apart)
+    assert verdict["agreement"] is True and verdict["agreement_touching"] is None  # nothing touches
+    summary = summarise(
+        [judge_sample(merged, spec_of(["red", "red"]), image, own_map=own), verdict],
+        [spec_of(["red", "red"])] * 2,
+    )
+    assert summary["all"]["agreement"] == 0.5 and summary["all"]["agreement_touching"] == 0.0
+    assert summary["all"]["agreement_touching_n"] == 1
+
+
+def test_ceiling_line_states_the_judge_on_touching_scenes():
+    truth = {
+        "count_accuracy": 0.96,
+        "adherence": 0.95,
+        "miou": 0.97,
+        "count_accuracy_touching": 0.9,
+        "touching_n": 40,
+    }
+    report = Report({"mode": "cogen", "judge": {"path": "j", "val_miou": 0.97, "ground_truth": truth}})
+    assert "where two instances of one category touch 0.9000 (n=40)" in report.markdown()
+    scenes = [make_scene(0, i, 64) for i in range(12)]
+    specs, maps = [s.spec for s in scenes], [s.pmap for s in scenes]
+    ceiling = judge_ceiling(maps, maps, specs, np.stack([s.image for s in scenes]))
+    from pandiff.world.checks import touching_pairs
+
+    touching = sum(touching_pairs(m) > 0 for m in maps)
+    assert touching == 3 and ceiling["touching_n"] == touching  # world seed 0, scenes 5, 9 and 11
+    assert ceiling["count_accuracy_touching"] == 1.0  # a perfect judge counts them right

@@ -94,6 +94,12 @@ class Report:
                     f"- **judge on the real images of these scenes** (the ceiling of every image-judged "
                     f"figure): count accuracy {_fmt(truth['count_accuracy'])}, adherence "
                     f"{_fmt(truth['adherence'])}, mIoU {_fmt(truth['miou'])}"
+                    + (
+                        f"; count accuracy where two instances of one category touch "
+                        f"{_fmt(truth['count_accuracy_touching'])} (n={truth['touching_n']})"
+                        if truth.get("touching_n")
+                        else ""
+                    )
                 )
         lines += ["", "| metric | judged on | value | how it was measured |", "|---|---|---|---|"]
         rows = sorted(

@@ -20,7 +20,7 @@ from pandiff.world import checks as wc
 
 BUCKETS = ("1", "2", "3", "4+")
 # Yes/no criteria of one sample, in report order; colour is a share of instances instead.
-CRITERIA = ("adherence", "counts", "stuff_present", "relation", "agreement")
+CRITERIA = ("adherence", "counts", "stuff_present", "relation", "agreement", "agreement_touching")
 
 
 def bucket(spec: dict) -> str:
@@ -42,10 +42,16 @@ def judge_sample(
     present), ``relation`` (None when the prompt states none; on
     judged instance centroids, candidates of the named colour), ``colour`` (``(correct, judged)``
     instance colours, :func:`world_checks.colour_matches`), ``agreement`` (judged thing counts equal
-    those of ``own_map``, the map generated beside the image; None without one).
+    those of ``own_map``, the map generated beside the image; None without one) and
+    ``agreement_touching`` (the same, only where ``own_map`` has two touching instances of one
+    category, :func:`world_checks.touching_pairs`; None elsewhere): whether such shapes stay
+    apart in the picture.
     """
     agreement = None if own_map is None else wc.instance_counts(judged) == wc.instance_counts(own_map)
-    return _verdicts(judged, spec, image, agreement)
+    verdict = _verdicts(judged, spec, image, agreement)
+    if own_map is not None and wc.touching_pairs(own_map) > 0:
+        verdict["agreement_touching"] = agreement
+    return verdict
 
 
 def map_sample(own_map: PanopticMap, spec: dict, image: np.ndarray | None = None) -> dict:
@@ -60,6 +66,7 @@ def _verdicts(pmap: PanopticMap, spec: dict, image: np.ndarray | None, agreement
         "adherence": bool(verdict["counts"] and verdict["stuff_present"]),
         "colour": wc.colour_matches(pmap, image, spec) if image is not None else (0, 0),
         "agreement": agreement,
+        "agreement_touching": None,
     }
 
 
@@ -120,6 +127,9 @@ def judge_ceiling(
         "adherence": summary["all"]["adherence"],
         "relation": summary["all"]["relation"],
         "colour": summary["all"]["colour"],
+        # count accuracy on the real scenes with touching instances of one category
+        "count_accuracy_touching": summary["all"]["agreement_touching"],
+        "touching_n": summary["all"]["agreement_touching_n"],
         "by_bucket": {
             b: {k: summary[b][k] for k in ("n", "counts", "adherence")} for b in BUCKETS if b in summary
         },
@@ -133,6 +143,7 @@ def report_image_figures(summary: dict, report) -> None:
         ("image_colour_accuracy", "colour", "judged instances whose pixels have the prompt's colour for them"),
         ("image_relations", "relation", "prompts stating a relation whose judged instance centroids stand in it"),
         ("image_map_agreement", "agreement", "judged thing counts equal the generated map's counts"),
+        ("image_map_agreement_touching", "agreement_touching", "judged thing counts equal the generated map's, among generated maps with two touching instances of one category"),
     )  # fmt: skip
     for name, key, what in rows:
         how = f"judged on the generated image: {what}; by things named: {by_bucket(summary, key)}"
