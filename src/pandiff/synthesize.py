@@ -237,51 +237,47 @@ def sample_pairs(
     prompts: list[str],
     generators: list[torch.Generator],
     settings: dict,
-    redraw_cleanup: MapCleanup | None = None,
-    self_check: tuple[int, MapCleanup] | None = None,
-    best_of: int = 1,
+    cleanup: MapCleanup | None = None,
+    redraw: bool = False,
+    tries: int = 0,
+    draws: int = 1,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
     the redraw the per-pair work (map decoding, clean-up, PNG encoding) is left to
     :class:`PairWriter` so it can run in other processes, and the maps are None.
     ``settings``: the sampler's steps and guidance scales (``pipe.call_settings``).
-    ``redraw_cleanup``: not None redraws each image for its map (:meth:`pipe.redraw`); the maps
-    are then decoded and cleaned up with it here, as the pipeline does, and
-    returned, so the writer does not decode them again. ``self_check``: ``(tries, clean-up)``
-    with tries > 0 samples as the pipeline's self check does (:mod:`pandiff.self_check`); the
-    maps are then returned decoded and cleaned, and the bits are None (the writer uses the maps).
-    ``best_of`` > 1 (with ``self_check`` giving the clean-up) keeps the best of that many whole
-    draws, as the pipeline's ``best_of`` does (:func:`pandiff.self_check.ranked_sample`)."""
+    ``redraw``: redraw each image for its map (:meth:`pipe.redraw`); the maps are then decoded and
+    cleaned up with ``cleanup`` here, as the pipeline does, and returned, so the writer does not
+    decode them again. ``tries`` > 0 samples as the pipeline's self check does
+    (:mod:`pandiff.self_check`), ``draws`` > 1 keeps the best of that many whole draws, as the
+    pipeline's ``best_of`` does (:func:`pandiff.self_check.ranked_sample`); either way the maps
+    are returned decoded and cleaned, and the bits are None (the writer uses the maps)."""
     text, empty = pipe._encode_prompts(prompts)
-    tries, cleanup = self_check if self_check is not None else (0, None)
-    if best_of > 1 or tries > 0:
+    if draws > 1 or tries > 0:
         from pandiff.self_check import ranked_sample, self_checked_sample
 
-        redraw, gens = redraw_cleanup is not None, list(generators)
-        if best_of > 1:
-            latents, maps = ranked_sample(
-                pipe, prompts, text, empty, settings, cleanup, redraw, best_of, gens, False
-            )
-        else:
-            latents, maps = self_checked_sample(
-                pipe, prompts, text, empty, settings, cleanup, redraw, tries, gens, False
-            )
-        pixels = pipe.codec.decode(latents)
-        images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
-        return images.cpu().numpy(), None, maps
+        sample, n = (ranked_sample, draws) if draws > 1 else (self_checked_sample, tries)
+        latents, maps = sample(
+            pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False
+        )
+        return _uint8_images(pipe, latents), None, maps
     out = pipe.sampler().sample(
         text, empty, pipe.latent_shape, pipe.map_shape, generator=generators, **settings
     )
     latents, maps = out.latents, None
-    if redraw_cleanup is not None:
+    if redraw:
         maps = [pipe.bit_codec.decode_map(b.float(), pipe.table) for b in out.map_bits]
-        if redraw_cleanup:
-            maps = [redraw_cleanup(m) for m in maps]
+        if cleanup:
+            maps = [cleanup(m) for m in maps]
         latents = pipe.redraw(text, empty, maps, settings, generators)
+    return _uint8_images(pipe, latents), (out.map_bits > 0).byte().cpu().numpy(), maps
+
+
+def _uint8_images(pipe, latents: torch.Tensor) -> np.ndarray:
+    """``B H W 3`` uint8 pictures (on the CPU) of image latents ``B C h w``."""
     pixels = pipe.codec.decode(latents)
-    images = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
-    return images.cpu().numpy(), (out.map_bits > 0).byte().cpu().numpy(), maps
+    return ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 @dataclass
@@ -351,7 +347,6 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
     are held at once (one being sampled, one being written), whatever ``n`` is."""
     p = paths(opts.out, opts.split)
-    redraw_cleanup = cleanup if redraw else None
     writer = PairWriter(pipe.table, pipe.bit_codec, cleanup, p["images"], p["panoptic"])
     pool = _writer_pool(opts.workers or 0, writer)
     batches = [(s, range(b, min(b + opts.batch, shards[s].stop)))
@@ -371,13 +366,7 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
         for s, idx in batches:
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
             images, bits, maps = sample_pairs(
-                pipe,
-                texts,
-                pair_generators(opts.seed, idx),
-                settings,
-                redraw_cleanup,
-                (tries, cleanup),
-                draws,
+                pipe, texts, pair_generators(opts.seed, idx), settings, cleanup, redraw, tries, draws
             )
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)

@@ -168,7 +168,7 @@ def joint_loss(
     else:
         image_target = eps
     sq = (out.image.float() - image_target.float()).pow(2)  # B C h w
-    if config.image_boundary_weight > 0 and map_bits is not None:
+    if config.image_boundary_weight > 0:
         w = boundary_weights(map_bits, sq.shape[-2:], config.image_boundary_weight)  # B 1 h w
         image_err = (sq * w).sum(dim=(1, 2, 3)) / (w.sum(dim=(1, 2, 3)) * sq.shape[1])  # B
     else:

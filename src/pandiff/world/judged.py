@@ -47,11 +47,13 @@ def judge_sample(
     category, :func:`world_checks.touching_pairs`; None elsewhere): whether such shapes stay
     apart in the picture.
     """
-    agreement = None if own_map is None else wc.instance_counts(judged) == wc.instance_counts(own_map)
-    verdict = _verdicts(judged, spec, image, agreement)
-    if own_map is not None and wc.touching_pairs(own_map) > 0:
-        verdict["agreement_touching"] = agreement
-    return verdict
+    if own_map is None:
+        return _verdicts(judged, spec, image, None)
+    own = wc.instance_counts(own_map)
+    agreement = wc.instance_counts(judged) == own
+    # a touching pair needs two instances of one category: most maps skip the dilations
+    touching = any(n > 1 for n in own.values()) and wc.touching_pairs(own_map) > 0
+    return _verdicts(judged, spec, image, agreement, agreement if touching else None)
 
 
 def map_sample(own_map: PanopticMap, spec: dict, image: np.ndarray | None = None) -> dict:
@@ -59,14 +61,20 @@ def map_sample(own_map: PanopticMap, spec: dict, image: np.ndarray | None = None
     return _verdicts(own_map, spec, image, None)
 
 
-def _verdicts(pmap: PanopticMap, spec: dict, image: np.ndarray | None, agreement: bool | None) -> dict:
+def _verdicts(
+    pmap: PanopticMap,
+    spec: dict,
+    image: np.ndarray | None,
+    agreement: bool | None,
+    agreement_touching: bool | None = None,
+) -> dict:
     verdict = wc.check_adherence(pmap, spec, image)  # every criterion, so adherence_rates reads these too
     return {
         **verdict,
         "adherence": bool(verdict["counts"] and verdict["stuff_present"]),
         "colour": wc.colour_matches(pmap, image, spec) if image is not None else (0, 0),
         "agreement": agreement,
-        "agreement_touching": None,
+        "agreement_touching": agreement_touching,
     }
 
 
