@@ -34,18 +34,20 @@ if not args["batched"]:
         original(self, *a, **k)
     LockstepSampler.__init__ = separate
 prompt = "two red circles and a blue square on the grass"
-redraw, self_check, best_of = args["redraw"], args["self_check"], args["best_of"]
+redraw, self_check, best_of, apart = args["redraw"], args["self_check"], args["best_of"], args["apart"]
 pipe(prompt, num_inference_steps=2, num_images=args["batch"], redraw_image=redraw, self_check=0)  # warm-up
 times, cpu = [], []
 for rep in range(args["repeats"]):
     t, c = time.perf_counter(), time.process_time()
     pipe(prompt, num_inference_steps=args["steps"], num_images=args["batch"],
-         generator=torch.Generator().manual_seed(rep), redraw_image=redraw, self_check=self_check, best_of=best_of)
+         generator=torch.Generator().manual_seed(rep), redraw_image=redraw, self_check=self_check, best_of=best_of,
+         avoid_touching=apart)
     times.append(time.perf_counter() - t)
     cpu.append(time.process_time() - c)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"load_s": load_s, "call_s": min(times), "mean_s": sum(times) / len(times), "cpu_s": min(cpu),
-                  "rss_mb": rss, "self_check": pipe.self_checks(self_check), "best_of": pipe.best_ofs(best_of)}))
+                  "rss_mb": rss, "self_check": pipe.self_checks(self_check), "best_of": pipe.best_ofs(best_of),
+                  "apart": pipe.avoids_touching(apart)}))
 """
 
 
@@ -81,6 +83,11 @@ def main() -> None:
         help="whole draws per sample, the best by its own checks kept: 'model' (the folder's) or a "
         "number; several: one row each",
     )  # fmt: skip
+    p.add_argument(
+        "--avoid-touching", nargs="+", default=["model"], choices=list(REDRAW),
+        help="the checks also draw again maps whose things touch: the model folder's setting, on, off "
+        "(several: one row each; it only acts with a self check or best of K)",
+    )  # fmt: skip
     p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--note", default="")
     args = p.parse_args()
@@ -88,10 +95,11 @@ def main() -> None:
         args.steps, args.batch, args.schedulers, args.precision = [20], [1], ["dpmsolver++"], ["bf16"]
     rows = []
     header = (
-        "| scheduler | precision | guidance forwards | redraw | self check | best of | steps | batch | s / pair "
+        "| scheduler | precision | guidance forwards | redraw | self check | best of | things apart | steps | batch "
+        "| s / pair "
         "| mean s / pair | CPU s / pair | s / call | peak RSS MB | load s |"
     )
-    rule = "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    rule = "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     print(header)
     print(rule)
     configs = [
@@ -104,10 +112,12 @@ def main() -> None:
             "redraw": rd,
             "self_check": sc,
             "best_of": bo,
+            "apart": ap,
         }
         for rd in args.redraw
         for sc in args.self_check
         for bo in args.best_of
+        for ap in args.avoid_touching
         for s in args.schedulers
         for pr in args.precision
         for bt in (True, False)
@@ -118,11 +128,13 @@ def main() -> None:
     for cfg in configs:
         self_check = None if cfg["self_check"] == "model" else int(cfg["self_check"])
         best_of = None if cfg["best_of"] == "model" else int(cfg["best_of"])
-        worker = {**cfg, "redraw": REDRAW[cfg["redraw"]], "self_check": self_check, "best_of": best_of}
+        worker = {**cfg, "redraw": REDRAW[cfg["redraw"]], "self_check": self_check, "best_of": best_of,
+                  "apart": REDRAW[cfg["apart"]]}  # fmt: skip
         res = run_one({**worker, "model": args.model, "repeats": args.repeats})
         row = (
             f"| {cfg['scheduler']} | {cfg['precision']} | {'batched' if cfg['batched'] else 'per branch'} "
-            f"| {cfg['redraw']} | {res['self_check']} | {res['best_of']} | {cfg['steps']} | {cfg['batch']} "
+            f"| {cfg['redraw']} | {res['self_check']} | {res['best_of']} | {'on' if res['apart'] else 'off'} "
+            f"| {cfg['steps']} | {cfg['batch']} "
             f"| {res['call_s'] / cfg['batch']:.3f} | {res['mean_s'] / cfg['batch']:.3f} "
             f"| {res['cpu_s'] / cfg['batch']:.3f} | {res['call_s']:.3f} "
             f"| {res['rss_mb']:.0f} | {res['load_s']:.2f} |"

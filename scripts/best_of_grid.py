@@ -1,8 +1,11 @@
-"""The README's best-of grid: four samples of four prompts with the bundled folder's sampling (self
-check 2) on the left and ``best_of=4`` on the right, the same generators, each marked green where
-the judge's segmentation of the picture shows what the prompt names (counts, stuff, relation).
+"""The README's sampling grids: four samples of four prompts with the bundled folder's sampling of
+sessions 18-20 (self check 2) on the left and another sampling on the right (``best_of=4`` unless
+told), the same generators, each marked green where the judge's segmentation of the picture shows
+what the prompt names (counts, stuff, relation).
 
     python scripts/best_of_grid.py --judge data/judge-20k --out docs/best-of-grid.png
+    python scripts/best_of_grid.py --judge data/judge-20k --best-of 1 --self-check 4 --avoid-touching \
+        --out docs/apart-grid.png
 """
 
 from __future__ import annotations
@@ -30,16 +33,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--judge", required=True, help="judge folder (pandiff train-judge)")
     p.add_argument("--out", default="docs/best-of-grid.png")
-    p.add_argument("--best-of", type=int, default=4)
+    p.add_argument("--best-of", type=int, default=4, help="the right side's best of K (1: the self check)")
+    p.add_argument(
+        "--self-check", type=int, default=2, help="the right side's self check when --best-of is 1"
+    )
+    p.add_argument("--avoid-touching", action="store_true", help="the right side avoids touching things")
     args = p.parse_args()
+    if args.best_of > 1:
+        name, kwargs = f"best of {args.best_of}", {"best_of": args.best_of}
+    else:
+        name, kwargs = f"self check {args.self_check}", {"self_check": args.self_check, "best_of": 1}
+    if args.avoid_touching:
+        name, kwargs = f"{name}, things apart", {**kwargs, "avoid_touching": True}
+    left = {"self_check": 2, "best_of": 1, "avoid_touching": False}
     pipe = PanopticDiffusionPipeline.from_pretrained()
     judge, _ = load_judge(args.judge)
     grid = Image.new("RGB", (TILE * 2 * SAMPLES + 20, (TILE + 14) * len(PROMPTS)), "white")
     draw = ImageDraw.Draw(grid)
-    right = {"self check 2": 0, f"best of {args.best_of}": 0}
+    right = {"self check 2": 0, name: 0}
     for r, prompt in enumerate(PROMPTS):
         spec = parse_prompt(prompt, pipe.table)
-        for k, (name, kw) in enumerate(zip(right, ({"self_check": 2}, {"best_of": args.best_of}))):
+        for k, (name, kw) in enumerate(zip(right, (left, kwargs))):
             gens = [torch.Generator().manual_seed(10 * r + i) for i in range(SAMPLES)]
             out = pipe([prompt] * SAMPLES, generator=gens, **kw)
             pixels = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in out.images])
@@ -51,7 +65,7 @@ def main() -> None:
                 draw.rectangle([x, y, x + 10, y + 10], fill=(0, 200, 0) if ok else (220, 0, 0))
         draw.text(
             (2, r * (TILE + 14)),
-            f"{prompt}   [left: self check 2 (bundled) | right: best of {args.best_of}]",
+            f"{prompt}   [left: self check 2 (session 18) | right: {name}]",
             fill="black",
         )
     grid.save(args.out)

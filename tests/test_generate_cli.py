@@ -288,3 +288,14 @@ def test_best_of_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, 
     assert _generate(tiny_pipeline_dir, tmp_path / "b", "--best-of", "2") == 0
     assert [k["best_of"] for k in pipeline_calls] == [2]
     assert json.loads((tmp_path / "b" / "panoptic.json").read_text())["info"]["best_of"] == 2
+
+
+def test_avoid_touching_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
+    """--avoid-touching / --no-avoid-touching reach the call and are recorded; neither is the
+    folder's (the tiny folder's: off)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["avoid_touching"] is False
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--self-check", "1", "--avoid-touching") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--no-avoid-touching") == 0
+    assert [k["avoid_touching"] for k in pipeline_calls] == [True, False]
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b")]
+    assert (info[0]["avoid_touching"], info[1]["avoid_touching"]) == (True, False)

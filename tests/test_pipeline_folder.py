@@ -256,7 +256,8 @@ def test_config_validation_names_the_key(tmp_path, tiny_pipeline_dir):
 
 def test_the_bundled_folder_loads_as_before():
     """The bundled folder's settings; keys it predates (steps) take the defaults, and keys added
-    since (redraw, one piece, image-side map guidance, self check) are off in a folder without them."""
+    since (redraw, one piece, image-side map guidance, self check, things apart) are off in a folder
+    without them."""
     from pandiff.pipeline_config import DEFAULT_MODEL_DIR
 
     config = PipelineConfig.from_pretrained(DEFAULT_MODEL_DIR)
@@ -266,10 +267,13 @@ def test_the_bundled_folder_loads_as_before():
     assert config.map_scheduler is None  # the map samples with the scheduler too
     assert config.redraw_image is True  # set since session 10; a folder without the key does not redraw
     assert config.one_piece_instances is True  # set since session 13; off without the key
-    assert config.self_check == 2  # set since session 18; a folder without the key checks nothing
+    # the self check since session 18 (2 more draws), 4 with things apart since session 21; a folder
+    # without the keys checks nothing and lets things touch
+    assert (config.self_check, config.avoid_touching) == (4, True)
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
-    del data["self_check"]
+    del data["self_check"], data["avoid_touching"]
     assert PipelineConfig.from_dict(data).self_check == 0
+    assert PipelineConfig.from_dict(data).avoid_touching is False
     del data["redraw_image"]
     del data["one_piece_instances"]
     assert PipelineConfig.from_dict(data).redraw_image is False

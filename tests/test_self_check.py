@@ -15,11 +15,13 @@ from pandiff.errors import ConfigError
 from pandiff.pipeline import PanopticDiffusionPipeline
 from pandiff.self_check import (
     CONSISTENCY_TIMESTEPS,
+    PROMPT_WEIGHT,
     best_of,
     count_disagreement,
     instance_match,
     map_consistency,
     map_failures,
+    map_score,
     parse_prompt,
     rank_best,
 )
@@ -126,6 +128,30 @@ def test_map_failures_counts_each_wrong_fact():
     stacked = _scene([("circle", 12, 2), ("circle", 13, 20)])
     assert map_failures(stacked, parse_prompt("two circles, one above the other, on the grass", WORLD)) == 0
     assert map_failures(stacked, parse_prompt("two circles, one left of the other, on the grass", WORLD)) == 1
+
+
+def test_map_score_ranks_touching_things_below_any_prompt_failure():
+    """avoid_touching: each pair of touching things adds 1, each failure against the prompt
+    PROMPT_WEIGHT; without it the score is the prompt failures alone."""
+    prompt = parse_prompt("two circles on the grass", WORLD)
+    side_by_side = _scene([("circle", 2, 12), ("circle", 10, 12)])  # edges meet
+    one_apart = _scene([("circle", 2, 12), ("circle", 11, 12)])  # one pixel of grass between
+    apart = _scene([("circle", 2, 12), ("circle", 20, 12)])
+    for pmap in (side_by_side, one_apart, apart):
+        assert map_failures(pmap, prompt) == 0 and map_score(pmap, prompt) == 0
+    assert map_score(side_by_side, prompt, avoid_touching=True) == 1
+    assert map_score(one_apart, prompt, avoid_touching=True) == 1  # within the 2-pixel gap
+    assert map_score(apart, prompt, avoid_touching=True) == 0
+    three = parse_prompt("three circles on the grass", WORLD)
+    assert map_score(side_by_side, three, avoid_touching=True) == PROMPT_WEIGHT + 1
+    assert map_score(apart, three, avoid_touching=True) == PROMPT_WEIGHT  # still worse than touching
+    # a row of three circles: two touching pairs (the outer two are apart); a circle touching a
+    # star is a pair too (things of any categories), one apart from it is not
+    row = _scene([("circle", 2, 12), ("circle", 10, 12), ("circle", 18, 12)])
+    assert map_score(row, parse_prompt("three circles on the grass", WORLD), avoid_touching=True) == 2
+    one_each = parse_prompt("a circle and a star on the grass", WORLD)
+    assert map_score(_scene([("circle", 2, 12), ("star", 10, 12)]), one_each, avoid_touching=True) == 1
+    assert map_score(_scene([("circle", 2, 12), ("star", 20, 12)]), one_each, avoid_touching=True) == 0
 
 
 def test_the_relation_rule_takes_the_axis_of_the_larger_offset():
@@ -312,6 +338,85 @@ def test_self_check_redraws_the_picture_until_it_shows_its_map(pipe, monkeypatch
     assert not np.array_equal(np.asarray(out.images[1]), np.asarray(plain.images[1]))  # drawn again
 
 
+def _spy_redraws(monkeypatch) -> list:
+    """Record every redraw's ``(latents, maps)`` in call order."""
+    drawn = []
+    redraw = PanopticDiffusionPipeline.redraw
+
+    def spy(self, text, empty, maps, *args, **kw):
+        out = redraw(self, text, empty, maps, *args, **kw)
+        drawn.append((out, list(maps)))
+        return out
+
+    monkeypatch.setattr(PanopticDiffusionPipeline, "redraw", spy)
+    return drawn
+
+
+def _fake_touching(monkeypatch, script):
+    """Scripted touching pairs, one per call in call order (0 after the list ends); the prompt
+    checks all pass."""
+    import pandiff.self_check as sc
+
+    seq = iter(script)
+    monkeypatch.setattr(sc, "map_failures", lambda m, spec, exhaustive: 0)
+    monkeypatch.setattr(sc, "count_disagreement", lambda drawn, seen: 0)
+    monkeypatch.setattr(sc.wc, "touching_pairs", lambda pmap, **kw: next(seq, 0))
+
+
+def test_self_check_avoid_touching_draws_a_touching_map_again(pipe, monkeypatch):
+    """avoid_touching: a co-generated map whose things touch fails the self check
+    (row 0's first draw), so the row is drawn again and keeps its apart draw; without it the same
+    map passes and the call is the plain one."""
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    kwargs = {"num_inference_steps": 2, "redraw_image": False}
+    plain = pipe(PROMPTS, generator=_gens(2), self_check=0, **kwargs)
+    _fake_touching(monkeypatch, [1, 0])
+    rows = _counting(monkeypatch, LockstepSampler, "sample")
+    same = pipe(PROMPTS, generator=_gens(2), self_check=2, avoid_touching=False, **kwargs)
+    assert rows == [2]  # nothing touching is checked: both pass at once
+    _fake_touching(monkeypatch, [1, 0])  # row 0 touches, row 1 does not; row 0's 2nd draw is apart
+    apart = pipe(PROMPTS, generator=_gens(2), self_check=2, avoid_touching=True, **kwargs)
+    assert rows == [2, 2, 1]
+    for i in range(2):
+        assert np.array_equal(np.asarray(same.images[i]), np.asarray(plain.images[i]))
+    assert not np.array_equal(np.asarray(apart.images[0]), np.asarray(plain.images[0]))
+    assert np.array_equal(np.asarray(apart.images[1]), np.asarray(plain.images[1]))
+
+
+def test_best_of_avoid_touching_ranks_touching_maps_after_apart_ones(pipe, monkeypatch):
+    """best_of with avoid_touching: a touching map loses to an apart one even where the picture
+    ranks it first; the ranks decide between maps alike."""
+    import pandiff.self_check as sc
+
+    _fake_touching(monkeypatch, [1, 0, 0, 0])  # draw 0: row 0 touches; draw 1: neither row
+    match = iter([1.0, 1.0, 0.5, 0.5])  # draw 0 ranks first on the picture for both rows
+    monkeypatch.setattr(sc, "instance_match", lambda drawn, seen: next(match))
+    monkeypatch.setattr(sc, "map_consistency", lambda pipe, latents, maps, text, noise: [0.1, 0.1])
+    drawn = _spy_redraws(monkeypatch)
+    out = pipe(
+        PROMPTS, num_inference_steps=2, generator=_gens(2), best_of=2, redraw_image=True, avoid_touching=True
+    )
+    for row, k in ((0, 1), (1, 0)):  # row 0: the apart draw 1; row 1: draw 0, first on the ranks
+        latents, maps = drawn[k]
+        assert np.array_equal(
+            np.asarray(out.images[row]), np.asarray(pipe._output(PROMPTS, latents, maps).images[row])
+        )
+
+
+def test_avoid_touching_setting_is_validated_and_defaults_to_the_folder(pipe, tiny_pipeline_dir):
+    from pandiff.pipeline_config import PipelineConfig
+
+    assert pipe.config.avoid_touching is False and pipe.avoids_touching() is False
+    assert pipe.avoids_touching(True) is True
+    with pytest.raises(ConfigError, match="avoid_touching"):
+        pipe("a red circle", num_inference_steps=1, self_check=1, avoid_touching="yes")
+    data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
+    assert "avoid_touching" not in data or data["avoid_touching"] is False  # older folders: off
+    with pytest.raises(ConfigError, match="'avoid_touching' must be true or false"):
+        PipelineConfig.from_dict({**data, "avoid_touching": 1})
+
+
 def test_self_check_setting_is_validated_and_defaults_to_the_folder(pipe):
     assert pipe.config.self_check == 0 and pipe.self_checks() == 0
     assert pipe.self_checks(3) == 3
@@ -379,15 +484,7 @@ def test_best_of_draws_whole_samples_and_keeps_the_best_ranked(pipe, monkeypatch
         return next(errors)
 
     monkeypatch.setattr(sc, "map_consistency", consistency)
-    drawn = []
-    redraw = PanopticDiffusionPipeline.redraw
-
-    def spy(self, text, empty, maps, *args, **kw):
-        out = redraw(self, text, empty, maps, *args, **kw)
-        drawn.append((out, list(maps)))
-        return out
-
-    monkeypatch.setattr(PanopticDiffusionPipeline, "redraw", spy)
+    drawn = _spy_redraws(monkeypatch)
     rows = _counting(monkeypatch, LockstepSampler, "sample")
     out = pipe(PROMPTS, num_inference_steps=2, generator=_gens(2), best_of=3, self_check=2, redraw_image=True)
     assert rows == [2, 2, 2, 2, 2, 2]  # co-generation and redraw, three times, all rows

@@ -392,3 +392,25 @@ def test_best_of_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, tiny_
     _written_pairs_are_the_pipelines(out, tiny_pipe, best_of=2)
     with pytest.raises(ConfigError, match="best_of 2 -> 1"):
         synthesize(options(out, prompts_file, n=4, best_of=1, redraw_image=True, resume=True), pipe=tiny_pipe)
+
+
+def test_avoid_touching_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, tiny_pipe, prompts_file):
+    """With the self check and avoid_touching the pairs are the pipeline's (same generators), the
+    setting is recorded, and --resume refuses to mix it with pairs drawn without it; without a
+    check it changes nothing and is recorded as off."""
+    out = tmp_path / "apart"
+    synthesize(
+        options(out, prompts_file, n=4, self_check=1, avoid_touching=True, redraw_image=True), pipe=tiny_pipe
+    )
+    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["avoid_touching"] is True
+    _written_pairs_are_the_pipelines(out, tiny_pipe, self_check=1, avoid_touching=True)
+    with pytest.raises(ConfigError, match="avoid_touching True -> False"):
+        synthesize(
+            options(
+                out, prompts_file, n=4, self_check=1, avoid_touching=False, redraw_image=True, resume=True
+            ),
+            pipe=tiny_pipe,
+        )
+    plain = tmp_path / "plain"
+    synthesize(options(plain, prompts_file, n=2, self_check=0, avoid_touching=True), pipe=tiny_pipe)
+    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["avoid_touching"] is False

@@ -428,6 +428,14 @@ class PanopticDiffusionPipeline:
         folder's (``config.best_of``); 1 is off."""
         return checks.best_of(_given_or(best_of, self.config.best_of))
 
+    def avoids_touching(self, avoid_touching: bool | None = None) -> bool:
+        """Whether the self check and best of K of a call with this ``avoid_touching`` also draw
+        again a map in which two things touch (:func:`pandiff.self_check.map_score`): the
+        given value (checked), else the folder's (``config.avoid_touching``)."""
+        if avoid_touching is not None and not isinstance(avoid_touching, bool):
+            raise ConfigError(f"avoid_touching must be True, False or None, got {avoid_touching!r}")
+        return _given_or(avoid_touching, self.config.avoid_touching)
+
     @torch.no_grad()
     def segment_once(
         self,
@@ -476,6 +484,7 @@ class PanopticDiffusionPipeline:
         one_piece_instances: bool | None = None,
         self_check: int | None = None,
         best_of: int | None = None,
+        avoid_touching: bool | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -512,6 +521,10 @@ class PanopticDiffusionPipeline:
                 prompt and keep the one the model's own checks rank best
                 (:func:`pandiff.self_check.ranked_sample`); costs that many times the sampling.
                 Above 1 it replaces ``self_check``. 1 is off; None takes the folder's.
+            avoid_touching: with ``self_check`` or ``best_of``, beyond the paper: a map in which two
+                things touch or overlap counts as failing too, below any failure against the
+                prompt (:func:`pandiff.self_check.map_score`), so the kept sample has its things
+                apart when a draw has them so. None takes the folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -552,19 +565,20 @@ class PanopticDiffusionPipeline:
         sampling_progress = not self._progress_bar_config["disable"] if progress is None else progress
         tries = self.self_checks(self_check)
         draws = self.best_ofs(best_of)
+        apart = self.avoids_touching(avoid_touching)
         if draws > 1 and maps_in is None and images_in is None:
             from pandiff.self_check import ranked_sample
 
             latents, maps = ranked_sample(
-                self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress
-            )
+                self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart
+            )  # fmt: skip
             return self._output(prompts, latents, maps)
         if tries and maps_in is None and images_in is None:
             from pandiff.self_check import self_checked_sample
 
             latents, maps = self_checked_sample(
-                self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress
-            )
+                self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart
+            )  # fmt: skip
             return self._output(prompts, latents, maps)
         sampler = self.sampler()
         out = sampler.sample(

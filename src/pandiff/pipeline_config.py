@@ -61,6 +61,9 @@ class PipelineConfig:
         best_of: beyond the paper, how many whole prompt -> image + map samples a call draws per
             prompt, keeping the one its own checks rank best (:func:`pandiff.self_check.ranked_sample`;
             replaces ``self_check`` when above 1); 1, the default, draws one.
+        avoid_touching: beyond the paper, whether the self check and best of K also count a map
+            in which two things touch as failing (:func:`pandiff.self_check.map_score`);
+            false, the default of older folders, does not.
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -82,6 +85,7 @@ class PipelineConfig:
     image_map_guidance_scale: float = 0.0
     self_check: int = 0
     best_of: int = 1
+    avoid_touching: bool = False
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -115,7 +119,7 @@ class PipelineConfig:
             name = getattr(self, key)
             if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):
                 raise ConfigError(f"unknown {key} {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
-        for key in ("redraw_image", "one_piece_instances"):
+        for key in ("redraw_image", "one_piece_instances", "avoid_touching"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key!r} must be true or false, got {getattr(self, key)!r}")
         if self.trained_steps is not None:

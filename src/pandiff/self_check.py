@@ -26,6 +26,17 @@ denoising error as a likelihood proxy, as diffusion classifiers use it). On buil
 both pick the judge-right draw of a prompt more often than the count check does; ranks, not raw
 values, so no threshold is tied to one model.
 
+**Things apart** (``avoid_touching``): a co-generated map in which two things touch or overlap
+(:func:`pandiff.world.checks.touching_pairs` over any two thing instances) also counts as
+failing, ranked below every failure against the prompt (:func:`map_score`), so both the self
+check and best of K draw such a map again and keep one whose things stand apart when a draw has
+it. Touching shapes stay two in a picture only through the outline between them, and a shape
+half behind another is the first to vanish: on the built-in world, the 332 of 400 plain draws
+of the bundled model whose maps were right showed the prompt on the picture 36% of the time where
+two things of one category touched (100 draws), 56% where only things of different categories did
+(54), and 98% where every thing stood apart (178). A prompt that names no layout is as well served by one the picture can
+show. It narrows the layouts drawn, so it is a folder setting and a switch.
+
 Prompts are read with the model's
 category names, simple plurals and the count words ``a``/``an``/``one`` ... ``ten``; a word
 outside them is ignored, so a prompt the reader cannot parse is simply not checked against.
@@ -218,6 +229,28 @@ def map_failures(pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True) -
     return int(wrong)
 
 
+# A failure against the prompt (or the picture's count check) outweighs any number of touching
+# pairs: a map that shows the prompt with two shapes touching is kept over one that does not.
+PROMPT_WEIGHT = 1000
+
+
+def map_score(
+    pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True, avoid_touching: bool = False
+) -> int:
+    """The self check's score of a co-generated map, lower is better and 0 passes:
+    :func:`map_failures`, and with ``avoid_touching`` those times :data:`PROMPT_WEIGHT` plus the
+    map's pairs of touching things of any categories (:func:`pandiff.world.checks.touching_pairs`)."""
+    return weigh(map_failures(pmap, spec, exhaustive), pmap, avoid_touching)
+
+
+def weigh(failures: int, pmap: PanopticMap, avoid_touching: bool) -> int:
+    """``failures`` (against the prompt or the picture) as :func:`map_score` weighs them."""
+    if not avoid_touching:
+        return int(failures)
+    touching = wc.touching_pairs(pmap, same_category=False)
+    return PROMPT_WEIGHT * int(failures) + min(touching, PROMPT_WEIGHT - 1)
+
+
 def count_disagreement(drawn: PanopticMap, seen: PanopticMap) -> int:
     """Thing categories whose instance counts differ between two maps of one sample (0: agree)."""
     a, b = wc.instance_counts(drawn), wc.instance_counts(seen)
@@ -267,12 +300,15 @@ def _cogenerate(pipe, text, empty, settings, cleanup, generator, progress):
     return out.latents, ([cleanup(m) for m in maps] if cleanup else maps)
 
 
-def self_checked_sample(pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress):
+def self_checked_sample(
+    pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress, avoid_touching=False
+):
     """Prompt -> image + map with the self check: the pipeline's co-generation (and redraw), each
     stage drawn again by :func:`best_of` for the rows that fail.
 
     Co-generation is checked by :func:`map_failures` of its (cleaned) map against the parsed
-    prompt; with ``redraw`` the picture drawn for that map is checked by
+    prompt (with ``avoid_touching``, also its pairs of touching things, weighed by
+    :func:`weigh`); with ``redraw`` the picture drawn for that map is checked by
     :func:`count_disagreement` against the model's one-forward segmentation of it, otherwise that
     term joins the co-generation check. Draws continue the callers' generators (with one generator
     per sample, row i's draws depend on generator i alone).
@@ -302,7 +338,7 @@ def self_checked_sample(pipe, prompts, text, empty, settings, cleanup, redraw, t
         if not redraw:
             seen = image_disagreement(idx, torch.stack([lat for lat, _ in draws]), [m for _, m in draws])
             wrong = [w + s for w, s in zip(wrong, seen)]
-        return wrong
+        return [weigh(w, m, avoid_touching) for w, (_, m) in zip(wrong, draws)]
 
     draws, _ = best_of(len(prompts), cogenerate, cogen_failures, tries)
     maps = [m for _, m in draws]
@@ -376,11 +412,14 @@ def rank_best(failures: Sequence[int], match: Sequence[float], error: Sequence[f
     return min(range(k), key=lambda j: (failures[j], int(rank_match[j] + rank_error[j])))
 
 
-def ranked_sample(pipe, prompts, text, empty, settings, cleanup, redraw, draws, generator, progress):
+def ranked_sample(
+    pipe, prompts, text, empty, settings, cleanup, redraw, draws, generator, progress, avoid_touching=False
+):
     """Prompt -> image + map as the best of ``draws`` whole samples per row (co-generation, and
     the redraw when ``redraw``), ranked by :func:`rank_best` on the row's map failures against the
-    prompt (:func:`map_failures`), :func:`instance_match` of the picture's one-forward
-    segmentation against its map, and :func:`map_consistency`. Each draw continues the callers'
+    prompt (:func:`map_score`: with ``avoid_touching`` touching things too),
+    :func:`instance_match` of the picture's one-forward segmentation against its map, and
+    :func:`map_consistency`. Each draw continues the callers'
     generators (with one generator per sample, row i depends on generator i alone).
 
     Returns:
@@ -405,7 +444,7 @@ def ranked_sample(pipe, prompts, text, empty, settings, cleanup, redraw, draws, 
             {
                 "latents": latents,
                 "maps": maps,
-                "failures": [map_failures(m, s, exhaustive) for m, s in zip(maps, specs)],
+                "failures": [map_score(m, s, exhaustive, avoid_touching) for m, s in zip(maps, specs)],
                 "match": [instance_match(m, s) for m, s in zip(maps, seen)],
                 "error": map_consistency(pipe, latents, maps, text, noise),
             }

@@ -52,7 +52,7 @@ _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
     "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
-    "best_of",
+    "best_of", "avoid_touching",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {
@@ -61,6 +61,7 @@ _LEGACY = {
     "one_piece_instances": False,
     "self_check": 0,
     "best_of": 1,
+    "avoid_touching": False,
 }
 
 
@@ -88,6 +89,7 @@ class SynthesizeOptions:
     image_map_guidance: float | None = None  # the redraw's; None: the model folder's
     self_check: int | None = None  # extra draws of a pair failing its own checks; None: the model folder's
     best_of: int | None = None  # whole draws per pair, the best kept; None: the model folder's
+    avoid_touching: bool | None = None  # the checks also redraw maps with touching things; None: the folder's
     scheduler: str | None = None
     map_scheduler: str | None = None  # None: scheduler's, else the model's
     split: str = "train"
@@ -241,6 +243,7 @@ def sample_pairs(
     redraw: bool = False,
     tries: int = 0,
     draws: int = 1,
+    avoid_touching: bool = False,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -251,7 +254,8 @@ def sample_pairs(
     cleaned up with ``cleanup`` here, as the pipeline does, and returned, so the writer does not
     decode them again. ``tries`` > 0 samples as the pipeline's self check does
     (:mod:`pandiff.self_check`), ``draws`` > 1 keeps the best of that many whole draws, as the
-    pipeline's ``best_of`` does (:func:`pandiff.self_check.ranked_sample`); either way the maps
+    pipeline's ``best_of`` does (:func:`pandiff.self_check.ranked_sample`), both also drawing
+    again maps with touching things when ``avoid_touching``; either way the maps
     are returned decoded and cleaned, and the bits are None (the writer uses the maps)."""
     text, empty = pipe._encode_prompts(prompts)
     if draws > 1 or tries > 0:
@@ -259,8 +263,8 @@ def sample_pairs(
 
         sample, n = (ranked_sample, draws) if draws > 1 else (self_checked_sample, tries)
         latents, maps = sample(
-            pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False
-        )
+            pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False, avoid_touching
+        )  # fmt: skip
         return _uint8_images(pipe, latents), None, maps
     out = pipe.sampler().sample(
         text, empty, pipe.latent_shape, pipe.map_shape, generator=generators, **settings
@@ -343,7 +347,8 @@ def _writer_pool(workers: int, writer: PairWriter):
 
 
 def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
-               settings: dict, cleanup: MapCleanup, progress, redraw: bool = False, tries: int = 0, draws: int = 1) -> int:  # fmt: skip
+               settings: dict, cleanup: MapCleanup, progress, redraw: bool = False, tries: int = 0, draws: int = 1,
+               apart: bool = False) -> int:  # fmt: skip
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
     are held at once (one being sampled, one being written), whatever ``n`` is."""
     p = paths(opts.out, opts.split)
@@ -366,7 +371,7 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
         for s, idx in batches:
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
             images, bits, maps = sample_pairs(
-                pipe, texts, pair_generators(opts.seed, idx), settings, cleanup, redraw, tries, draws
+                pipe, texts, pair_generators(opts.seed, idx), settings, cleanup, redraw, tries, draws, apart
             )
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)
@@ -443,6 +448,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     redraw = pipe.redraws(opts.redraw_image)
     tries = pipe.self_checks(opts.self_check)
     draws = pipe.best_ofs(opts.best_of)
+    apart = pipe.avoids_touching(opts.avoid_touching) if tries or draws > 1 else False
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
     config = {
@@ -450,7 +456,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
-        "self_check": tries, "best_of": draws, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
+        "self_check": tries, "best_of": draws, "avoid_touching": apart, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
@@ -471,7 +477,9 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     begin = time.perf_counter()
     with tqdm(total=total, unit="pair", desc=f"synthesize [{state.process_index + 1}/{state.num_processes}]",
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
-        written = run_shards(pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw, tries, draws)
+        written = run_shards(
+            pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw, tries, draws, apart
+        )
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()
     if state.is_main_process:

@@ -10,7 +10,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "image_map_guidance_scale", "seed", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "image_map_guidance_scale", "seed", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -44,6 +44,7 @@ def test_cogen_command_writes_json_and_markdown(
     assert report["guidance_scale"] == 2.0 and report["map_guidance_scale"] == 1.0  # the model folder's
     assert report["redraw_image"] is False  # the tiny folder does not redraw
     assert report["self_check"] == 0 and report["best_of"] == 1  # nor check itself, nor draw several
+    assert report["avoid_touching"] is False
     assert report["map_cleanup"] == 3  # the pipeline default
     assert report["judge"]["path"] == str(tiny_judge_dir) and report["judge"]["val_miou"] > 0
     metrics = report["metrics"]

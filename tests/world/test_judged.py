@@ -141,6 +141,9 @@ def test_touching_pairs_count_same_category_instances_within_the_gap():
     pmap = copy.deepcopy(touching)  # the right square relabelled a circle: another category
     pmap.category[pmap.instance == 2] = TABLE.index_of_name("circle")
     assert touching_pairs(pmap) == 0
+    assert touching_pairs(pmap, same_category=False) == 1  # any two things
+    assert touching_pairs(apart, same_category=False) == 0
+    assert touching_pairs(three, same_category=False) == 3
 
 
 def test_agreement_where_instances_touch_is_reported_apart():

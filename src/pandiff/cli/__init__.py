@@ -165,6 +165,13 @@ def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
         "costs K times the sampling and replaces --self-check (beyond the paper; 1 = off; default: "
         "the model's)",
     )
+    _add_folder_switch(
+        p,
+        "--avoid-touching",
+        "prompt -> image + map, with --self-check or --best-of: a map where two things touch or overlap "
+        "counts as failing too (below any failure against the prompt), so kept samples have their things "
+        "apart when a draw has them so (beyond the paper; default: the model's)",
+    )
 
 
 def check_self_check_arguments(args: argparse.Namespace) -> None:

@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         redraw_image=args.redraw_image,
         self_check=args.self_check,
         best_of=args.best_of,
+        avoid_touching=args.avoid_touching,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,

@@ -155,6 +155,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             image_map_guidance_scale=image_map_guidance,
             self_check=getattr(args, "self_check", None),
             best_of=getattr(args, "best_of", None),
+            avoid_touching=getattr(args, "avoid_touching", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -174,6 +175,7 @@ def _run(args, image: Image.Image | None = None) -> int:
         info["redraw_image"] = pipe.redraws(getattr(args, "redraw_image", None))
         info["self_check"] = pipe.self_checks(getattr(args, "self_check", None))
         info["best_of"] = pipe.best_ofs(getattr(args, "best_of", None))
+        info["avoid_touching"] = pipe.avoids_touching(getattr(args, "avoid_touching", None))
     if image is None and (pmap is not None or info.get("redraw_image")):
         info["image_map_guidance_scale"] = settings["image_map_guidance_scale"]
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)

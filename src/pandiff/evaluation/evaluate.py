@@ -55,6 +55,9 @@ class EvaluationOptions:
     image_map_guidance: float | None = None  # map2image and the redraw (None: the model's)
     self_check: int | None = None  # cogen: extra draws of a sample failing its own checks (None: the model's)
     best_of: int | None = None  # cogen: whole draws per prompt, best kept (None: the model's)
+    avoid_touching: bool | None = (
+        None  # cogen: the checks redraw maps with touching things (None: the model's)
+    )
     batch: int = 16
     seed: int = 0
     scheduler: str | None = None
@@ -130,6 +133,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "redraw_image": opts.redraw_image,
                 "self_check": opts.self_check,
                 "best_of": opts.best_of,
+                "avoid_touching": opts.avoid_touching,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
                 "image_map_guidance_scale": opts.image_map_guidance,
@@ -351,7 +355,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             map_scheduler=opts.map_scheduler,
             one_piece_instances=opts.one_piece_instances,
             redraw_image=opts.redraw_image, image_map_guidance=opts.image_map_guidance,
-            self_check=opts.self_check, progress=opts.progress,
+            self_check=opts.self_check, avoid_touching=opts.avoid_touching, progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
         generated = load_split(f"{tmp}/generated", "train", pipe.image_size)
@@ -416,6 +420,9 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "redraw_image": redraw,
         "self_check": pipe.self_checks(opts.self_check) if opts.mode in ("cogen", "downstream") else None,
         "best_of": pipe.best_ofs(opts.best_of) if opts.mode == "cogen" else None,
+        "avoid_touching": pipe.avoids_touching(opts.avoid_touching)
+        if opts.mode in ("cogen", "downstream")
+        else None,
         # where an image is drawn for a given map: map -> image, the redraw
         "image_map_guidance_scale": settings["image_map_guidance_scale"]
         if opts.mode == "map2image" or redraw

@@ -29,6 +29,7 @@ _SUMMARY = (
     "image_map_guidance_scale",
     "self_check",
     "best_of",
+    "avoid_touching",
     "seed",
 )
 

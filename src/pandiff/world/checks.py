@@ -66,10 +66,14 @@ def instance_counts(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> di
     return dict(Counter(name for name, _ in thing_instances(pmap, min_fraction)))
 
 
-def touching_pairs(pmap: PanopticMap, gap: int = 2, min_fraction: float = MIN_FRACTION) -> int:
+def touching_pairs(
+    pmap: PanopticMap, gap: int = 2, min_fraction: float = MIN_FRACTION, same_category: bool = True
+) -> int:
     """Pairs of thing instances of one category that touch: one's mask grown by ``gap`` pixels
     (4-connected steps) meets the other's. Such pairs stay two in a picture only through the
-    outline between them, the hardest case for an image model (and for a judge counting them)."""
+    outline between them, the hardest case for an image model (and for a judge counting them).
+    ``same_category=False`` counts touching pairs of any two things (one in front of the other
+    included)."""
     from scipy import ndimage
 
     if gap < 1:
@@ -81,7 +85,7 @@ def touching_pairs(pmap: PanopticMap, gap: int = 2, min_fraction: float = MIN_FR
         1
         for a in range(len(things))
         for b in range(a + 1, len(things))
-        if things[a][0] == things[b][0] and (grown[a] & things[b][1]).any()
+        if (not same_category or things[a][0] == things[b][0]) and (grown[a] & things[b][1]).any()
     )
 
 
