@@ -34,8 +34,10 @@ it. Touching shapes stay two in a picture only through the outline between them,
 half behind another is the first to vanish: on the built-in world, the 332 of 400 plain draws
 of the bundled model whose maps were right showed the prompt on the picture 36% of the time where
 two things of one category touched (100 draws), 56% where only things of different categories did
-(54), and 98% where every thing stood apart (178). A prompt that names no layout is as well served by one the picture can
-show. It narrows the layouts drawn, so it is a folder setting and a switch.
+(54), and 98% where every thing stood apart (178). A prompt that names no layout is as well
+served by one the picture can show. It narrows the layouts drawn (on COCO, where things touch in
+most scenes, it would mostly spend draws), so it is a folder setting and a switch, off unless a
+folder sets it.
 
 Prompts are read with the model's
 category names, simple plurals and the count words ``a``/``an``/``one`` ... ``ten``; a word
