@@ -296,6 +296,8 @@ def test_avoid_touching_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp
     assert json.loads((export / "panoptic.json").read_text())["info"]["avoid_touching"] is False
     assert _generate(tiny_pipeline_dir, tmp_path / "a", "--self-check", "1", "--avoid-touching") == 0
     assert _generate(tiny_pipeline_dir, tmp_path / "b", "--no-avoid-touching") == 0
-    assert [k["avoid_touching"] for k in pipeline_calls] == [True, False]
-    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b")]
-    assert (info[0]["avoid_touching"], info[1]["avoid_touching"]) == (True, False)
+    # without a self check (the tiny folder's: 0) nothing is drawn again: recorded as off
+    assert _generate(tiny_pipeline_dir, tmp_path / "c", "--avoid-touching") == 0
+    assert [k["avoid_touching"] for k in pipeline_calls] == [True, False, True]
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
+    assert [i["avoid_touching"] for i in info] == [True, False, False]

@@ -172,6 +172,20 @@ def test_self_check_reaches_the_sampling_and_the_report(
     assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["self_check"] is None
 
 
+def test_avoid_touching_reaches_the_sampling_and_is_reported_where_it_acts(
+    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
+):
+    """avoid_touching reaches the call; the report says True only where a self check (or best of
+    K) draws again, since without one it changes nothing."""
+    checked = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, self_check=1, avoid_touching=True))
+    unchecked = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, avoid_touching=True))
+    assert [k["avoid_touching"] for k in pipeline_calls] == [True, True]
+    assert (checked["avoid_touching"], unchecked["avoid_touching"]) == (True, False)
+    assert (
+        evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["avoid_touching"] is None
+    )
+
+
 def test_the_report_counts_the_prompts_cut_to_the_text_window(
     tiny_pipeline_dir, tiny_world, tmp_path, monkeypatch
 ):

@@ -397,6 +397,11 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         opts.one_piece_instances,
     )  # fmt: skip
     redraw = pipe.redraws(opts.redraw_image) if opts.mode in ("cogen", "downstream") else None
+    sampled = opts.mode in ("cogen", "downstream")
+    # things apart acts only where a self check or best of K draws again (downstream: the self check)
+    checked = sampled and (
+        pipe.self_checks(opts.self_check) > 0 or (opts.mode == "cogen" and pipe.best_ofs(opts.best_of) > 1)
+    )
     world = is_world(opts.data)
     if opts.model is None:
         from pandiff.pipeline_config import DEFAULT_MODEL_DIR
@@ -420,9 +425,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "redraw_image": redraw,
         "self_check": pipe.self_checks(opts.self_check) if opts.mode in ("cogen", "downstream") else None,
         "best_of": pipe.best_ofs(opts.best_of) if opts.mode == "cogen" else None,
-        "avoid_touching": pipe.avoids_touching(opts.avoid_touching)
-        if opts.mode in ("cogen", "downstream")
-        else None,
+        "avoid_touching": checked and pipe.avoids_touching(opts.avoid_touching) if sampled else None,
         # where an image is drawn for a given map: map -> image, the redraw
         "image_map_guidance_scale": settings["image_map_guidance_scale"]
         if opts.mode == "map2image" or redraw
