@@ -53,13 +53,13 @@ def main() -> None:
     right = {"self check 2": 0, name: 0}
     for r, prompt in enumerate(PROMPTS):
         spec = parse_prompt(prompt, pipe.table)
-        for k, (name, kw) in enumerate(zip(right, (left, kwargs))):
+        for k, (side, kw) in enumerate(zip(right, (left, kwargs))):
             gens = [torch.Generator().manual_seed(10 * r + i) for i in range(SAMPLES)]
             out = pipe([prompt] * SAMPLES, generator=gens, **kw)
             pixels = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in out.images])
             for i, (im, seen) in enumerate(zip(out.images, segment_images(judge, pixels))):
                 ok = map_failures(seen, spec) == 0
-                right[name] += ok
+                right[side] += ok
                 x, y = k * (TILE * SAMPLES + 20) + i * TILE, r * (TILE + 14) + 14
                 grid.paste(im.resize((TILE, TILE), Image.NEAREST), (x, y))
                 draw.rectangle([x, y, x + 10, y + 10], fill=(0, 200, 0) if ok else (220, 0, 0))

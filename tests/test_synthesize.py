@@ -403,7 +403,13 @@ def test_avoid_touching_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path
         options(out, prompts_file, n=4, self_check=1, avoid_touching=True, redraw_image=True), pipe=tiny_pipe
     )
     assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["avoid_touching"] is True
-    _written_pairs_are_the_pipelines(out, tiny_pipe, self_check=1, avoid_touching=True)
+    apart = _written_pairs_are_the_pipelines(out, tiny_pipe, self_check=1, avoid_touching=True)
+    touching = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
+                         redraw_image=True, self_check=1, avoid_touching=False)  # fmt: skip
+    # the setting changes these pairs, so the equality above shows it reached the sampling
+    assert any(
+        not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(apart.images, touching.images)
+    )
     with pytest.raises(ConfigError, match="avoid_touching True -> False"):
         synthesize(
             options(

@@ -55,9 +55,8 @@ class EvaluationOptions:
     image_map_guidance: float | None = None  # map2image and the redraw (None: the model's)
     self_check: int | None = None  # cogen: extra draws of a sample failing its own checks (None: the model's)
     best_of: int | None = None  # cogen: whole draws per prompt, best kept (None: the model's)
-    avoid_touching: bool | None = (
-        None  # cogen: the checks redraw maps with touching things (None: the model's)
-    )
+    # cogen: the checks also redraw maps with touching things (None: the model's)
+    avoid_touching: bool | None = None
     batch: int = 16
     seed: int = 0
     scheduler: str | None = None
