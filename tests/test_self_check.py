@@ -417,6 +417,18 @@ def test_avoid_touching_setting_is_validated_and_defaults_to_the_folder(pipe, ti
         PipelineConfig.from_dict({**data, "avoid_touching": 1})
 
 
+def test_keeps_apart_only_where_something_draws_again(pipe):
+    """What reports record: things apart acts only with a self check or best of K; the tiny
+    folder's own setting is off; a bad value is refused even where it would not act."""
+    assert pipe.keeps_apart(True, self_check=1) is True
+    assert pipe.keeps_apart(True, best_of=2) is True
+    assert pipe.keeps_apart(True, self_check=0, best_of=1) is False  # nothing draws again
+    assert pipe.keeps_apart(False, self_check=2) is False
+    assert pipe.keeps_apart(None, self_check=2) is False  # the folder's: off
+    with pytest.raises(ConfigError, match="avoid_touching"):
+        pipe.keeps_apart("yes", self_check=0)
+
+
 def test_self_check_setting_is_validated_and_defaults_to_the_folder(pipe):
     assert pipe.config.self_check == 0 and pipe.self_checks() == 0
     assert pipe.self_checks(3) == 3

@@ -436,6 +436,16 @@ class PanopticDiffusionPipeline:
             raise ConfigError(f"avoid_touching must be True, False or None, got {avoid_touching!r}")
         return _given_or(avoid_touching, self.config.avoid_touching)
 
+    def keeps_apart(
+        self, avoid_touching: bool | None = None, self_check: int | None = None, best_of: int | None = None
+    ) -> bool:
+        """Whether things apart acts in a prompt -> image + map call with these settings (None: the
+        folder's): :meth:`avoids_touching`, and a self check or best of K that draws again (without
+        one it changes nothing). What ``generate``'s export, evaluation reports and synthesize
+        manifests record."""
+        apart = self.avoids_touching(avoid_touching)
+        return apart and (self.self_checks(self_check) > 0 or self.best_ofs(best_of) > 1)
+
     @torch.no_grad()
     def segment_once(
         self,

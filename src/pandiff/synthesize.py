@@ -448,7 +448,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     redraw = pipe.redraws(opts.redraw_image)
     tries = pipe.self_checks(opts.self_check)
     draws = pipe.best_ofs(opts.best_of)
-    apart = pipe.avoids_touching(opts.avoid_touching) if tries or draws > 1 else False
+    apart = pipe.keeps_apart(opts.avoid_touching, opts.self_check, opts.best_of)
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
     config = {

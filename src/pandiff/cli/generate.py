@@ -175,9 +175,11 @@ def _run(args, image: Image.Image | None = None) -> int:
         info["redraw_image"] = pipe.redraws(getattr(args, "redraw_image", None))
         info["self_check"] = pipe.self_checks(getattr(args, "self_check", None))
         info["best_of"] = pipe.best_ofs(getattr(args, "best_of", None))
-        # recorded as it acted: only a self check or best of K draws again
-        checked = info["self_check"] > 0 or info["best_of"] > 1
-        info["avoid_touching"] = checked and pipe.avoids_touching(getattr(args, "avoid_touching", None))
+        info["avoid_touching"] = pipe.keeps_apart(  # recorded as it acted
+            getattr(args, "avoid_touching", None),
+            getattr(args, "self_check", None),
+            getattr(args, "best_of", None),
+        )
     if image is None and (pmap is not None or info.get("redraw_image")):
         info["image_map_guidance_scale"] = settings["image_map_guidance_scale"]
     path = write_export(args.out, out.prompts, out.images, out.maps, pipe.table, args.overwrite, info)

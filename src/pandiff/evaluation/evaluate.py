@@ -395,12 +395,8 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         opts.guidance, opts.map_guidance, opts.steps, opts.map_cleanup, opts.image_map_guidance,
         opts.one_piece_instances,
     )  # fmt: skip
-    redraw = pipe.redraws(opts.redraw_image) if opts.mode in ("cogen", "downstream") else None
     sampled = opts.mode in ("cogen", "downstream")
-    # things apart acts only where a self check or best of K draws again (downstream: the self check)
-    checked = sampled and (
-        pipe.self_checks(opts.self_check) > 0 or (opts.mode == "cogen" and pipe.best_ofs(opts.best_of) > 1)
-    )
+    redraw = pipe.redraws(opts.redraw_image) if sampled else None
     world = is_world(opts.data)
     if opts.model is None:
         from pandiff.pipeline_config import DEFAULT_MODEL_DIR
@@ -422,9 +418,14 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "map_cleanup": settings["map_cleanup"],
         "one_piece_instances": settings["one_piece_instances"],
         "redraw_image": redraw,
-        "self_check": pipe.self_checks(opts.self_check) if opts.mode in ("cogen", "downstream") else None,
+        "self_check": pipe.self_checks(opts.self_check) if sampled else None,
         "best_of": pipe.best_ofs(opts.best_of) if opts.mode == "cogen" else None,
-        "avoid_touching": checked and pipe.avoids_touching(opts.avoid_touching) if sampled else None,
+        # recorded as it acted (downstream's synthesize draws with the self check only)
+        "avoid_touching": pipe.keeps_apart(
+            opts.avoid_touching, opts.self_check, opts.best_of if opts.mode == "cogen" else 1
+        )
+        if sampled
+        else None,
         # where an image is drawn for a given map: map -> image, the redraw
         "image_map_guidance_scale": settings["image_map_guidance_scale"]
         if opts.mode == "map2image" or redraw
