@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from pandiff.cli import main
 from pandiff.data.panoptic_map import PanopticMap
@@ -10,7 +11,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "image_map_guidance_scale", "seed", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -38,7 +39,8 @@ def test_cogen_command_writes_json_and_markdown(
     args += ["--batch", "4", "--judge", str(tiny_judge_dir), "--allow-weak-judge", "--out", str(out)]
     assert main(args) == 0
     report = json.loads(out.read_text())
-    assert set(report) == HEADER
+    assert set(report) == HEADER | {"samples"}  # a judged cogen run records each scene's verdicts
+    assert report["generators"] == "shared"  # the default, as in the reports so far
     assert report["mode"] == "cogen" and report["dataset"] == "world" and report["n"] == 4
     assert report["sampler"] == report["map_sampler"] == "dpmsolver++" and report["steps"] == 2
     assert report["guidance_scale"] == 2.0 and report["map_guidance_scale"] == 1.0  # the model folder's
@@ -208,6 +210,57 @@ def test_bad_options_are_rejected(tiny_pipeline_dir, tiny_world, tmp_path, coco_
         evaluate(EvaluationOptions(model=None, data=str(tiny_world), out=str(tmp_path / "report.md")))
     with pytest.raises(ConfigError, match="--map-cleanup must be >= 0"):
         evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, map_cleanup=-1))
+    with pytest.raises(ConfigError, match="--generators must be one of shared, per-sample"):
+        evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, generators="each"))
+
+
+def test_per_scene_records_match_the_headline_figures(
+    tiny_pipeline_dir, tiny_world, tiny_judge_dir, tmp_path
+):
+    """A judged cogen report holds one record per scene, in scene order, whose verdicts give back
+    the report's own rates (overall and by bucket)."""
+    opts = options(tiny_pipeline_dir, tiny_world, tmp_path, judge=str(tiny_judge_dir), min_judge_miou=0.0)
+    opts.n, opts.batch = 6, 4
+    report = evaluate(opts)
+    records = report["samples"]
+    assert [r["index"] for r in records] == list(range(6))
+    assert len({r["image_id"] for r in records}) == 6 and all(r["prompt"] for r in records)
+    details = report["metrics"]["image_adherence"]["details"]
+    for bucket, rates in details.items():
+        chosen = [r for r in records if bucket == "all" or r["bucket"] == bucket]
+        assert rates["n"] == len(chosen)
+        assert rates["adherence"] == pytest.approx(sum(r["adherence"] for r in chosen) / len(chosen))
+        assert rates["agreement"] == pytest.approx(sum(r["agreement"] for r in chosen) / len(chosen))
+    own = report["metrics"]["map_adherence"]["value"]
+    assert own == pytest.approx(sum(r["map_adherence"] for r in records) / 6)
+    correct, judged = (sum(r["colour"][k] for r in records) for k in (0, 1))
+    assert report["metrics"]["image_colour_accuracy"]["value"] == (
+        pytest.approx(correct / judged) if judged else None
+    )
+    # without a judge there is nothing judged on the image to pair: no records
+    assert "samples" not in evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path))
+
+
+def test_per_sample_generators_make_a_scene_independent_of_its_batch(tiny_pipeline_dir, tiny_world, tmp_path):
+    """With one generator per scene a scene's sample is the same whatever the batch size (and so
+    whatever the other scenes draw); a shared generator hands out noise in batch order."""
+    from pandiff.evaluation.evaluate import generate, sample_seed
+    from pandiff.pipeline import PanopticDiffusionPipeline
+    from pandiff.world.judge_training import load_split
+
+    pipe = PanopticDiffusionPipeline.from_pretrained(str(tiny_pipeline_dir))
+    real = load_split(str(tiny_world), "val", pipe.image_size, pipe.map_size, limit=4)
+
+    def sampled(generators, batch):
+        opts = options(tiny_pipeline_dir, tiny_world, tmp_path, generators=generators)
+        opts.batch = batch
+        return generate(pipe, real, opts, "cogen").images
+
+    assert torch.equal(sampled("per-sample", 4), sampled("per-sample", 1))
+    assert not torch.equal(sampled("shared", 4), sampled("shared", 1))
+    # the seeds of (seed, index) pairs are distinct across neighbouring seeds and indices
+    seeds = {sample_seed(s, i) for s in range(3) for i in range(50)}
+    assert len(seeds) == 150 and all(0 <= x < 2**63 for x in seeds)
 
 
 def test_report_names_the_bundled_model_when_none_is_given(tiny_pipeline_dir, tiny_world, tmp_path):

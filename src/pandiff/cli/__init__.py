@@ -30,6 +30,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("pandiff.cli.segment", "draw the panoptic map of a given image with the same model"),
     "train-judge": ("pandiff.cli.train_judge", "train the built-in world's judge segmentation network"),
     "evaluate": ("pandiff.cli.evaluate", "sample a model on a dataset and write a metrics report"),
+    "compare": (
+        "pandiff.cli.compare",
+        "pair two judged cogen reports scene by scene (wins, losses, McNemar p)",
+    ),
     "demo": ("pandiff.cli.demo", "serve the web demo on 127.0.0.1"),
 }
 
@@ -68,6 +72,9 @@ EXAMPLES: dict[str, str] = {
   pandiff evaluate --data data/world-20k --judge weights/judge --n 500 --out report.json
   pandiff evaluate --data data/world-20k --mode image2map --n 100 --out image2map.json
   pandiff evaluate --data data/world-2k --judge weights/judge-smoke --allow-weak-judge --n 8 --steps 5""",
+    "compare": """\
+  pandiff compare base.json new.json    # reports of pandiff evaluate ... --generators per-sample --out X.json
+  pandiff compare base.json new.json --out new-vs-base.json""",
     "demo": """\
   pandiff demo                                   # the bundled model on http://127.0.0.1:7860
   pandiff demo --model runs/mine/final --port 8000""",

@@ -47,6 +47,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch", type=int, default=16, help="scenes per sampling call (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--generators",
+        default="shared",
+        choices=["shared", "per-sample"],
+        help="shared (default): one generator for the whole run, as in the reports so far; per-sample: "
+        "one per scene, seeded from (--seed, its index), so a scene's sample depends on nothing else "
+        "(batch, other scenes' redraws) and two runs differ only where their settings act: the "
+        "sharpest pairing for pandiff compare (not used by --mode downstream)",
+    )
     add_one_piece_argument(p)
     add_scheduler_argument(p)
     add_redraw_argument(p)
@@ -103,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,
+        generators=args.generators,
         scheduler=args.scheduler,
         map_scheduler=args.map_scheduler,
         judge=args.judge,

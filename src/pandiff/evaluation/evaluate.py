@@ -34,6 +34,7 @@ from pandiff.world.judge import MIN_JUDGE_MIOU
 from pandiff.world.judge_training import LabelledImages, load_split
 
 MODES = ("cogen", "map2image", "image2map", "downstream")
+GENERATORS = ("shared", "per-sample")
 
 
 @dataclass
@@ -59,6 +60,9 @@ class EvaluationOptions:
     avoid_touching: bool | None = None
     batch: int = 16
     seed: int = 0
+    # "shared": one generator for the whole run (the reports before session 23); "per-sample": one
+    # per scene, seeded from (seed, index), so a scene's sample depends on nothing else
+    generators: str = "shared"
     scheduler: str | None = None
     map_scheduler: str | None = None  # None: --scheduler's, else the model's
     judge: str | None = None
@@ -75,6 +79,8 @@ class EvaluationOptions:
         for name in ("n", "steps", "batch", "judge_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.generators not in GENERATORS:
+            raise ConfigError(f"--generators must be one of {', '.join(GENERATORS)}, got {self.generators!r}")
         if self.map_cleanup is not None and self.map_cleanup < 0:
             raise ConfigError(f"--map-cleanup must be >= 0 (0 = off), got {self.map_cleanup}")
         if self.n < 2 and self.mode != "image2map":
@@ -117,12 +123,20 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
     (``cogen``), prompts with their maps (``map2image``) or with their images (``image2map``)."""
     from PIL import Image
 
-    gen = torch.Generator(opts.device).manual_seed(opts.seed)
+    shared = torch.Generator(opts.device).manual_seed(opts.seed)
     prompts = [fitting_caption(pipe, caps) for caps in real.captions]
     images, maps = [], []
     step = opts.batch
     with tqdm(total=len(prompts), desc=f"evaluate {mode}", disable=not opts.progress) as bar:
         for start in range(0, len(prompts), step):
+            if opts.generators == "per-sample":
+                end = min(start + step, len(prompts))
+                gen = [
+                    torch.Generator(opts.device).manual_seed(sample_seed(opts.seed, i))
+                    for i in range(start, end)
+                ]
+            else:
+                gen = shared
             kwargs = {
                 "num_inference_steps": opts.steps,  # None: the model folder's (the pipeline resolves it)
                 "generator": gen,
@@ -148,6 +162,13 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
             maps += out.maps
             bar.update(len(out.images))
     return Samples(_uint8(images), maps, prompts)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of scene ``index``'s own generator in a run seeded ``seed`` (``--generators
+    per-sample``): numpy's ``SeedSequence`` of the pair, so neighbouring scenes, and scene i of
+    seed s and scene i + 1 of seed s - 1, draw unrelated noise."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def fitting_caption(pipe, captions: list[str]) -> str:
@@ -275,9 +296,9 @@ def _world_metrics(
     judged_maps = segment_images(judge, samples.images)
     jd.report_judge_ceiling(judge, real, specs, report)
     if mode == "cogen":
-        jd.report_image_figures(jd.summarise(
-            [jd.judge_sample(j, s, im, m) for j, s, im, m in zip(judged_maps, specs, images, maps)], specs
-        ), report)  # fmt: skip
+        verdicts = [jd.judge_sample(j, s, im, m) for j, s, im, m in zip(judged_maps, specs, images, maps)]
+        jd.report_image_figures(jd.summarise(verdicts, specs), report)
+        report.samples = sample_records(real.image_ids, samples.prompts, specs, verdicts, own_verdicts)
     target = "given map" if mode == "map2image" else "generated map"
     pq = panoptic_quality(judged_maps, maps)
     report.add(
@@ -376,6 +397,34 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
         )
 
 
+def sample_records(
+    image_ids: list[int], prompts: list[str], specs: list[dict], verdicts: list[dict], own: list[dict]
+) -> list[dict]:
+    """One record per scene of a judged cogen run, in scene order: what ``pandiff compare`` pairs
+    across two reports. ``verdicts`` are judged on the image (:func:`pandiff.world.judged.judge_sample`),
+    ``own`` on the model's own map; a criterion the prompt does not test is None."""
+    from pandiff.world.judged import bucket
+
+    def yes_no(value) -> bool | None:  # numpy bools are not JSON
+        return None if value is None else bool(value)
+
+    return [
+        {
+            "index": i,
+            "image_id": int(image_id),
+            "prompt": prompt,
+            "bucket": bucket(spec),
+            "adherence": yes_no(v["adherence"]),
+            "relation": yes_no(v["relation"]),
+            "colour": [int(c) for c in v["colour"]],
+            "agreement": yes_no(v["agreement"]),
+            "agreement_touching": yes_no(v["agreement_touching"]),
+            "map_adherence": yes_no(o["adherence"]),
+        }
+        for i, (image_id, prompt, spec, v, o) in enumerate(zip(image_ids, prompts, specs, verdicts, own))
+    ]
+
+
 def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
     """Run the evaluation described by ``opts``; write ``opts.out`` (JSON) and its ``.md`` table.
 
@@ -431,6 +480,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         if opts.mode == "map2image" or redraw
         else None,
         "seed": opts.seed,
+        "generators": None if opts.mode == "downstream" else opts.generators,
         "batch": opts.batch,
         "prompts": "first caption of each scene that fits the text encoder, else its shortest, cut to the window",
         "judge": None,

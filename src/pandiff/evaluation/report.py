@@ -31,6 +31,7 @@ _SUMMARY = (
     "best_of",
     "avoid_touching",
     "seed",
+    "generators",
 )
 
 
@@ -62,6 +63,8 @@ class Report:
         self.header = dict(header)
         self.metrics: dict[str, dict[str, Any]] = {}
         self.skipped: dict[str, str] = {}
+        # per-scene verdicts (a judged cogen run): what ``pandiff compare`` pairs across reports
+        self.samples: list[dict[str, Any]] | None = None
 
     def add(
         self, name: str, value: float, how: str, details: dict | None = None, on: str | None = None
@@ -80,7 +83,8 @@ class Report:
         self.skipped[name] = why
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe({**self.header, "metrics": self.metrics, "skipped": self.skipped})
+        extra = {} if self.samples is None else {"samples": self.samples}
+        return _json_safe({**self.header, "metrics": self.metrics, "skipped": self.skipped, **extra})
 
     def markdown(self) -> str:
         """A summary line per header field, then ``| metric | value | how |`` and skipped notes."""
