@@ -224,7 +224,16 @@ def test_per_scene_records_match_the_headline_figures(
     report = evaluate(opts)
     records = report["samples"]
     assert [r["index"] for r in records] == list(range(6))
-    assert len({r["image_id"] for r in records}) == 6 and all(r["prompt"] for r in records)
+    # each record is its own scene's: the scenes in evaluation order, each with its spec's bucket
+    from pandiff.world.checks import load_specs
+    from pandiff.world.judge_training import load_split
+    from pandiff.world.judged import bucket as bucket_of
+
+    real = load_split(str(tiny_world), "val", 32, 32, limit=6)
+    specs = load_specs(str(tiny_world), "val")
+    assert [r["image_id"] for r in records] == [int(i) for i in real.image_ids]
+    assert [r["bucket"] for r in records] == [bucket_of(specs[i]) for i in real.image_ids]
+    assert all(r["prompt"] in captions for r, captions in zip(records, real.captions))
     details = report["metrics"]["image_adherence"]["details"]
     for bucket, rates in details.items():
         chosen = [r for r in records if bucket == "all" or r["bucket"] == bucket]

@@ -19,25 +19,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
-    from pandiff.errors import ConfigError
     from pandiff.evaluation import paired
-    from pandiff.io import atomic_write_text, check_output_file
+    from pandiff.evaluation.report import check_json_path, write_json_and_markdown
+    from pandiff.io import check_output_file
 
     if args.out is not None:
         check_output_file(args.out)
-        if Path(args.out).suffix != ".json":
-            raise ConfigError(
-                f"--out must name a .json file (the Markdown table goes beside it), got {args.out}"
-            )
+        check_json_path(args.out)
     base, new = paired.load_report(args.base), paired.load_report(args.new)
     result = paired.compare(base, new)
     table = paired.markdown(result, Path(args.base).stem, Path(args.new).stem)
     print(table, end="")
     if args.out is not None:
-        atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
-        atomic_write_text(Path(args.out).with_suffix(".md"), table)
+        write_json_and_markdown(args.out, result, table)
         print(f"wrote {args.out} and its Markdown table")
     return 0

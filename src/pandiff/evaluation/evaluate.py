@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError, DataError, WeightsError
-from pandiff.evaluation.report import Report
+from pandiff.evaluation.report import Report, check_json_path
 from pandiff.world.judge import MIN_JUDGE_MIOU
 from pandiff.world.judge_training import LabelledImages, load_split
 
@@ -85,10 +85,7 @@ class EvaluationOptions:
             raise ConfigError(f"--map-cleanup must be >= 0 (0 = off), got {self.map_cleanup}")
         if self.n < 2 and self.mode != "image2map":
             raise ConfigError("--n must be >= 2: FID/KID and the judge need at least two samples")
-        if Path(self.out).suffix != ".json":
-            raise ConfigError(
-                f"--out must name a .json file (the Markdown table goes beside it), got {self.out}"
-            )
+        check_json_path(self.out)
 
 
 def is_world(data: str | Path) -> bool:
@@ -123,23 +120,20 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
     (``cogen``), prompts with their maps (``map2image``) or with their images (``image2map``)."""
     from PIL import Image
 
-    shared = torch.Generator(opts.device).manual_seed(opts.seed)
     prompts = [fitting_caption(pipe, caps) for caps in real.captions]
+    if opts.generators == "per-sample":
+        own = [
+            torch.Generator(opts.device).manual_seed(sample_seed(opts.seed, i)) for i in range(len(prompts))
+        ]
+    else:
+        shared = torch.Generator(opts.device).manual_seed(opts.seed)
     images, maps = [], []
     step = opts.batch
     with tqdm(total=len(prompts), desc=f"evaluate {mode}", disable=not opts.progress) as bar:
         for start in range(0, len(prompts), step):
-            if opts.generators == "per-sample":
-                end = min(start + step, len(prompts))
-                gen = [
-                    torch.Generator(opts.device).manual_seed(sample_seed(opts.seed, i))
-                    for i in range(start, end)
-                ]
-            else:
-                gen = shared
             kwargs = {
                 "num_inference_steps": opts.steps,  # None: the model folder's (the pipeline resolves it)
-                "generator": gen,
+                "generator": own[start : start + step] if opts.generators == "per-sample" else shared,
                 "truncate": True,
                 "map_cleanup": opts.map_cleanup,
                 "one_piece_instances": opts.one_piece_instances,

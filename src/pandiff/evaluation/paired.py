@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from pandiff.errors import DataError
+from pandiff.world.judged import BUCKETS as THING_BUCKETS
 
-BUCKETS = ("all", "1", "2", "3", "4+")
+BUCKETS = ("all", *THING_BUCKETS)
 # Per-scene yes/no verdicts compared, in table order: judged on the image, then on the model's map.
 PAIRED = ("adherence", "relation", "agreement", "agreement_touching", "map_adherence")
 # Header fields a reader needs beside the table, shown for both runs.

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pandiff.errors import ConfigError
 from pandiff.io import atomic_write_text
 
 # Header keys shown in the Markdown summary, in order.
@@ -48,6 +49,19 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def check_json_path(path: str | Path) -> None:
+    """Refuse an output path that is not a ``.json`` file (its Markdown table goes beside it)."""
+    if Path(path).suffix != ".json":
+        raise ConfigError(f"--out must name a .json file (the Markdown table goes beside it), got {path}")
+
+
+def write_json_and_markdown(path: str | Path, data: dict[str, Any], markdown: str) -> None:
+    """Write ``data`` to ``path`` (JSON) and ``markdown`` beside it (same name, ``.md``), atomically."""
+    path = Path(path)
+    atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path.with_suffix(".md"), markdown)
 
 
 def _fmt(value: Any) -> str:
@@ -119,8 +133,6 @@ class Report:
 
     def write(self, path: str | Path) -> dict[str, Any]:
         """Write ``path`` (JSON) and the Markdown table beside it (same name, ``.md``); return the dict."""
-        path = Path(path)
         data = self.to_dict()
-        atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
-        atomic_write_text(path.with_suffix(".md"), self.markdown())
+        write_json_and_markdown(path, data, self.markdown())
         return data
