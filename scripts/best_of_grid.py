@@ -6,6 +6,8 @@ what the prompt names (counts, stuff, relation).
     python scripts/best_of_grid.py --judge data/judge-20k --out docs/best-of-grid.png
     python scripts/best_of_grid.py --judge data/judge-20k --best-of 1 --self-check 4 --avoid-touching \
         --out docs/apart-grid.png
+    python scripts/best_of_grid.py --judge data/judge-20k --left folder --separate-touching 2 \
+        --out docs/bite-grid.png
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ def main() -> None:
         "--self-check", type=int, default=2, help="the right side's self check when --best-of is 1"
     )
     p.add_argument("--avoid-touching", action="store_true", help="the right side avoids touching things")
+    p.add_argument(
+        "--separate-touching",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="the right side bites touching things PX pixels apart before the redraw (default: the folder's)",
+    )
+    p.add_argument(
+        "--left",
+        choices=("self-check-2", "folder"),
+        default="self-check-2",
+        help="the left side: session 18's self check 2 (default), or the folder's own sampling with nothing bitten",
+    )
     args = p.parse_args()
     if args.best_of > 1:
         name, kwargs = f"best of {args.best_of}", {"best_of": args.best_of}
@@ -45,12 +60,23 @@ def main() -> None:
         name, kwargs = f"self check {args.self_check}", {"self_check": args.self_check, "best_of": 1}
     if args.avoid_touching:
         name, kwargs = f"{name}, things apart", {**kwargs, "avoid_touching": True}
-    left = {"self_check": 2, "best_of": 1, "avoid_touching": False}
     pipe = PanopticDiffusionPipeline.from_pretrained()
+    if args.left == "folder":  # the folder's sampling on the left, the right side as told on top
+        left_name, left = "the folder's sampling, nothing bitten", {"separate_touching": 0}
+        name, kwargs = "folder", {"separate_touching": args.separate_touching}
+        if args.separate_touching:
+            name = f"folder, things bitten {args.separate_touching} px apart"
+    else:
+        left_name, left = (
+            "self check 2 (session 18)",
+            {"self_check": 2, "best_of": 1, "avoid_touching": False},
+        )
+        if args.separate_touching is not None:
+            kwargs["separate_touching"] = args.separate_touching
     judge, _ = load_judge(args.judge)
     grid = Image.new("RGB", (TILE * 2 * SAMPLES + 20, (TILE + 14) * len(PROMPTS)), "white")
     draw = ImageDraw.Draw(grid)
-    right = {"self check 2": 0, name: 0}
+    right = {left_name: 0, name: 0}
     for r, prompt in enumerate(PROMPTS):
         spec = parse_prompt(prompt, pipe.table)
         for k, (side, kw) in enumerate(zip(right, (left, kwargs))):
@@ -65,7 +91,7 @@ def main() -> None:
                 draw.rectangle([x, y, x + 10, y + 10], fill=(0, 200, 0) if ok else (220, 0, 0))
         draw.text(
             (2, r * (TILE + 14)),
-            f"{prompt}   [left: self check 2 (session 18) | right: {name}]",
+            f"{prompt}   [left: {left_name} | right: {name}]",
             fill="black",
         )
     grid.save(args.out)

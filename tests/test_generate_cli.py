@@ -141,6 +141,8 @@ def test_map_to_image_and_segment(tiny_pipeline_dir, export, tmp_path):
         (["--self-check", "17"], "--self-check must be >= 0 and <= 16"),
         (["--best-of", "0"], "--best-of must be >= 1 and <= 16"),
         (["--best-of", "17"], "--best-of must be >= 1 and <= 16"),
+        (["--separate-touching", "-1"], "--separate-touching must be >= 0 and <= 16"),
+        (["--separate-touching", "17"], "--separate-touching must be >= 0 and <= 16"),
     ],
 )
 def test_bad_options(tiny_pipeline_dir, tmp_path, capsys, args, message):
@@ -301,3 +303,14 @@ def test_avoid_touching_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp
     assert [k["avoid_touching"] for k in pipeline_calls] == [True, False, True]
     info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
     assert [i["avoid_touching"] for i in info] == [True, False, False]
+
+
+def test_separate_touching_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
+    """--separate-touching PX reaches the call and is recorded as it acted: the gap with the
+    redraw, 0 without it (the tiny folder neither redraws nor bites)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["separate_touching"] == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--redraw-image", "--separate-touching", "3") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--separate-touching", "3") == 0
+    assert [k["separate_touching"] for k in pipeline_calls] == [3, 3]
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b")]
+    assert [i["separate_touching"] for i in info] == [3, 0]

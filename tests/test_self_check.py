@@ -520,3 +520,80 @@ def test_best_of_setting_is_validated_and_one_is_the_plain_call(pipe):
     a = pipe("a red circle on the grass", num_inference_steps=2, generator=_gens(1), self_check=0, best_of=1)
     b = pipe("a red circle on the grass", num_inference_steps=2, generator=_gens(1), self_check=0)
     assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+
+
+def _two_squares(gap_columns: int = 0) -> PanopticMap:
+    """16 px grass with two 4 x 4 squares side by side, ``gap_columns`` of grass between them."""
+    grass, square = WORLD.index_of_name("grass"), WORLD.index_of_name("square")
+    category, instance = np.full((16, 16), grass), np.zeros((16, 16), dtype=int)
+    right = 6 + gap_columns
+    category[4:8, 2:6] = category[4:8, right : right + 4] = square
+    instance[4:8, 2:6], instance[4:8, right : right + 4] = 1, 2
+    return PanopticMap(category, instance, WORLD)
+
+
+def test_bite_apart_bites_touching_things_unless_that_makes_the_map_wrong():
+    from pandiff.self_check import bite_apart
+    from pandiff.world.checks import instance_counts, touching_pairs
+
+    two = parse_prompt("two red squares on the grass", WORLD)
+    touching, apart = _two_squares(), _two_squares(3)
+    bitten, kept = bite_apart([touching, apart], [two, two], True, 2)
+    assert touching_pairs(touching) == 1 and touching_pairs(bitten) == 0
+    assert instance_counts(bitten) == {"square": 2} and map_failures(bitten, two) == 0
+    assert ((bitten.category != touching.category).sum(), kept is apart) == (8, True)  # 2 columns of 4 rows
+    assert bite_apart([touching], [two], True, 0)[0] is touching  # gap 0: off
+    # a thin square wholly within 2 pixels of a thinner one would vanish: the map stays as it was
+    thin = _two_squares()
+    thin.category[4:8, 2:5], thin.instance[4:8, 2:5] = WORLD.index_of_name("grass"), 0  # 1 column left
+    thin.category[4:8, 8:10], thin.instance[4:8, 8:10] = WORLD.index_of_name("grass"), 0  # 2 columns right
+    assert wc_separate_loses_a_thing(thin)
+    assert bite_apart([thin], [two], True, 2)[0] is thin
+
+
+def wc_separate_loses_a_thing(pmap: PanopticMap) -> bool:
+    from pandiff.world.checks import instance_counts, separate_touching
+
+    return sum(instance_counts(separate_touching(pmap)).values()) < sum(instance_counts(pmap).values())
+
+
+@pytest.mark.parametrize("how", [{"self_check": 0}, {"self_check": 1}, {"best_of": 2}])
+def test_separate_touching_bites_the_map_the_picture_is_redrawn_for(pipe, monkeypatch, how):
+    """Every prompt -> image + map path with the redraw (plain, self check, best of K): the
+    co-generated map's touching things are bitten apart, and that bitten map is both returned and
+    the one the picture is drawn for; 0 leaves them touching; without the redraw nothing is bitten."""
+    from pandiff.world.checks import touching_pairs
+
+    monkeypatch.setattr(type(pipe.bit_codec), "decode_map", lambda self, bits, table: _two_squares())
+    drawn = _spy_redraws(monkeypatch)
+    prompts = ["two red squares on the grass"] * 2
+    kwargs = {"num_inference_steps": 2, "redraw_image": True, **how}
+    out = pipe(prompts, generator=_gens(2), separate_touching=2, **kwargs)
+    assert [touching_pairs(m) for m in out.maps] == [0, 0]
+    assert all(touching_pairs(m) == 0 for _, maps in drawn for m in maps) and drawn
+    last = drawn[-1][1] if "best_of" not in how else drawn[0][1]
+    assert np.array_equal(last[0].category, out.maps[0].category)
+    drawn.clear()
+    kept = pipe(prompts, generator=_gens(2), separate_touching=0, **kwargs)
+    assert [touching_pairs(m) for m in kept.maps] == [1, 1] and [touching_pairs(m) for m in drawn[0][1]] == [
+        1,
+        1,
+    ]
+    unbitten = pipe(prompts, generator=_gens(2), separate_touching=2, **{**kwargs, "redraw_image": False})
+    assert [touching_pairs(m) for m in unbitten.maps] == [1, 1]
+
+
+def test_separate_touching_setting_is_validated_defaults_to_the_folder_and_needs_the_redraw(
+    pipe, tiny_pipeline_dir
+):
+    from pandiff.pipeline_config import PipelineConfig
+
+    assert pipe.config.separate_touching == 0 and pipe.separates(redraw_image=True) == 0  # older folders: off
+    assert pipe.separates(2, redraw_image=True) == 2 and pipe.separates(2, redraw_image=False) == 0
+    for bad in (-1, 2.5, 17, "2"):
+        with pytest.raises(ConfigError, match="separate_touching"):
+            pipe("a red circle", num_inference_steps=1, redraw_image=True, separate_touching=bad)
+    data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
+    assert PipelineConfig.from_dict({**data, "separate_touching": 3}).separate_touching == 3
+    with pytest.raises(ConfigError, match="'separate_touching'"):
+        PipelineConfig.from_dict({**data, "separate_touching": -2})

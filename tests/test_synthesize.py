@@ -350,12 +350,19 @@ def test_resume_with_a_larger_n_grows_the_dataset(tmp_path, straight, tiny_pipe,
     assert_same_dataset(straight, grow)
 
 
+def _pipelines_pairs(tiny_pipe, **kw):
+    """The pipeline's pairs 2 and 3 (prompt 1, per_prompt 2, seed 0) with the redraw and ``kw``."""
+    gens = pair_generators(0, [2, 3])
+    return tiny_pipe(
+        PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=gens, redraw_image=True, **kw
+    )
+
+
 def _written_pairs_are_the_pipelines(out, tiny_pipe, **kw):
     """Pairs 2 and 3 of ``out`` (prompt 1, per_prompt 2) equal the pipeline's with ``kw`` and the
     same generators; returns the pipeline's output."""
     p = paths(out, "train")
-    pipe_out = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
-                         redraw_image=True, **kw)  # fmt: skip
+    pipe_out = _pipelines_pairs(tiny_pipe, **kw)
     for k, index in enumerate((2, 3)):
         name = f"{index + 1:012d}.png"
         assert np.array_equal(np.asarray(Image.open(p["images"] / name)), np.asarray(pipe_out.images[k]))
@@ -371,8 +378,7 @@ def test_self_checked_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, 
     synthesize(options(out, prompts_file, n=4, self_check=1, redraw_image=True), pipe=tiny_pipe)
     assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["self_check"] == 1
     pipe_out = _written_pairs_are_the_pipelines(out, tiny_pipe, self_check=1)
-    plain = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
-                      redraw_image=True, self_check=0)  # fmt: skip
+    plain = _pipelines_pairs(tiny_pipe, self_check=0)
     # the tiny random model's maps miss the prompt, so the check drew them again: not the plain pairs
     assert any(
         not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(pipe_out.images, plain.images)
@@ -404,8 +410,7 @@ def test_avoid_touching_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path
     )
     assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["avoid_touching"] is True
     apart = _written_pairs_are_the_pipelines(out, tiny_pipe, self_check=1, avoid_touching=True)
-    touching = tiny_pipe(PROMPTS[1], num_inference_steps=STEPS, num_images=2, generator=pair_generators(0, [2, 3]),
-                         redraw_image=True, self_check=1, avoid_touching=False)  # fmt: skip
+    touching = _pipelines_pairs(tiny_pipe, self_check=1, avoid_touching=False)
     # the setting changes these pairs, so the equality above shows it reached the sampling
     assert any(
         not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(apart.images, touching.images)
@@ -420,3 +425,24 @@ def test_avoid_touching_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path
     plain = tmp_path / "plain"
     synthesize(options(plain, prompts_file, n=2, self_check=0, avoid_touching=True), pipe=tiny_pipe)
     assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["avoid_touching"] is False
+
+
+def test_separate_touching_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, tiny_pipe, prompts_file):
+    """With the redraw and separate_touching the pairs are the pipeline's (same generators, maps
+    bitten before the redraw), the gap is recorded, and --resume refuses to mix it with pairs drawn
+    without it; without the redraw it bites nothing and is recorded as 0."""
+    out = tmp_path / "bitten"
+    synthesize(options(out, prompts_file, n=4, separate_touching=2, redraw_image=True), pipe=tiny_pipe)
+    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["separate_touching"] == 2
+    bitten = _written_pairs_are_the_pipelines(out, tiny_pipe, separate_touching=2)
+    touching = _pipelines_pairs(tiny_pipe, separate_touching=0)
+    # the bite changes these maps, so the equality above shows it reached the sampling
+    assert any(not np.array_equal(a.category, b.category) for a, b in zip(bitten.maps, touching.maps))
+    with pytest.raises(ConfigError, match="separate_touching 2 -> 0"):
+        synthesize(
+            options(out, prompts_file, n=4, separate_touching=0, redraw_image=True, resume=True),
+            pipe=tiny_pipe,
+        )
+    plain = tmp_path / "plain"
+    synthesize(options(plain, prompts_file, n=2, separate_touching=2, redraw_image=False), pipe=tiny_pipe)
+    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["separate_touching"] == 0

@@ -63,6 +63,16 @@ def best_of(value: Any, name: str = "best_of") -> int:
     return number(value, name, 1, MAX_SELF_CHECK, integer=True, hint=" (1 = off)")
 
 
+# The widest gap things are bitten apart by (pixels of the map; the built-in world's maps are 64 px).
+MAX_SEPARATE = 16
+
+
+def separate_touching(value: Any, name: str = "separate_touching") -> int:
+    """The gap in map pixels that touching things are bitten apart by before the redraw
+    (:func:`pandiff.self_check.bite_apart`): 0 (off) to :data:`MAX_SEPARATE`."""
+    return number(value, name, 0, MAX_SEPARATE, integer=True, hint=" (0 = off)")
+
+
 def seed(value: Any, name: str = "--seed") -> int:
     return number(value, name, 0, MAX_SEED, integer=True)
 

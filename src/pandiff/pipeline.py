@@ -446,6 +446,27 @@ class PanopticDiffusionPipeline:
         apart = self.avoids_touching(avoid_touching)
         return apart and (self.self_checks(self_check) > 0 or self.best_ofs(best_of) > 1)
 
+    def bite_apart(self, prompts: Sequence[str], maps: list[PanopticMap], gap: int) -> list[PanopticMap]:
+        """``maps`` (one per prompt) with touching things bitten ``gap`` pixels apart where that
+        leaves each no worse against its prompt (:func:`pandiff.self_check.bite_apart`)."""
+        if gap <= 0:
+            return maps
+        from pandiff.self_check import bite_apart, parse_prompt
+        from pandiff.world.generator import is_world_table
+
+        specs = [parse_prompt(p, self.table) for p in prompts]
+        return bite_apart(maps, specs, is_world_table(self.table), gap)
+
+    def separates(self, separate_touching: int | None = None, redraw_image: bool | None = None) -> int:
+        """The gap in map pixels that a prompt -> image + map call with these settings bites
+        touching things apart by before its redraw (:func:`pandiff.self_check.bite_apart`): the
+        given ``separate_touching`` (checked), else the folder's; 0 when the call does not redraw
+        (without the redraw the picture is the co-generated one and a bite would only make the map
+        disagree with it). What ``generate``'s export, evaluation reports and synthesize manifests
+        record."""
+        gap = checks.separate_touching(_given_or(separate_touching, self.config.separate_touching))
+        return gap if self.redraws(redraw_image) else 0
+
     @torch.no_grad()
     def segment_once(
         self,
@@ -495,6 +516,7 @@ class PanopticDiffusionPipeline:
         self_check: int | None = None,
         best_of: int | None = None,
         avoid_touching: bool | None = None,
+        separate_touching: int | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -535,6 +557,11 @@ class PanopticDiffusionPipeline:
                 things touch or overlap counts as failing too, below any failure against the
                 prompt (:func:`pandiff.self_check.map_score`), so the kept sample has its things
                 apart when a draw has them so. None takes the folder's.
+            separate_touching: prompt -> image + map with the redraw only, beyond the paper: the
+                gap in map pixels that things still touching in the co-generated map are bitten
+                apart by before the picture is drawn for it, where that leaves the map no worse
+                against the prompt (:func:`pandiff.self_check.bite_apart`). 0 is off; None takes
+                the folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -576,18 +603,19 @@ class PanopticDiffusionPipeline:
         tries = self.self_checks(self_check)
         draws = self.best_ofs(best_of)
         apart = self.avoids_touching(avoid_touching)
+        gap = self.separates(separate_touching, redraw)
         if draws > 1 and maps_in is None and images_in is None:
             from pandiff.self_check import ranked_sample
 
             latents, maps = ranked_sample(
-                self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart
+                self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart, gap
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         if tries and maps_in is None and images_in is None:
             from pandiff.self_check import self_checked_sample
 
             latents, maps = self_checked_sample(
-                self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart
+                self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart, gap
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         sampler = self.sampler()
@@ -609,6 +637,7 @@ class PanopticDiffusionPipeline:
             maps = [cleanup(m) for m in maps]
         latents = out.latents
         if redraw and maps_in is None and images_in is None:
+            maps = self.bite_apart(prompts, maps, gap)
             latents = self.redraw(text, empty, maps, settings, generator, progress=sampling_progress)
         return self._output(prompts, latents, maps)
 

@@ -64,6 +64,10 @@ class PipelineConfig:
         avoid_touching: beyond the paper, whether the self check and best of K also count a map
             in which two things touch as failing (:func:`pandiff.self_check.map_score`);
             false, the default of older folders, does not.
+        separate_touching: beyond the paper, with ``redraw_image``: the gap in map pixels that
+            things still touching in the kept co-generated map are bitten apart by before the
+            picture is drawn for it (:func:`pandiff.self_check.bite_apart`); 0, the default of
+            older folders, is off.
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -86,6 +90,7 @@ class PipelineConfig:
     self_check: int = 0
     best_of: int = 1
     avoid_touching: bool = False
+    separate_touching: int = 0
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -115,6 +120,7 @@ class PipelineConfig:
         checks.number(self.map_cleanup, "'map_cleanup'", 0, 4096, integer=True)
         checks.self_check(self.self_check, "'self_check'")
         checks.best_of(self.best_of, "'best_of'")
+        checks.separate_touching(self.separate_touching, "'separate_touching'")
         for key in ("scheduler", "map_scheduler"):
             name = getattr(self, key)
             if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):

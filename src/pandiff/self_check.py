@@ -39,6 +39,16 @@ served by one the picture can show. It narrows the layouts drawn (on COCO, where
 most scenes, it would mostly spend draws), so it is a folder setting and a switch, off unless a
 folder sets it.
 
+**Things bitten apart** (``separate_touching``, a gap in pixels): with the redraw, the things
+that still touch in the kept co-generated map are bitten apart before the picture is drawn for it
+(:func:`pandiff.world.checks.separate_touching`: the larger of two touching things gives up its
+pixels within the gap of the smaller, the background's stuff fills them), when that leaves the map
+no worse against the prompt (:func:`bite_apart`). The self check cannot always find a draw whose
+things stand apart; the redraw then draws each thing apart, with a strip of background between.
+On the built-in world (200 val prompts, one generator per prompt) image-judged adherence rose
+from 76.5% to 81.5% (11 scenes won, 1 lost, McNemar p = 0.006); a bitten shape keeps a notch
+where the other one was.
+
 Prompts are read with the model's
 category names, simple plurals and the count words ``a``/``an``/``one`` ... ``ten``; a word
 outside them is ignored, so a prompt the reader cannot parse is simply not checked against.
@@ -253,6 +263,25 @@ def weigh(failures: int, pmap: PanopticMap, avoid_touching: bool) -> int:
     return PROMPT_WEIGHT * int(failures) + min(touching, PROMPT_WEIGHT - 1)
 
 
+def bite_apart(
+    maps: Sequence[PanopticMap], specs: Sequence[PromptSpec], exhaustive: bool, gap: int
+) -> list[PanopticMap]:
+    """``maps`` with their touching things bitten ``gap`` pixels apart
+    (:func:`pandiff.world.checks.separate_touching`), each map only where that does not add
+    failures against its prompt (:func:`map_failures`; a bite may drop a thing it cuts to a
+    speck); ``gap`` 0 returns the maps as they are."""
+    if gap <= 0:
+        return list(maps)
+    out = []
+    for pmap, spec in zip(maps, specs):
+        bitten = wc.separate_touching(pmap, gap=gap)
+        worse = bitten is not pmap and map_failures(bitten, spec, exhaustive) > map_failures(
+            pmap, spec, exhaustive
+        )
+        out.append(pmap if worse else bitten)
+    return out
+
+
 def count_disagreement(drawn: PanopticMap, seen: PanopticMap) -> int:
     """Thing categories whose instance counts differ between two maps of one sample (0: agree)."""
     a, b = wc.instance_counts(drawn), wc.instance_counts(seen)
@@ -303,8 +332,9 @@ def _cogenerate(pipe, text, empty, settings, cleanup, generator, progress):
 
 
 def self_checked_sample(
-    pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress, avoid_touching=False
-):
+    pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress, avoid_touching=False,
+    separate=0,
+):  # fmt: skip
     """Prompt -> image + map with the self check: the pipeline's co-generation (and redraw), each
     stage drawn again by :func:`best_of` for the rows that fail.
 
@@ -312,7 +342,8 @@ def self_checked_sample(
     prompt (with ``avoid_touching``, also its pairs of touching things, weighed by
     :func:`weigh`); with ``redraw`` the picture drawn for that map is checked by
     :func:`count_disagreement` against the model's one-forward segmentation of it, otherwise that
-    term joins the co-generation check. Draws continue the callers' generators (with one generator
+    term joins the co-generation check. With ``redraw`` and ``separate`` > 0 the kept maps' touching
+    things are first bitten that many pixels apart (:func:`bite_apart`). Draws continue the callers' generators (with one generator
     per sample, row i's draws depend on generator i alone).
 
     Returns:
@@ -346,6 +377,7 @@ def self_checked_sample(
     maps = [m for _, m in draws]
     latents = torch.stack([lat for lat, _ in draws])
     if redraw:
+        maps = bite_apart(maps, specs, exhaustive, separate)
 
         def draw_image(idx):
             return list(pipe.redraw(text[idx], empty, [maps[i] for i in idx], settings, gens(idx), progress))
@@ -415,13 +447,15 @@ def rank_best(failures: Sequence[int], match: Sequence[float], error: Sequence[f
 
 
 def ranked_sample(
-    pipe, prompts, text, empty, settings, cleanup, redraw, draws, generator, progress, avoid_touching=False
-):
+    pipe, prompts, text, empty, settings, cleanup, redraw, draws, generator, progress, avoid_touching=False,
+    separate=0,
+):  # fmt: skip
     """Prompt -> image + map as the best of ``draws`` whole samples per row (co-generation, and
     the redraw when ``redraw``), ranked by :func:`rank_best` on the row's map failures against the
     prompt (:func:`map_score`: with ``avoid_touching`` touching things too),
     :func:`instance_match` of the picture's one-forward segmentation against its map, and
-    :func:`map_consistency`. Each draw continues the callers'
+    :func:`map_consistency`. With ``redraw`` and ``separate`` > 0 each draw's touching things are
+    bitten apart before its redraw (:func:`bite_apart`). Each draw continues the callers'
     generators (with one generator per sample, row i depends on generator i alone).
 
     Returns:
@@ -440,7 +474,9 @@ def ranked_sample(
     candidates = []
     for _ in range(draws):
         latents, maps = _cogenerate(pipe, text, empty, settings, cleanup, generator, progress)
-        latents = pipe.redraw(text, empty, maps, settings, generator, progress) if redraw else latents
+        if redraw:
+            maps = bite_apart(maps, specs, exhaustive, separate)
+            latents = pipe.redraw(text, empty, maps, settings, generator, progress)
         seen = pipe.segment_once(latents, text, cleanup, generator)
         candidates.append(
             {

@@ -52,7 +52,7 @@ _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
     "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
-    "best_of", "avoid_touching",
+    "best_of", "avoid_touching", "separate_touching",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {
@@ -62,6 +62,7 @@ _LEGACY = {
     "self_check": 0,
     "best_of": 1,
     "avoid_touching": False,
+    "separate_touching": 0,
 }
 
 
@@ -90,6 +91,7 @@ class SynthesizeOptions:
     self_check: int | None = None  # extra draws of a pair failing its own checks; None: the model folder's
     best_of: int | None = None  # whole draws per pair, the best kept; None: the model folder's
     avoid_touching: bool | None = None  # the checks also redraw maps with touching things; None: the folder's
+    separate_touching: int | None = None  # gap (px) touching things are bitten apart by before the redraw
     scheduler: str | None = None
     map_scheduler: str | None = None  # None: scheduler's, else the model's
     split: str = "train"
@@ -244,6 +246,7 @@ def sample_pairs(
     tries: int = 0,
     draws: int = 1,
     avoid_touching: bool = False,
+    separate: int = 0,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -256,14 +259,17 @@ def sample_pairs(
     (:mod:`pandiff.self_check`), ``draws`` > 1 keeps the best of that many whole draws, as the
     pipeline's ``best_of`` does (:func:`pandiff.self_check.ranked_sample`), both also drawing
     again maps with touching things when ``avoid_touching``; either way the maps
-    are returned decoded and cleaned, and the bits are None (the writer uses the maps)."""
+    are returned decoded and cleaned, and the bits are None (the writer uses the maps).
+    ``separate`` > 0 (with ``redraw``) bites touching things that many pixels apart before the
+    redraw, as the pipeline's ``separate_touching`` does."""
     text, empty = pipe._encode_prompts(prompts)
     if draws > 1 or tries > 0:
         from pandiff.self_check import ranked_sample, self_checked_sample
 
         sample, n = (ranked_sample, draws) if draws > 1 else (self_checked_sample, tries)
         latents, maps = sample(
-            pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False, avoid_touching
+            pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False, avoid_touching,
+            separate,
         )  # fmt: skip
         return _uint8_images(pipe, latents), None, maps
     out = pipe.sampler().sample(
@@ -274,6 +280,7 @@ def sample_pairs(
         maps = [pipe.bit_codec.decode_map(b.float(), pipe.table) for b in out.map_bits]
         if cleanup:
             maps = [cleanup(m) for m in maps]
+        maps = pipe.bite_apart(prompts, maps, separate)
         latents = pipe.redraw(text, empty, maps, settings, generators)
     return _uint8_images(pipe, latents), (out.map_bits > 0).byte().cpu().numpy(), maps
 
@@ -348,7 +355,7 @@ def _writer_pool(workers: int, writer: PairWriter):
 
 def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
                settings: dict, cleanup: MapCleanup, progress, redraw: bool = False, tries: int = 0, draws: int = 1,
-               apart: bool = False) -> int:  # fmt: skip
+               apart: bool = False, gap: int = 0) -> int:  # fmt: skip
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
     are held at once (one being sampled, one being written), whatever ``n`` is."""
     p = paths(opts.out, opts.split)
@@ -370,8 +377,9 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
     try:
         for s, idx in batches:
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
+            gens = pair_generators(opts.seed, idx)
             images, bits, maps = sample_pairs(
-                pipe, texts, pair_generators(opts.seed, idx), settings, cleanup, redraw, tries, draws, apart
+                pipe, texts, gens, settings, cleanup, redraw, tries, draws, apart, gap
             )
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)
@@ -449,6 +457,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     tries = pipe.self_checks(opts.self_check)
     draws = pipe.best_ofs(opts.best_of)
     apart = pipe.keeps_apart(opts.avoid_touching, opts.self_check, opts.best_of)
+    gap = pipe.separates(opts.separate_touching, redraw)
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
     config = {
@@ -456,7 +465,8 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
-        "self_check": tries, "best_of": draws, "avoid_touching": apart, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
+        "self_check": tries, "best_of": draws, "avoid_touching": apart,
+        "separate_touching": gap, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
@@ -478,7 +488,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     with tqdm(total=total, unit="pair", desc=f"synthesize [{state.process_index + 1}/{state.num_processes}]",
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
         written = run_shards(
-            pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw, tries, draws, apart
+            pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw, tries, draws, apart, gap
         )
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()

@@ -179,6 +179,15 @@ def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
         "counts as failing too (below any failure against the prompt), so kept samples have their things "
         "apart when a draw has them so (beyond the paper; default: the model's)",
     )
+    p.add_argument(
+        "--separate-touching",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="prompt -> image + map with the redraw: bite things that still touch in the co-generated map "
+        "PX map pixels apart before the picture is drawn for it, where that leaves the map no worse "
+        "against the prompt (beyond the paper; 0 = off; default: the model's)",
+    )
 
 
 def check_self_check_arguments(args: argparse.Namespace) -> None:
@@ -189,6 +198,8 @@ def check_self_check_arguments(args: argparse.Namespace) -> None:
         checks.self_check(args.self_check, "--self-check")
     if getattr(args, "best_of", None) is not None:
         checks.best_of(args.best_of, "--best-of")
+    if getattr(args, "separate_touching", None) is not None:
+        checks.separate_touching(args.separate_touching, "--separate-touching")
 
 
 def add_one_piece_argument(p: argparse.ArgumentParser) -> None:

@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         self_check=args.self_check,
         best_of=args.best_of,
         avoid_touching=args.avoid_touching,
+        separate_touching=args.separate_touching,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,

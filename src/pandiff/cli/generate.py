@@ -156,6 +156,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             self_check=getattr(args, "self_check", None),
             best_of=getattr(args, "best_of", None),
             avoid_touching=getattr(args, "avoid_touching", None),
+            separate_touching=getattr(args, "separate_touching", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -179,6 +180,9 @@ def _run(args, image: Image.Image | None = None) -> int:
             getattr(args, "avoid_touching", None),
             getattr(args, "self_check", None),
             getattr(args, "best_of", None),
+        )
+        info["separate_touching"] = pipe.separates(
+            getattr(args, "separate_touching", None), info["redraw_image"]
         )
     if image is None and (pmap is not None or info.get("redraw_image")):
         info["image_map_guidance_scale"] = settings["image_map_guidance_scale"]

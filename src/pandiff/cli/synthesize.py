@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, resume=args.resume, guidance=args.guidance, map_guidance=args.map_guidance,
         map_cleanup=args.map_cleanup, one_piece_instances=args.one_piece_instances,
         redraw_image=args.redraw_image, image_map_guidance=args.image_map_guidance, self_check=args.self_check, best_of=args.best_of,
-        avoid_touching=args.avoid_touching,
+        avoid_touching=args.avoid_touching, separate_touching=args.separate_touching,
         scheduler=args.scheduler, map_scheduler=args.map_scheduler, split=args.split, shard_size=args.shard_size,
         workers=default_workers(args.device) if args.workers is None else args.workers,
         progress=not args.no_progress,

@@ -58,6 +58,8 @@ class EvaluationOptions:
     best_of: int | None = None  # cogen: whole draws per prompt, best kept (None: the model's)
     # cogen: the checks also redraw maps with touching things (None: the model's)
     avoid_touching: bool | None = None
+    # cogen with the redraw: gap (px) touching things are bitten apart by first (None: the model's)
+    separate_touching: int | None = None
     batch: int = 16
     seed: int = 0
     # "shared": one generator for the whole run (the reports before session 23); "per-sample": one
@@ -141,6 +143,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "self_check": opts.self_check,
                 "best_of": opts.best_of,
                 "avoid_touching": opts.avoid_touching,
+                "separate_touching": opts.separate_touching,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
                 "image_map_guidance_scale": opts.image_map_guidance,
@@ -369,7 +372,8 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             map_scheduler=opts.map_scheduler,
             one_piece_instances=opts.one_piece_instances,
             redraw_image=opts.redraw_image, image_map_guidance=opts.image_map_guidance,
-            self_check=opts.self_check, avoid_touching=opts.avoid_touching, progress=opts.progress,
+            self_check=opts.self_check, avoid_touching=opts.avoid_touching,
+            separate_touching=opts.separate_touching, progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
         generated = load_split(f"{tmp}/generated", "train", pipe.image_size)
@@ -469,6 +473,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         )
         if sampled
         else None,
+        "separate_touching": pipe.separates(opts.separate_touching, redraw) if sampled else None,
         # where an image is drawn for a given map: map -> image, the redraw
         "image_map_guidance_scale": settings["image_map_guidance_scale"]
         if opts.mode == "map2image" or redraw

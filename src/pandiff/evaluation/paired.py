@@ -33,6 +33,7 @@ SETTINGS = (
     "self_check",
     "best_of",
     "avoid_touching",
+    "separate_touching",
     "seed",
     "generators",
 )

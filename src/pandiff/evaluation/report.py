@@ -31,6 +31,7 @@ _SUMMARY = (
     "self_check",
     "best_of",
     "avoid_touching",
+    "separate_touching",
     "seed",
     "generators",
 )

@@ -89,6 +89,60 @@ def touching_pairs(
     )
 
 
+def separate_touching(pmap: PanopticMap, gap: int = 2, min_fraction: float = MIN_FRACTION) -> PanopticMap:
+    """``pmap`` with no two thing instances touching in the sense of :func:`touching_pairs` (any
+    categories): for each touching pair, the larger instance gives up its pixels within ``gap``
+    4-connected steps of the smaller (which stays whole), keeps the largest 8-connected piece of
+    what is left, and the freed pixels take the stuff of their nearest stuff pixel (void where the
+    map holds no stuff). Pairs are settled one at a time on the current masks; a bite only shrinks
+    an instance, so a settled pair stays apart. Instances below ``min_fraction`` (specks, not
+    counted by the checks) are left alone.
+
+    Why: a picture drawn for a map shows two touching shapes as one (one colour) or loses the one
+    behind (session 21: a right map gives a right picture 36% of the time when two things of one
+    category touch, 98% when every thing stands apart). Map -> image draws the background the
+    bite leaves, so the redrawn picture shows each thing apart."""
+    from scipy import ndimage
+
+    if gap < 1:
+        raise DataError(f"gap must be >= 1 pixel, got {gap}")
+    cross = ndimage.generate_binary_structure(2, 1)
+    eight = np.ones((3, 3), dtype=bool)
+    masks = [mask.copy() for _, mask in thing_instances(pmap, min_fraction)]
+    freed = np.zeros(pmap.shape, dtype=bool)
+    settled = False
+    while not settled:
+        settled = True
+        for a in range(len(masks)):
+            for b in range(a + 1, len(masks)):
+                near_b = ndimage.binary_dilation(masks[b], cross, iterations=gap)
+                if not (near_b & masks[a]).any():
+                    continue
+                small, big = (a, b) if masks[a].sum() <= masks[b].sum() else (b, a)
+                near = ndimage.binary_dilation(masks[small], cross, iterations=gap)
+                left = masks[big] & ~near
+                pieces, n = ndimage.label(left, eight)
+                if n > 1:
+                    sizes = np.bincount(pieces.ravel(), minlength=n + 1)
+                    sizes[0] = -1
+                    left = pieces == int(np.argmax(sizes))
+                freed |= masks[big] & ~left
+                masks[big] = left
+                settled = False
+    if not freed.any():
+        return pmap
+    lut = np.array(pmap.table.isthing_lut())
+    stuff = ~lut[pmap.category] & (pmap.category > 0) & ~freed
+    codes = pmap.codes()
+    if stuff.any():
+        from pandiff.data.panoptic_map import fill_from_nearest
+
+        codes = fill_from_nearest(codes, freed, stuff)
+    else:
+        codes = np.where(freed, 0, codes)
+    return PanopticMap.from_codes(codes, pmap.table)
+
+
 def component_counts(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> dict[str, int]:
     """Connected components per thing category name (instance bits ignored)."""
     from scipy import ndimage
