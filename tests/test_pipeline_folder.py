@@ -270,10 +270,13 @@ def test_the_bundled_folder_loads_as_before():
     # the self check since session 18 (2 more draws), 4 with things apart since session 21; a folder
     # without the keys checks nothing and lets things touch
     assert (config.self_check, config.avoid_touching) == (4, True)
+    # things still touching bitten 2 px apart before the redraw since session 24; off without the key
+    assert config.separate_touching == 2
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
-    del data["self_check"], data["avoid_touching"]
+    del data["self_check"], data["avoid_touching"], data["separate_touching"]
     assert PipelineConfig.from_dict(data).self_check == 0
     assert PipelineConfig.from_dict(data).avoid_touching is False
+    assert PipelineConfig.from_dict(data).separate_touching == 0
     del data["redraw_image"]
     del data["one_piece_instances"]
     assert PipelineConfig.from_dict(data).redraw_image is False
