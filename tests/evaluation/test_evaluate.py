@@ -52,6 +52,7 @@ def test_cogen_command_writes_json_and_markdown(
     metrics = report["metrics"]
     assert set(metrics) == {
         "mcd",
+        "mcd_floor",
         "map_adherence",
         "image_adherence",
         "image_colour_accuracy",
@@ -65,6 +66,11 @@ def test_cogen_command_writes_json_and_markdown(
     }
     assert all(m["how"] for m in metrics.values())
     assert 0.0 <= metrics["mcd"]["value"] <= 2.0
+    floor = metrics["mcd_floor"]  # the world's own layouts for the same prompts (test_relayout)
+    assert 0.0 < floor["value"] <= 2.0 and floor["judged_on"] == "map"
+    assert sum(b["n"] for b in floor["details"]["by_bucket"].values()) == 4
+    model = sum(b["model"] * b["n"] for b in floor["details"]["by_bucket"].values()) / 4
+    assert model == pytest.approx(metrics["mcd"]["value"])  # the model's MCD split by bucket
     assert 0.0 <= metrics["map_adherence"]["value"] <= 1.0
     assert set(metrics["map_adherence"]["details"]) >= {"counts", "categories", "stuff_present", "by_bucket"}
     assert (
@@ -81,6 +87,7 @@ def test_cogen_command_writes_json_and_markdown(
     assert "--inception" in report["skipped"]["fid"] and "--clip" in report["skipped"]["clip_score"]
     markdown = (tmp_path / "eval" / "report.md").read_text()
     assert "| metric | judged on | value | how it was measured |" in markdown and "| mcd | map |" in markdown
+    assert "| mcd_floor | map |" in markdown
     assert markdown.index("| image_adherence |") < markdown.index("| map_adherence |")
     assert "skipped fid" in capsys.readouterr().out
 

@@ -276,6 +276,8 @@ def _world_metrics(
             f"hold every named stuff; by things named: {jd.by_bucket(own, 'adherence')}"
         )
         report.add("map_adherence", own["all"]["adherence"], how, {**rates, "by_bucket": own}, on="map")
+        if mode == "cogen":
+            _mcd_floor(samples, real, specs, report)
     if mode == "map2image":
         matches = [wc.colour_matches(m, im, s) for m, im, s in zip(maps, images, specs)]
         correct, judged = sum(c for c, _ in matches), sum(j for _, j in matches)
@@ -319,6 +321,31 @@ def _world_metrics(
         scores,
         on="image",
     )
+
+
+def _mcd_floor(samples: Samples, real: LabelledImages, specs: list[dict], report: Report) -> None:
+    """The world's own MCD floor for these prompts (:mod:`pandiff.world.relayout`), overall and by
+    bucket, beside the model's MCD by bucket."""
+    from pandiff.evaluation.mcd import count_difference
+    from pandiff.world import judged as jd
+    from pandiff.world.relayout import DRAWS, FLOOR_SEED, mcd_floor
+
+    floors = mcd_floor(specs, samples.prompts, real.maps)
+    model = [count_difference(g, t) for g, t in zip(samples.maps, real.maps)]
+    keys = [jd.bucket(s) for s in specs]
+    buckets = {
+        b: {"n": keys.count(b), "floor": float(np.mean([f for f, k in zip(floors, keys) if k == b])),
+            "model": float(np.mean([m for m, k in zip(model, keys) if k == b]))}
+        for b in jd.BUCKETS if b in keys
+    }  # fmt: skip
+    how = (
+        f"MCD of the real scenes laid out again by the world's own rules for the same prompts ({DRAWS} "
+        "layouts each: horizon, positions and unstated sizes redrawn; stuff, things, colours, stated "
+        "sizes and the relation kept): what a sampler of the world's own distribution scores; a model "
+        "below it draws less varied layouts than the world. By bucket, floor / model: "
+        + ", ".join(f"{b}: {v['floor']:.3f} / {v['model']:.3f} (n={v['n']})" for b, v in buckets.items())
+    )
+    report.add("mcd_floor", float(np.mean(floors)), how, {"by_bucket": buckets, "seed": FLOOR_SEED}, on="map")
 
 
 def _map_metrics(samples: Samples, real: LabelledImages, mode: str, report: Report) -> None:

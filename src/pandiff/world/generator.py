@@ -284,7 +284,7 @@ def sample_scene(rng: np.random.Generator, size: int = 64, num_things: int | Non
         stuff, horizon = (_choice(rng, _SINGLE_REGION),), None
     else:
         top = _choice(rng, tuple(_BOTTOMS_UNDER))
-        stuff, horizon = (top, _choice(rng, _BOTTOMS_UNDER[top])), round(size * rng.uniform(0.35, 0.6))
+        stuff, horizon = (top, _choice(rng, _BOTTOMS_UNDER[top])), draw_horizon(rng, size)
     if num_things is None:
         n = int(rng.choice(list(_NUM_THINGS_P), p=list(_NUM_THINGS_P.values())))
     else:
@@ -296,14 +296,22 @@ def sample_scene(rng: np.random.Generator, size: int = 64, num_things: int | Non
             shape, color = base.category, base.color
         else:
             shape, color = _choice(rng, THING_SHAPES), _choice(rng, tuple(THING_COLORS))
-        size_word = _choice(rng, SIZES)
-        radius = rng.uniform(*_RADIUS_RANGE[size_word]) * size
-        margin = radius * SHAPE_EXTENT[shape] + 1
-        x, y = rng.uniform(margin, size - margin, 2)
-        things.append(
-            Thing(shape, color, size_word, round(float(x), 2), round(float(y), 2), round(float(radius), 2))
-        )
+        things.append(place_thing(rng, shape, color, _choice(rng, SIZES), size))
     return Scene(size, stuff, horizon, tuple(things))
+
+
+def draw_horizon(rng: np.random.Generator, size: int) -> int:
+    """The row of a two-region scene's horizon: uniform over 35-60% of the picture's height."""
+    return round(size * rng.uniform(0.35, 0.6))
+
+
+def place_thing(rng: np.random.Generator, shape: str, color: str, size_word: str, size: int) -> Thing:
+    """A thing of ``shape``, ``color`` and ``size_word`` with its radius drawn from that size's range
+    and its centre uniform over the positions that keep it inside the picture."""
+    radius = rng.uniform(*_RADIUS_RANGE[size_word]) * size
+    margin = radius * SHAPE_EXTENT[shape] + 1
+    x, y = rng.uniform(margin, size - margin, 2)
+    return Thing(shape, color, size_word, round(float(x), 2), round(float(y), 2), round(float(radius), 2))
 
 
 def spatial_relation(subject: np.ndarray, obj: np.ndarray) -> str:
