@@ -111,3 +111,4 @@ def test_bad_input_is_named(monkeypatch):
     monkeypatch.setattr(rl, "MAX_TRIES", 5)
     with pytest.raises(DataError, match="no layout passed the world's rules in 5 draws"):
         relayout(spec, np.random.default_rng(0), {})
+    assert np.isnan(mcd_floor([spec], ["x"], [real])[0])  # a reference figure never ends an evaluation

@@ -334,7 +334,7 @@ def _mcd_floor(samples: Samples, real: LabelledImages, specs: list[dict], report
     model = [count_difference(g, t) for g, t in zip(samples.maps, real.maps)]
     keys = [jd.bucket(s) for s in specs]
     buckets = {
-        b: {"n": keys.count(b), "floor": float(np.mean([f for f, k in zip(floors, keys) if k == b])),
+        b: {"n": keys.count(b), "floor": float(np.nanmean([f for f, k in zip(floors, keys) if k == b])),
             "model": float(np.mean([m for m, k in zip(model, keys) if k == b]))}
         for b in jd.BUCKETS if b in keys
     }  # fmt: skip
@@ -345,7 +345,15 @@ def _mcd_floor(samples: Samples, real: LabelledImages, specs: list[dict], report
         "below it draws less varied layouts than the world. By bucket, floor / model: "
         + ", ".join(f"{b}: {v['floor']:.3f} / {v['model']:.3f} (n={v['n']})" for b, v in buckets.items())
     )
-    report.add("mcd_floor", float(np.mean(floors)), how, {"by_bucket": buckets, "seed": FLOOR_SEED}, on="map")
+    unfit = int(np.isnan(floors).sum())  # scenes no relayout fitted: left out of the floor
+    details = {"by_bucket": buckets, "seed": FLOOR_SEED, "scenes_without_layout": unfit}
+    report.add(
+        "mcd_floor",
+        float(np.nanmean(floors)) if unfit < len(floors) else float("nan"),
+        how,
+        details,
+        on="map",
+    )
 
 
 def _map_metrics(samples: Samples, real: LabelledImages, mode: str, report: Report) -> None:

@@ -108,7 +108,9 @@ def mcd_floor(
 ) -> list[float]:
     """Per scene, the mean MCD of ``draws`` relayouts (:func:`relayout`, sizes kept where its
     prompt states them) against its real map. Scene i's layouts come from its own RNG, seeded by
-    ``(seed, image id)``, so a scene's floor does not depend on the other scenes."""
+    ``(seed, image id)``, so a scene's floor does not depend on the other scenes. A scene that no
+    layout fits within :data:`MAX_TRIES` draws gets NaN (a reference figure must not end a long
+    evaluation)."""
     if not (len(specs) == len(prompts) == len(real_maps)):
         raise DataError(
             f"mcd_floor needs one prompt and one real map per spec, got {len(specs)} specs, "
@@ -119,9 +121,10 @@ def mcd_floor(
     for spec, prompt, real in zip(specs, prompts, real_maps):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(spec.get("image_id", 0)),)))
         sizes = stated_sizes(prompt)
-        floors.append(
-            float(
-                np.mean([count_difference(relayout(spec, rng, sizes, table)[1], real) for _ in range(draws)])
-            )
-        )
+        try:
+            layouts = [relayout(spec, rng, sizes, table)[1] for _ in range(draws)]
+        except DataError:
+            floors.append(float("nan"))
+            continue
+        floors.append(float(np.mean([count_difference(m, real) for m in layouts])))
     return floors
