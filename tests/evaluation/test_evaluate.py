@@ -22,8 +22,17 @@ def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
 
 
 def test_cogen_command_writes_json_and_markdown(
-    tiny_pipeline_dir, tiny_world, tiny_judge_dir, tmp_path, capsys
+    tiny_pipeline_dir, tiny_world, tiny_judge_dir, tmp_path, capsys, monkeypatch
 ):
+    from pandiff.world import relayout
+
+    floor_calls = []  # the floor sees the evaluated prompts and scenes; its values reach the report
+
+    def spy(specs, prompts, real_maps):
+        floor_calls.append(([s["image_id"] for s in specs], list(prompts), len(real_maps)))
+        return [0.1, 0.2, 0.3, float("nan")][: len(specs)]
+
+    monkeypatch.setattr(relayout, "mcd_floor", spy)
     out = tmp_path / "eval" / "report.json"
     args = [
         "evaluate",
@@ -67,7 +76,11 @@ def test_cogen_command_writes_json_and_markdown(
     assert all(m["how"] for m in metrics.values())
     assert 0.0 <= metrics["mcd"]["value"] <= 2.0
     floor = metrics["mcd_floor"]  # the world's own layouts for the same prompts (test_relayout)
-    assert 0.0 < floor["value"] <= 2.0 and floor["judged_on"] == "map"
+    assert floor_calls == [
+        ([r["image_id"] for r in report["samples"]], [r["prompt"] for r in report["samples"]], 4)
+    ]
+    assert floor["value"] == pytest.approx(0.2) and floor["judged_on"] == "map"  # NaN scenes left out
+    assert floor["details"]["scenes_without_layout"] == 1
     assert sum(b["n"] for b in floor["details"]["by_bucket"].values()) == 4
     model = sum(b["model"] * b["n"] for b in floor["details"]["by_bucket"].values()) / 4
     assert model == pytest.approx(metrics["mcd"]["value"])  # the model's MCD split by bucket

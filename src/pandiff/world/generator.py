@@ -314,6 +314,13 @@ def place_thing(rng: np.random.Generator, shape: str, color: str, size_word: str
     return Thing(shape, color, size_word, round(float(x), 2), round(float(y), 2), round(float(radius), 2))
 
 
+def visible_centroid(labels: np.ndarray, label: int) -> list[float]:
+    """``[x, y]`` (pixel centres, rounded to 2 decimals) of the visible pixels of raw thing label
+    ``label``: what a spec records and its relation compares."""
+    ys, xs = np.nonzero(labels == label)
+    return [round(float(xs.mean()) + 0.5, 2), round(float(ys.mean()) + 0.5, 2)]
+
+
 def spatial_relation(subject: np.ndarray, obj: np.ndarray) -> str:
     """Relation of point ``subject`` to point ``obj`` (``[x, y]``, y down) along the axis where
     they differ most: ``left of``, ``right of``, ``above`` or ``below``."""
@@ -372,7 +379,7 @@ def _render(scene: Scene, raster: tuple, rng: np.random.Generator, table: Catego
                 "category": thing.category, "color": thing.color, "size": thing.size,
                 "center": [thing.x, thing.y], "radius": thing.radius,
                 "bbox": seg["bbox"], "area": seg["area"],
-                "centroid": [round(float(xs.mean()) + 0.5, 2), round(float(ys.mean()) + 0.5, 2)],
+                "centroid": visible_centroid(labels, k + 1),
                 "instance": int(pmap.instance[ys[0], xs[0]]), "segment_id": seg["id"],
             }
         )  # fmt: skip

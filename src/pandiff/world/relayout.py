@@ -33,6 +33,7 @@ from pandiff.world.generator import (
     place_thing,
     scene_from_spec,
     spatial_relation,
+    visible_centroid,
     world_category_table,
 )
 
@@ -91,9 +92,8 @@ def relayout(
         if not _acceptable(scene, category, labels, masks):
             continue
         if wanted is not None:
-            (ya, xa), (yb, xb) = (np.nonzero(labels == k) for k in (1, 2))
-            got = spatial_relation(np.array([xa.mean(), ya.mean()]), np.array([xb.mean(), yb.mean()]))
-            if got != wanted:
+            subject, obj = (np.array(visible_centroid(labels, k)) for k in (1, 2))
+            if spatial_relation(subject, obj) != wanted:  # as the generator states the relation
                 continue
         return scene, canonicalize(category, labels, table)[0]
     raise DataError(f"scene {spec.get('image_id')}: no layout passed the world's rules in {MAX_TRIES} draws")
