@@ -143,6 +143,8 @@ def test_map_to_image_and_segment(tiny_pipeline_dir, export, tmp_path):
         (["--best-of", "17"], "--best-of must be >= 1 and <= 16"),
         (["--separate-touching", "-1"], "--separate-touching must be >= 0 and <= 16"),
         (["--separate-touching", "17"], "--separate-touching must be >= 0 and <= 16"),
+        (["--colour-split", "-0.1"], "--colour-split must be >= 0 and <= 0.99"),
+        (["--colour-split", "1"], "--colour-split must be >= 0 and <= 0.99"),
     ],
 )
 def test_bad_options(tiny_pipeline_dir, tmp_path, capsys, args, message):
@@ -314,3 +316,15 @@ def test_separate_touching_flag_reaches_the_pipeline(tiny_pipeline_dir, export, 
     assert [k["separate_touching"] for k in pipeline_calls] == [3, 3]
     info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b")]
     assert [i["separate_touching"] for i in info] == [3, 0]
+
+
+def test_colour_split_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
+    """--colour-split SHARE reaches the call and is recorded as it acted: the share with a self
+    check or best of K, 0 without one (the tiny folder checks nothing and splits nothing)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["colour_split"] == 0.0
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--self-check", "1", "--colour-split", "0.2") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--best-of", "2", "--colour-split", "0.2") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "c", "--colour-split", "0.2") == 0
+    assert [k["colour_split"] for k in pipeline_calls] == [0.2, 0.2, 0.2]
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
+    assert [i["colour_split"] for i in info] == [0.2, 0.2, 0.0]

@@ -597,3 +597,117 @@ def test_separate_touching_setting_is_validated_defaults_to_the_folder_and_needs
     assert PipelineConfig.from_dict({**data, "separate_touching": 3}).separate_touching == 3
     with pytest.raises(ConfigError, match="'separate_touching'"):
         PipelineConfig.from_dict({**data, "separate_touching": -2})
+
+
+def _square_picture(pipe, split: bool) -> tuple[PanopticMap, torch.Tensor]:
+    """A map of the pipeline's size with one 8 px square on grass, and its picture as image
+    latents (identity codec: pixels in [-1, 1]); ``split`` paints the square's right half white."""
+    from pandiff.world.drawing import STUFF_COLORS, THING_COLORS
+
+    s = pipe.map_size
+    category, instance = np.full((s, s), WORLD.index_of_name("grass")), np.zeros((s, s), dtype=int)
+    category[4:12, 4:12], instance[4:12, 4:12] = WORLD.index_of_name("square"), 1
+    image = np.empty((s, s, 3), dtype=np.float32)
+    image[:] = STUFF_COLORS["grass"]
+    image[instance == 1] = THING_COLORS["red"]
+    if split:
+        image[4:12, 9:12] = THING_COLORS["white"]
+    latents = torch.from_numpy(image).permute(2, 0, 1) / 127.5 - 1
+    return PanopticMap(category, instance, WORLD), latents
+
+
+def test_colour_splits_judges_each_decoded_picture_against_its_map(pipe, monkeypatch):
+    """Per sample, the things its picture paints in two colours; share 0 decodes nothing."""
+    import pandiff.self_check as sc
+
+    (flat_map, flat), (split_map, split) = _square_picture(pipe, False), _square_picture(pipe, True)
+    latents = torch.stack([flat, split])
+    assert sc.colour_splits(pipe, latents, [flat_map, split_map], 0.15) == [0, 1]
+    assert sc.colour_splits(pipe, latents, [flat_map, split_map], 0.5) == [0, 0]  # 3 of 6 columns: 18/36
+    monkeypatch.setattr(pipe, "uint8_pictures", lambda latents: pytest.fail("share 0 decodes nothing"))
+    assert sc.colour_splits(pipe, latents, [flat_map, split_map], 0.0) == [0, 0]
+
+
+def _fake_splits(monkeypatch, script):
+    """Scripted colour splits, one per judged picture in call order (0 after the list ends); the
+    prompt and count checks all pass. Returns the shares it was called with."""
+    import pandiff.self_check as sc
+
+    seq, shares = iter(script), []
+    monkeypatch.setattr(sc, "map_failures", lambda m, spec, exhaustive: 0)
+    monkeypatch.setattr(sc, "count_disagreement", lambda drawn, seen: 0)
+
+    def split(image, pmap, share):
+        shares.append(share)
+        assert image.shape == (*pmap.shape, 3) and image.dtype == np.uint8  # the decoded picture
+        return next(seq, 0)
+
+    monkeypatch.setattr(sc.wc, "colour_split_things", split)
+    return shares
+
+
+def test_self_check_colour_split_draws_a_split_picture_again(pipe, monkeypatch):
+    """With the redraw: a picture that paints a thing of its map in two colours fails its check
+    against the map (row 1's first picture), so it alone is drawn again for the same map; with the
+    share 0 the same pictures pass and the call is the plain one."""
+    kwargs = {"num_inference_steps": 2, "redraw_image": True, "self_check": 2}
+    plain = pipe(PROMPTS, generator=_gens(2), **{**kwargs, "self_check": 0})
+    shares = _fake_splits(monkeypatch, [0, 1, 0])
+    rows = _counting(monkeypatch, PanopticDiffusionPipeline, "redraw")
+    same = pipe(PROMPTS, generator=_gens(2), colour_split=0.0, **kwargs)
+    assert rows == [2] and shares == []  # off: nothing judged, nothing drawn again
+    split = pipe(PROMPTS, generator=_gens(2), colour_split=0.15, **kwargs)
+    assert rows == [2, 2, 1] and shares == [0.15] * 3
+    for i in range(2):
+        assert np.array_equal(split.maps[i].instance, plain.maps[i].instance)  # the same maps
+        assert np.array_equal(np.asarray(same.images[i]), np.asarray(plain.images[i]))
+    assert np.array_equal(np.asarray(split.images[0]), np.asarray(plain.images[0]))
+    assert not np.array_equal(np.asarray(split.images[1]), np.asarray(plain.images[1]))  # drawn again
+
+
+def test_self_check_colour_split_joins_the_co_generation_check_without_the_redraw(pipe, monkeypatch):
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    kwargs = {"num_inference_steps": 2, "redraw_image": False, "self_check": 2}
+    _fake_splits(monkeypatch, [1, 0, 0])  # row 0's first co-generated picture is split
+    rows = _counting(monkeypatch, LockstepSampler, "sample")
+    pipe(PROMPTS, generator=_gens(2), colour_split=0.15, **kwargs)
+    assert rows == [2, 1]
+
+
+def test_best_of_ranks_split_pictures_after_map_failures_and_before_the_picture_ranks(pipe, monkeypatch):
+    import pandiff.self_check as sc
+
+    # fewest map failures first, then fewest splits, then the ranks (match 1.0 beats 0.5)
+    assert rank_best([0, 0], [1.0, 0.5], [0.1, 0.1], [1, 0]) == 1
+    assert rank_best([0, 1], [1.0, 0.5], [0.1, 0.1], [1, 0]) == 0
+    assert rank_best([0, 0], [1.0, 0.5], [0.1, 0.1], None) == rank_best([0, 0], [1.0, 0.5], [0.1, 0.1]) == 0
+    shares = _fake_splits(monkeypatch, [1, 0, 0, 0])  # draw 0: row 0 split; draw 1: neither row
+    match = iter([1.0, 1.0, 0.5, 0.5])  # draw 0 ranks first on the picture for both rows
+    monkeypatch.setattr(sc, "instance_match", lambda drawn, seen: next(match))
+    monkeypatch.setattr(sc, "map_consistency", lambda pipe, latents, maps, text, noise: [0.1, 0.1])
+    drawn = _spy_redraws(monkeypatch)
+    out = pipe(
+        PROMPTS, num_inference_steps=2, generator=_gens(2), best_of=2, redraw_image=True, colour_split=0.2
+    )
+    assert shares == [0.2] * 4
+    for row, k in ((0, 1), (1, 0)):  # row 0: draw 1, whose picture is not split; row 1: draw 0
+        latents, maps = drawn[k]
+        assert np.array_equal(
+            np.asarray(out.images[row]), np.asarray(pipe._output(PROMPTS, latents, maps).images[row])
+        )
+
+
+def test_colour_split_setting_is_validated_defaults_to_the_folder_and_needs_a_check(pipe, tiny_pipeline_dir):
+    from pandiff.pipeline_config import PipelineConfig
+
+    assert pipe.config.colour_split == 0.0 and pipe.splits_colours(None, 2) == 0.0  # older folders: off
+    assert pipe.splits_colours(0.15, 2) == 0.15 and pipe.splits_colours(0.15, 0, 3) == 0.15
+    assert pipe.splits_colours(0.15, 0, 1) == 0.0  # nothing drawn again: it cannot act
+    for bad in (-0.1, 1.0, float("nan"), "0.1", True):
+        with pytest.raises(ConfigError, match="colour_split"):
+            pipe("a red circle", num_inference_steps=1, self_check=1, colour_split=bad)
+    data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
+    assert PipelineConfig.from_dict({**data, "colour_split": 0.2}).colour_split == 0.2
+    with pytest.raises(ConfigError, match="'colour_split'"):
+        PipelineConfig.from_dict({**data, "colour_split": -1})

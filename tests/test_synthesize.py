@@ -446,3 +446,33 @@ def test_separate_touching_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_p
     plain = tmp_path / "plain"
     synthesize(options(plain, prompts_file, n=2, separate_touching=2, redraw_image=False), pipe=tiny_pipe)
     assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["separate_touching"] == 0
+
+
+def test_colour_split_pairs_are_the_pipelines_and_the_setting_is_kept(
+    tmp_path, tiny_pipe, prompts_file, monkeypatch
+):
+    """With the self check and colour_split the pairs are the pipeline's (same generators, split
+    pictures drawn again), the share reaches the check and is recorded, and --resume refuses to mix
+    it with pairs drawn without it; without a check it changes nothing and is recorded as 0."""
+    import pandiff.self_check as sc
+
+    # the random model's maps hold no thing to judge: a rule of the picture alone stands in for
+    # the check (the same picture gets the same verdict in synthesize and in the pipeline)
+    shares = []
+
+    def split(image, pmap, share):
+        shares.append(share)
+        return int(image.sum()) % 2
+
+    monkeypatch.setattr(sc.wc, "colour_split_things", split)
+    out = tmp_path / "split"
+    kw = {"self_check": 1, "redraw_image": True}
+    synthesize(options(out, prompts_file, n=4, colour_split=0.15, **kw), pipe=tiny_pipe)
+    assert shares and set(shares) == {0.15}  # every picture of the run was judged at the share
+    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["colour_split"] == 0.15
+    _written_pairs_are_the_pipelines(out, tiny_pipe, colour_split=0.15, self_check=1)
+    with pytest.raises(ConfigError, match="colour_split 0.15 -> 0.0"):
+        synthesize(options(out, prompts_file, n=4, colour_split=0.0, resume=True, **kw), pipe=tiny_pipe)
+    plain = tmp_path / "plain"
+    synthesize(options(plain, prompts_file, n=2, self_check=0, colour_split=0.15), pipe=tiny_pipe)
+    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["colour_split"] == 0.0

@@ -73,6 +73,13 @@ def separate_touching(value: Any, name: str = "separate_touching") -> int:
     return number(value, name, 0, MAX_SEPARATE, integer=True, hint=" (0 = off)")
 
 
+def colour_split(value: Any, name: str = "colour_split") -> float:
+    """The colour-split check's share (:func:`pandiff.world.checks.colour_split_things`): the part
+    of a thing's interior that may lie in another colour before the picture counts as failing;
+    0 (off) to below 1."""
+    return float(number(value, name, 0.0, 0.99, hint=" (0 = off)"))
+
+
 def seed(value: Any, name: str = "--seed") -> int:
     return number(value, name, 0, MAX_SEED, integer=True)
 

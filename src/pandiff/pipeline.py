@@ -467,6 +467,22 @@ class PanopticDiffusionPipeline:
         gap = checks.separate_touching(_given_or(separate_touching, self.config.separate_touching))
         return gap if self.redraws(redraw_image) else 0
 
+    def splits_colours(
+        self, colour_split: float | None = None, self_check: int | None = None, best_of: int | None = None
+    ) -> float:
+        """The share with which a prompt -> image + map call with these settings also fails a
+        picture that paints a thing of its map in two colours
+        (:func:`pandiff.world.checks.colour_split_things`): the given ``colour_split`` (checked),
+        else the folder's; 0 without a self check or best of K (nothing is drawn again). What
+        ``generate``'s export, evaluation reports and synthesize manifests record."""
+        share = checks.colour_split(_given_or(colour_split, self.config.colour_split))
+        return share if self.self_checks(self_check) > 0 or self.best_ofs(best_of) > 1 else 0.0
+
+    def uint8_pictures(self, latents: torch.Tensor) -> np.ndarray:
+        """``B H W 3`` uint8 pictures (on the CPU) of image latents ``B C h w``."""
+        pixels = self.codec.decode(latents)  # B 3 S S in [-1, 1]
+        return ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
     @torch.no_grad()
     def segment_once(
         self,
@@ -517,6 +533,7 @@ class PanopticDiffusionPipeline:
         best_of: int | None = None,
         avoid_touching: bool | None = None,
         separate_touching: int | None = None,
+        colour_split: float | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -562,6 +579,12 @@ class PanopticDiffusionPipeline:
                 apart by before the picture is drawn for it, where that leaves the map no worse
                 against the prompt (:func:`pandiff.self_check.bite_apart`). 0 is off; None takes
                 the folder's.
+            colour_split: with ``self_check`` or ``best_of``, beyond the paper, for flat-coloured
+                worlds: a picture that paints a thing of its map in two colours (more than this
+                share of the thing's interior further than 60 RGB from its median colour,
+                :func:`pandiff.world.checks.colour_split_things`) fails its check against the map
+                too, so it is drawn again (ranked below, with best of K). 0 is off; None takes the
+                folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -604,18 +627,21 @@ class PanopticDiffusionPipeline:
         draws = self.best_ofs(best_of)
         apart = self.avoids_touching(avoid_touching)
         gap = self.separates(separate_touching, redraw)
+        share = self.splits_colours(colour_split, tries, draws)
         if draws > 1 and maps_in is None and images_in is None:
             from pandiff.self_check import ranked_sample
 
             latents, maps = ranked_sample(
-                self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart, gap
+                self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart, gap,
+                share,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         if tries and maps_in is None and images_in is None:
             from pandiff.self_check import self_checked_sample
 
             latents, maps = self_checked_sample(
-                self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart, gap
+                self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart, gap,
+                share,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         sampler = self.sampler()
@@ -642,8 +668,7 @@ class PanopticDiffusionPipeline:
         return self._output(prompts, latents, maps)
 
     def _output(self, prompts: list[str], latents: torch.Tensor, maps: list[PanopticMap]) -> PipelineOutput:
-        pixels = self.codec.decode(latents)  # B 3 S S in [-1, 1]
-        arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        arrays = self.uint8_pictures(latents)
         images = [Image.fromarray(a) for a in arrays]
         overlays = [Image.fromarray(overlay(a, m)) for a, m in zip(arrays, maps)]
         return PipelineOutput(prompts, images, maps, overlays)

@@ -68,6 +68,11 @@ class PipelineConfig:
             things still touching in the kept co-generated map are bitten apart by before the
             picture is drawn for it (:func:`pandiff.self_check.bite_apart`); 0, the default of
             older folders, is off.
+        colour_split: beyond the paper, for flat-coloured worlds, with ``self_check`` or
+            ``best_of``: the share of a thing's interior that its picture may paint in another
+            colour before the picture fails its check against the map
+            (:func:`pandiff.world.checks.colour_split_things`); 0, the default of older folders,
+            is off.
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -91,6 +96,7 @@ class PipelineConfig:
     best_of: int = 1
     avoid_touching: bool = False
     separate_touching: int = 0
+    colour_split: float = 0.0
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -121,6 +127,7 @@ class PipelineConfig:
         checks.self_check(self.self_check, "'self_check'")
         checks.best_of(self.best_of, "'best_of'")
         checks.separate_touching(self.separate_touching, "'separate_touching'")
+        checks.colour_split(self.colour_split, "'colour_split'")
         for key in ("scheduler", "map_scheduler"):
             name = getattr(self, key)
             if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):

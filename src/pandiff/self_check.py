@@ -49,6 +49,17 @@ On the built-in world (200 val prompts, one generator per prompt) image-judged a
 from 76.5% to 81.5% (11 scenes won, 1 lost, McNemar p = 0.006); a bitten shape keeps a notch
 where the other one was.
 
+**Colour splits** (``colour_split``, a share): the built-in world paints each thing in one flat
+colour. The check of a picture against its map then also counts the things of the map that the
+picture paints in two colours (:func:`pandiff.world.checks.colour_split_things`: more than that
+share of the thing's interior further than 60 RGB from its median colour), so such a picture is
+drawn again for the same map. Where the map was right by count and the world's judge still counted
+more things on the picture, about half the pictures showed one thing in two colours (a red square
+with a white corner; a circle half pink, half blue). On the built-in world (first 200 val prompts,
+one generator per prompt) image-judged adherence rose from 79.5% to 84.0% (seed 1: 9 scenes won,
+0 lost) and from 81.5% to 84.5% (seed 0: 6 won, 0 lost). A COCO object is not one colour, so it is
+a folder setting, off unless a folder sets it.
+
 Prompts are read with the model's
 category names, simple plurals and the count words ``a``/``an``/``one`` ... ``ten``; a word
 outside them is ignored, so a prompt the reader cannot parse is simply not checked against.
@@ -282,6 +293,16 @@ def bite_apart(
     return out
 
 
+def colour_splits(pipe, latents, maps: Sequence[PanopticMap], share: float) -> list[int]:
+    """Per sample, the things of its map that its picture (``latents``) paints in two colours
+    (:func:`pandiff.world.checks.colour_split_things`); all 0 when ``share`` is 0 (nothing is
+    decoded)."""
+    if share <= 0:
+        return [0] * len(maps)
+    pictures = pipe.uint8_pictures(latents)
+    return [wc.colour_split_things(p, m, share) for p, m in zip(pictures, maps)]
+
+
 def count_disagreement(drawn: PanopticMap, seen: PanopticMap) -> int:
     """Thing categories whose instance counts differ between two maps of one sample (0: agree)."""
     a, b = wc.instance_counts(drawn), wc.instance_counts(seen)
@@ -333,7 +354,7 @@ def _cogenerate(pipe, text, empty, settings, cleanup, generator, progress):
 
 def self_checked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress, avoid_touching=False,
-    separate=0,
+    separate=0, colour_split=0.0,
 ):  # fmt: skip
     """Prompt -> image + map with the self check: the pipeline's co-generation (and redraw), each
     stage drawn again by :func:`best_of` for the rows that fail.
@@ -342,9 +363,11 @@ def self_checked_sample(
     prompt (with ``avoid_touching``, also its pairs of touching things, weighed by
     :func:`weigh`); with ``redraw`` the picture drawn for that map is checked by
     :func:`count_disagreement` against the model's one-forward segmentation of it, otherwise that
-    term joins the co-generation check. With ``redraw`` and ``separate`` > 0 the kept maps' touching
-    things are first bitten that many pixels apart (:func:`bite_apart`). Draws continue the callers' generators (with one generator
-    per sample, row i's draws depend on generator i alone).
+    term joins the co-generation check. With ``colour_split`` > 0 that picture check also counts
+    the map's things the picture paints in two colours (:func:`colour_splits`). With ``redraw``
+    and ``separate`` > 0 the kept maps' touching things are first bitten that many pixels apart
+    (:func:`bite_apart`). Draws continue the callers' generators (with one generator per sample,
+    row i's draws depend on generator i alone).
 
     Returns:
         ``(latents B C h w, maps)``.
@@ -360,7 +383,8 @@ def self_checked_sample(
 
     def image_disagreement(idx, latents, maps):
         seen = pipe.segment_once(latents, text[idx], cleanup, gens(idx))
-        return [count_disagreement(m, s) for m, s in zip(maps, seen)]
+        split = colour_splits(pipe, latents, maps, colour_split)
+        return [count_disagreement(m, s) + c for m, s, c in zip(maps, seen, split)]
 
     def cogenerate(idx):
         latents, maps = _cogenerate(pipe, text[idx], empty, settings, cleanup, gens(idx), progress)
@@ -436,26 +460,35 @@ def map_consistency(pipe, latents, maps: Sequence[PanopticMap], text, noise) -> 
     return (err / len(CONSISTENCY_TIMESTEPS)).tolist()
 
 
-def rank_best(failures: Sequence[int], match: Sequence[float], error: Sequence[float]) -> int:
-    """Which of one row's draws to keep: fewest ``failures``, then the smallest sum of the ranks
-    of ``match`` (higher is better) and ``error`` (lower is better) among the row's draws; the
+def rank_best(
+    failures: Sequence[int],
+    match: Sequence[float],
+    error: Sequence[float],
+    splits: Sequence[int] | None = None,
+) -> int:
+    """Which of one row's draws to keep: fewest ``failures``, then fewest ``splits`` (things its
+    picture paints in two colours; None: not counted), then the smallest sum of the ranks of
+    ``match`` (higher is better) and ``error`` (lower is better) among the row's draws; the
     earliest draw on ties."""
     k = len(failures)
+    splits = [0] * k if splits is None else splits
     rank_match = np.argsort(np.argsort(-np.asarray(match, dtype=float), kind="stable"), kind="stable")
     rank_error = np.argsort(np.argsort(np.asarray(error, dtype=float), kind="stable"), kind="stable")
-    return min(range(k), key=lambda j: (failures[j], int(rank_match[j] + rank_error[j])))
+    return min(range(k), key=lambda j: (failures[j], splits[j], int(rank_match[j] + rank_error[j])))
 
 
 def ranked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, draws, generator, progress, avoid_touching=False,
-    separate=0,
+    separate=0, colour_split=0.0,
 ):  # fmt: skip
     """Prompt -> image + map as the best of ``draws`` whole samples per row (co-generation, and
     the redraw when ``redraw``), ranked by :func:`rank_best` on the row's map failures against the
     prompt (:func:`map_score`: with ``avoid_touching`` touching things too),
     :func:`instance_match` of the picture's one-forward segmentation against its map, and
-    :func:`map_consistency`. With ``redraw`` and ``separate`` > 0 each draw's touching things are
-    bitten apart before its redraw (:func:`bite_apart`). Each draw continues the callers'
+    :func:`map_consistency`; with ``colour_split`` > 0 the things a draw's picture paints in two
+    colours (:func:`colour_splits`) rank right after the map failures. With ``redraw`` and
+    ``separate`` > 0 each draw's touching things are bitten apart before its redraw
+    (:func:`bite_apart`). Each draw continues the callers'
     generators (with one generator per sample, row i depends on generator i alone).
 
     Returns:
@@ -485,10 +518,11 @@ def ranked_sample(
                 "failures": [map_score(m, s, exhaustive, avoid_touching) for m, s in zip(maps, specs)],
                 "match": [instance_match(m, s) for m, s in zip(maps, seen)],
                 "error": map_consistency(pipe, latents, maps, text, noise),
+                "splits": colour_splits(pipe, latents, maps, colour_split),
             }
         )
     keep = [
-        rank_best(*([c[key][i] for c in candidates] for key in ("failures", "match", "error")))
+        rank_best(*([c[key][i] for c in candidates] for key in ("failures", "match", "error", "splits")))
         for i in range(b)
     ]
     latents = torch.stack([candidates[k]["latents"][i] for i, k in enumerate(keep)])

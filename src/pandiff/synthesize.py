@@ -52,7 +52,7 @@ _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
     "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
-    "best_of", "avoid_touching", "separate_touching",
+    "best_of", "avoid_touching", "separate_touching", "colour_split",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {
@@ -63,6 +63,7 @@ _LEGACY = {
     "best_of": 1,
     "avoid_touching": False,
     "separate_touching": 0,
+    "colour_split": 0.0,
 }
 
 
@@ -92,6 +93,7 @@ class SynthesizeOptions:
     best_of: int | None = None  # whole draws per pair, the best kept; None: the model folder's
     avoid_touching: bool | None = None  # the checks also redraw maps with touching things; None: the folder's
     separate_touching: int | None = None  # gap (px) touching things are bitten apart by before the redraw
+    colour_split: float | None = None  # with the checks, a picture painting a thing in two colours fails
     scheduler: str | None = None
     map_scheduler: str | None = None  # None: scheduler's, else the model's
     split: str = "train"
@@ -247,6 +249,7 @@ def sample_pairs(
     draws: int = 1,
     avoid_touching: bool = False,
     separate: int = 0,
+    colour_split: float = 0.0,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -261,7 +264,8 @@ def sample_pairs(
     again maps with touching things when ``avoid_touching``; either way the maps
     are returned decoded and cleaned, and the bits are None (the writer uses the maps).
     ``separate`` > 0 (with ``redraw``) bites touching things that many pixels apart before the
-    redraw, as the pipeline's ``separate_touching`` does."""
+    redraw, as the pipeline's ``separate_touching`` does; ``colour_split`` > 0 (with the checks) also
+    fails pictures that paint a thing of their map in two colours, as the pipeline's does."""
     text, empty = pipe._encode_prompts(prompts)
     if draws > 1 or tries > 0:
         from pandiff.self_check import ranked_sample, self_checked_sample
@@ -269,9 +273,9 @@ def sample_pairs(
         sample, n = (ranked_sample, draws) if draws > 1 else (self_checked_sample, tries)
         latents, maps = sample(
             pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False, avoid_touching,
-            separate,
+            separate, colour_split,
         )  # fmt: skip
-        return _uint8_images(pipe, latents), None, maps
+        return pipe.uint8_pictures(latents), None, maps
     out = pipe.sampler().sample(
         text, empty, pipe.latent_shape, pipe.map_shape, generator=generators, **settings
     )
@@ -282,13 +286,7 @@ def sample_pairs(
             maps = [cleanup(m) for m in maps]
         maps = pipe.bite_apart(prompts, maps, separate)
         latents = pipe.redraw(text, empty, maps, settings, generators)
-    return _uint8_images(pipe, latents), (out.map_bits > 0).byte().cpu().numpy(), maps
-
-
-def _uint8_images(pipe, latents: torch.Tensor) -> np.ndarray:
-    """``B H W 3`` uint8 pictures (on the CPU) of image latents ``B C h w``."""
-    pixels = pipe.codec.decode(latents)
-    return ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return pipe.uint8_pictures(latents), (out.map_bits > 0).byte().cpu().numpy(), maps
 
 
 @dataclass
@@ -355,7 +353,7 @@ def _writer_pool(workers: int, writer: PairWriter):
 
 def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
                settings: dict, cleanup: MapCleanup, progress, redraw: bool = False, tries: int = 0, draws: int = 1,
-               apart: bool = False, gap: int = 0) -> int:  # fmt: skip
+               apart: bool = False, gap: int = 0, share: float = 0.0) -> int:  # fmt: skip
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
     are held at once (one being sampled, one being written), whatever ``n`` is."""
     p = paths(opts.out, opts.split)
@@ -379,7 +377,7 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
             gens = pair_generators(opts.seed, idx)
             images, bits, maps = sample_pairs(
-                pipe, texts, gens, settings, cleanup, redraw, tries, draws, apart, gap
+                pipe, texts, gens, settings, cleanup, redraw, tries, draws, apart, gap, share
             )
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)
@@ -458,6 +456,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     draws = pipe.best_ofs(opts.best_of)
     apart = pipe.keeps_apart(opts.avoid_touching, opts.self_check, opts.best_of)
     gap = pipe.separates(opts.separate_touching, redraw)
+    share = pipe.splits_colours(opts.colour_split, opts.self_check, opts.best_of)
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
     config = {
@@ -466,7 +465,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
         "self_check": tries, "best_of": draws, "avoid_touching": apart,
-        "separate_touching": gap, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
+        "separate_touching": gap, "colour_split": share, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
@@ -488,7 +487,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     with tqdm(total=total, unit="pair", desc=f"synthesize [{state.process_index + 1}/{state.num_processes}]",
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
         written = run_shards(
-            pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw, tries, draws, apart, gap
+            pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw, tries, draws, apart, gap, share
         )
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()

@@ -153,6 +153,8 @@ def add_redraw_argument(p: argparse.ArgumentParser) -> None:
 
 def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
     """``--self-check N`` and ``--best-of K`` (beyond the paper); None means the folder's."""
+    from pandiff.checks import finite_float
+
     p.add_argument(
         "--self-check",
         type=int,
@@ -188,6 +190,16 @@ def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
         "PX map pixels apart before the picture is drawn for it, where that leaves the map no worse "
         "against the prompt (beyond the paper; 0 = off; default: the model's)",
     )
+    p.add_argument(
+        "--colour-split",
+        type=finite_float,
+        default=None,
+        metavar="SHARE",
+        help="prompt -> image + map, with --self-check or --best-of, for flat-coloured worlds: a picture "
+        "that paints a thing of its map in two colours (more than SHARE of the thing's inside further "
+        "than 60 RGB from its median colour) fails its check against the map too, so it is drawn "
+        "again (beyond the paper; 0 = off; default: the model's; the bundled model: 0.15)",
+    )
 
 
 def check_self_check_arguments(args: argparse.Namespace) -> None:
@@ -200,6 +212,8 @@ def check_self_check_arguments(args: argparse.Namespace) -> None:
         checks.best_of(args.best_of, "--best-of")
     if getattr(args, "separate_touching", None) is not None:
         checks.separate_touching(args.separate_touching, "--separate-touching")
+    if getattr(args, "colour_split", None) is not None:
+        checks.colour_split(args.colour_split, "--colour-split")
 
 
 def add_one_piece_argument(p: argparse.ArgumentParser) -> None:

@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         best_of=args.best_of,
         avoid_touching=args.avoid_touching,
         separate_touching=args.separate_touching,
+        colour_split=args.colour_split,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,

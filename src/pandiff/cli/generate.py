@@ -157,6 +157,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             best_of=getattr(args, "best_of", None),
             avoid_touching=getattr(args, "avoid_touching", None),
             separate_touching=getattr(args, "separate_touching", None),
+            colour_split=getattr(args, "colour_split", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -183,6 +184,9 @@ def _run(args, image: Image.Image | None = None) -> int:
         )
         info["separate_touching"] = pipe.separates(
             getattr(args, "separate_touching", None), info["redraw_image"]
+        )
+        info["colour_split"] = pipe.splits_colours(  # recorded as it acted
+            getattr(args, "colour_split", None), info["self_check"], info["best_of"]
         )
     if image is None and (pmap is not None or info.get("redraw_image")):
         info["image_map_guidance_scale"] = settings["image_map_guidance_scale"]

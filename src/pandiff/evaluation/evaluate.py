@@ -60,6 +60,8 @@ class EvaluationOptions:
     avoid_touching: bool | None = None
     # cogen with the redraw: gap (px) touching things are bitten apart by first (None: the model's)
     separate_touching: int | None = None
+    # cogen with a self check or best of K: a picture painting a thing in two colours fails (None: the model's)
+    colour_split: float | None = None
     batch: int = 16
     seed: int = 0
     # "shared": one generator for the whole run (the reports before session 23); "per-sample": one
@@ -144,6 +146,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "best_of": opts.best_of,
                 "avoid_touching": opts.avoid_touching,
                 "separate_touching": opts.separate_touching,
+                "colour_split": opts.colour_split,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
                 "image_map_guidance_scale": opts.image_map_guidance,
@@ -408,7 +411,8 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             one_piece_instances=opts.one_piece_instances,
             redraw_image=opts.redraw_image, image_map_guidance=opts.image_map_guidance,
             self_check=opts.self_check, avoid_touching=opts.avoid_touching,
-            separate_touching=opts.separate_touching, progress=opts.progress,
+            separate_touching=opts.separate_touching, colour_split=opts.colour_split,
+            progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
         generated = load_split(f"{tmp}/generated", "train", pipe.image_size)
@@ -509,6 +513,11 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         if sampled
         else None,
         "separate_touching": pipe.separates(opts.separate_touching, redraw) if sampled else None,
+        "colour_split": pipe.splits_colours(
+            opts.colour_split, opts.self_check, opts.best_of if opts.mode == "cogen" else 1
+        )
+        if sampled
+        else None,
         # where an image is drawn for a given map: map -> image, the redraw
         "image_map_guidance_scale": settings["image_map_guidance_scale"]
         if opts.mode == "map2image" or redraw

@@ -34,6 +34,7 @@ SETTINGS = (
     "best_of",
     "avoid_touching",
     "separate_touching",
+    "colour_split",
     "seed",
     "generators",
 )

@@ -32,6 +32,7 @@ _SUMMARY = (
     "best_of",
     "avoid_touching",
     "separate_touching",
+    "colour_split",
     "seed",
     "generators",
 )

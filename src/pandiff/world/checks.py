@@ -143,6 +143,53 @@ def separate_touching(pmap: PanopticMap, gap: int = 2, min_fraction: float = MIN
     return PanopticMap.from_codes(codes, pmap.table)
 
 
+# The colour-split check (:func:`colour_split_things`): a pixel is "another colour" when it lies
+# further than this from its instance's median colour (RGB units; the nearest two thing colours of
+# the built-in world lie further apart), and instances with fewer interior pixels are not judged.
+SPLIT_DISTANCE = 60.0
+SPLIT_MIN_PIXELS = 20
+
+
+def colour_split_things(
+    image: np.ndarray,
+    pmap: PanopticMap,
+    share: float,
+    distance: float = SPLIT_DISTANCE,
+    erode: int = 1,
+    min_pixels: int = SPLIT_MIN_PIXELS,
+    min_fraction: float = MIN_FRACTION,
+) -> int:
+    """How many thing instances of ``pmap`` the picture ``image`` (``H W 3`` uint8) paints in two
+    colours: more than ``share`` of the instance's interior pixels (its mask eroded by ``erode``
+    pixels, so the outline and the edge blur do not count) lie further than ``distance`` (RGB)
+    from the interior's median colour. Instances with fewer than ``min_pixels`` interior pixels
+    are not judged. ``share`` 0 or less judges nothing (returns 0).
+
+    Why: the built-in world paints each thing in one flat colour, so a thing of the map shown
+    half in one colour and half in another reads as two things (or a thing of another colour) to
+    a viewer or a detector while the map counts one; on the world's own pictures it never fires
+    (0 of 868 things in 400 val scenes at share 0.15). A COCO object is not one colour: this
+    check belongs to flat-coloured worlds."""
+    from scipy import ndimage
+
+    if share <= 0:
+        return 0
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
+        raise DataError(f"colour_split_things needs a square H W 3 picture, got shape {image.shape}")
+    pixels = image.astype(np.float32)
+    n = 0
+    for _, mask in thing_instances(pmap, min_fraction):
+        inner = _to_image_grid(mask, image.shape[0])
+        if erode > 0:
+            inner = ndimage.binary_erosion(inner, iterations=erode)
+        if inner.sum() < min_pixels:
+            continue
+        inside = pixels[inner]
+        far = np.linalg.norm(inside - np.median(inside, axis=0), axis=1) > distance
+        n += int(far.mean() > share)
+    return n
+
+
 def component_counts(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> dict[str, int]:
     """Connected components per thing category name (instance bits ignored)."""
     from scipy import ndimage
