@@ -256,8 +256,8 @@ def test_config_validation_names_the_key(tmp_path, tiny_pipeline_dir):
 
 def test_the_bundled_folder_loads_as_before():
     """The bundled folder's settings; keys it predates (steps) take the defaults, and keys added
-    since (redraw, one piece, image-side map guidance, self check, things apart) are off in a folder
-    without them."""
+    since (redraw, one piece, image-side map guidance, self check, things apart, bite, colour splits)
+    are off in a folder without them."""
     from pandiff.pipeline_config import DEFAULT_MODEL_DIR
 
     config = PipelineConfig.from_pretrained(DEFAULT_MODEL_DIR)
@@ -272,11 +272,14 @@ def test_the_bundled_folder_loads_as_before():
     assert (config.self_check, config.avoid_touching) == (4, True)
     # things still touching bitten 2 px apart before the redraw since session 24; off without the key
     assert config.separate_touching == 2
+    # pictures painting a thing in two colours drawn again since session 26; off without the key
+    assert config.colour_split == 0.15
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
-    del data["self_check"], data["avoid_touching"], data["separate_touching"]
+    del data["self_check"], data["avoid_touching"], data["separate_touching"], data["colour_split"]
     assert PipelineConfig.from_dict(data).self_check == 0
     assert PipelineConfig.from_dict(data).avoid_touching is False
     assert PipelineConfig.from_dict(data).separate_touching == 0
+    assert PipelineConfig.from_dict(data).colour_split == 0.0
     del data["redraw_image"]
     del data["one_piece_instances"]
     assert PipelineConfig.from_dict(data).redraw_image is False
