@@ -436,6 +436,11 @@ class PanopticDiffusionPipeline:
             raise ConfigError(f"avoid_touching must be True, False or None, got {avoid_touching!r}")
         return _given_or(avoid_touching, self.config.avoid_touching)
 
+    def draws_again(self, self_check: int | None = None, best_of: int | None = None) -> bool:
+        """Whether a prompt -> image + map call with these settings draws a failing sample again
+        (a self check, or best of K above 1): where the checks' extra criteria can act."""
+        return self.self_checks(self_check) > 0 or self.best_ofs(best_of) > 1
+
     def keeps_apart(
         self, avoid_touching: bool | None = None, self_check: int | None = None, best_of: int | None = None
     ) -> bool:
@@ -443,8 +448,7 @@ class PanopticDiffusionPipeline:
         folder's): :meth:`avoids_touching`, and a self check or best of K that draws again (without
         one it changes nothing). What ``generate``'s export, evaluation reports and synthesize
         manifests record."""
-        apart = self.avoids_touching(avoid_touching)
-        return apart and (self.self_checks(self_check) > 0 or self.best_ofs(best_of) > 1)
+        return self.avoids_touching(avoid_touching) and self.draws_again(self_check, best_of)
 
     def bite_apart(self, prompts: Sequence[str], maps: list[PanopticMap], gap: int) -> list[PanopticMap]:
         """``maps`` (one per prompt) with touching things bitten ``gap`` pixels apart where that
@@ -476,7 +480,7 @@ class PanopticDiffusionPipeline:
         else the folder's; 0 without a self check or best of K (nothing is drawn again). What
         ``generate``'s export, evaluation reports and synthesize manifests record."""
         share = checks.colour_split(_given_or(colour_split, self.config.colour_split))
-        return share if self.self_checks(self_check) > 0 or self.best_ofs(best_of) > 1 else 0.0
+        return share if self.draws_again(self_check, best_of) else 0.0
 
     def uint8_pictures(self, latents: torch.Tensor) -> np.ndarray:
         """``B H W 3`` uint8 pictures (on the CPU) of image latents ``B C h w``."""

@@ -454,9 +454,9 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     redraw = pipe.redraws(opts.redraw_image)
     tries = pipe.self_checks(opts.self_check)
     draws = pipe.best_ofs(opts.best_of)
-    apart = pipe.keeps_apart(opts.avoid_touching, opts.self_check, opts.best_of)
+    apart = pipe.keeps_apart(opts.avoid_touching, tries, draws)
     gap = pipe.separates(opts.separate_touching, redraw)
-    share = pipe.splits_colours(opts.colour_split, opts.self_check, opts.best_of)
+    share = pipe.splits_colours(opts.colour_split, tries, draws)
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
     config = {

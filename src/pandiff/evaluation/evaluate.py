@@ -490,6 +490,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         model = f"{DEFAULT_MODEL_DIR} (bundled)"
     else:
         model = str(opts.model)
+    checked_best_of = opts.best_of if opts.mode == "cogen" else 1  # downstream draws no best of K
     header = {
         "mode": opts.mode,
         "model": model,
@@ -507,15 +508,11 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "self_check": pipe.self_checks(opts.self_check) if sampled else None,
         "best_of": pipe.best_ofs(opts.best_of) if opts.mode == "cogen" else None,
         # recorded as it acted (downstream's synthesize draws with the self check only)
-        "avoid_touching": pipe.keeps_apart(
-            opts.avoid_touching, opts.self_check, opts.best_of if opts.mode == "cogen" else 1
-        )
+        "avoid_touching": pipe.keeps_apart(opts.avoid_touching, opts.self_check, checked_best_of)
         if sampled
         else None,
         "separate_touching": pipe.separates(opts.separate_touching, redraw) if sampled else None,
-        "colour_split": pipe.splits_colours(
-            opts.colour_split, opts.self_check, opts.best_of if opts.mode == "cogen" else 1
-        )
+        "colour_split": pipe.splits_colours(opts.colour_split, opts.self_check, checked_best_of)
         if sampled
         else None,
         # where an image is drawn for a given map: map -> image, the redraw
