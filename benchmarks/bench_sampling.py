@@ -35,20 +35,21 @@ if not args["batched"]:
     LockstepSampler.__init__ = separate
 prompt = "two red circles and a blue square on the grass"
 redraw, self_check, best_of, apart = args["redraw"], args["self_check"], args["best_of"], args["apart"]
-split = args["colour_split"]
+split, shapes = args["colour_split"], args["misshapen"]
 pipe(prompt, num_inference_steps=2, num_images=args["batch"], redraw_image=redraw, self_check=0)  # warm-up
 times, cpu = [], []
 for rep in range(args["repeats"]):
     t, c = time.perf_counter(), time.process_time()
     pipe(prompt, num_inference_steps=args["steps"], num_images=args["batch"],
          generator=torch.Generator().manual_seed(rep), redraw_image=redraw, self_check=self_check, best_of=best_of,
-         avoid_touching=apart, colour_split=split)
+         avoid_touching=apart, colour_split=split, misshapen=shapes)
     times.append(time.perf_counter() - t)
     cpu.append(time.process_time() - c)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"load_s": load_s, "call_s": min(times), "mean_s": sum(times) / len(times), "cpu_s": min(cpu),
                   "rss_mb": rss, "self_check": pipe.self_checks(self_check), "best_of": pipe.best_ofs(best_of),
-                  "apart": pipe.avoids_touching(apart), "split": pipe.splits_colours(split, self_check, best_of)}))
+                  "apart": pipe.avoids_touching(apart), "split": pipe.splits_colours(split, self_check, best_of),
+                  "shapes": pipe.flags_misshapen(shapes, self_check, best_of)}))
 """
 
 
@@ -94,6 +95,11 @@ def main() -> None:
         help="the checks also fail pictures painting a thing in two colours: 'model' (the folder's) or a "
         "share (0 = off); several: one row each. It only acts with a self check or best of K",
     )  # fmt: skip
+    p.add_argument(
+        "--misshapen", nargs="+", default=["model"],
+        help="the checks also draw again maps holding a thing no single world shape looks like: 'model' (the "
+        "folder's) or a ratio (0 = off); several: one row each. It only acts with a self check or best of K",
+    )  # fmt: skip
     p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--note", default="")
     args = p.parse_args()
@@ -101,11 +107,11 @@ def main() -> None:
         args.steps, args.batch, args.schedulers, args.precision = [20], [1], ["dpmsolver++"], ["bf16"]
     rows = []
     header = (
-        "| scheduler | precision | guidance forwards | redraw | self check | best of | things apart | colour split | steps | batch "
+        "| scheduler | precision | guidance forwards | redraw | self check | best of | things apart | colour split | misshapen | steps | batch "
         "| s / pair "
         "| mean s / pair | CPU s / pair | s / call | peak RSS MB | load s |"
     )
-    rule = "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    rule = "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     print(header)
     print(rule)
     configs = [
@@ -120,12 +126,14 @@ def main() -> None:
             "best_of": bo,
             "apart": ap,
             "colour_split": cs,
+            "misshapen": ms,
         }
         for rd in args.redraw
         for sc in args.self_check
         for bo in args.best_of
         for ap in args.avoid_touching
         for cs in args.colour_split
+        for ms in args.misshapen
         for s in args.schedulers
         for pr in args.precision
         for bt in (True, False)
@@ -138,11 +146,12 @@ def main() -> None:
         best_of = None if cfg["best_of"] == "model" else int(cfg["best_of"])
         worker = {**cfg, "redraw": REDRAW[cfg["redraw"]], "self_check": self_check, "best_of": best_of,
                   "apart": REDRAW[cfg["apart"]],
-                  "colour_split": None if cfg["colour_split"] == "model" else float(cfg["colour_split"])}  # fmt: skip
+                  "colour_split": None if cfg["colour_split"] == "model" else float(cfg["colour_split"]),
+                  "misshapen": None if cfg["misshapen"] == "model" else float(cfg["misshapen"])}  # fmt: skip
         res = run_one({**worker, "model": args.model, "repeats": args.repeats})
         row = (
             f"| {cfg['scheduler']} | {cfg['precision']} | {'batched' if cfg['batched'] else 'per branch'} "
-            f"| {cfg['redraw']} | {res['self_check']} | {res['best_of']} | {'on' if res['apart'] else 'off'} | {res['split']:g} "
+            f"| {cfg['redraw']} | {res['self_check']} | {res['best_of']} | {'on' if res['apart'] else 'off'} | {res['split']:g} | {res['shapes']:g} "
             f"| {cfg['steps']} | {cfg['batch']} "
             f"| {res['call_s'] / cfg['batch']:.3f} | {res['mean_s'] / cfg['batch']:.3f} "
             f"| {res['cpu_s'] / cfg['batch']:.3f} | {res['call_s']:.3f} "

@@ -145,6 +145,8 @@ def test_map_to_image_and_segment(tiny_pipeline_dir, export, tmp_path):
         (["--separate-touching", "17"], "--separate-touching must be >= 0 and <= 16"),
         (["--colour-split", "-0.1"], "--colour-split must be >= 0 and <= 0.99"),
         (["--colour-split", "1"], "--colour-split must be >= 0 and <= 0.99"),
+        (["--misshapen", "-0.1"], "--misshapen must be >= 0 and <= 1"),
+        (["--misshapen", "1.5"], "--misshapen must be >= 0 and <= 1"),
     ],
 )
 def test_bad_options(tiny_pipeline_dir, tmp_path, capsys, args, message):
@@ -328,3 +330,15 @@ def test_colour_split_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_p
     assert [k["colour_split"] for k in pipeline_calls] == [0.2, 0.2, 0.2]
     info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
     assert [i["colour_split"] for i in info] == [0.2, 0.2, 0.0]
+
+
+def test_misshapen_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
+    """--misshapen RATIO reaches the call and is recorded as it acted: the ratio with a self check
+    or best of K, 0 without one (the tiny folder checks nothing)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["misshapen"] == 0.0
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--self-check", "1", "--misshapen", "0.9") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--best-of", "2", "--misshapen", "0.9") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "c", "--misshapen", "0.9") == 0
+    assert [k["misshapen"] for k in pipeline_calls] == [0.9, 0.9, 0.9]
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
+    assert [i["misshapen"] for i in info] == [0.9, 0.9, 0.0]

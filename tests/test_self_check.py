@@ -16,6 +16,7 @@ from pandiff.pipeline import PanopticDiffusionPipeline
 from pandiff.self_check import (
     CONSISTENCY_TIMESTEPS,
     PROMPT_WEIGHT,
+    SHAPE_WEIGHT,
     best_of,
     count_disagreement,
     instance_match,
@@ -152,6 +153,33 @@ def test_map_score_ranks_touching_things_below_any_prompt_failure():
     one_each = parse_prompt("a circle and a star on the grass", WORLD)
     assert map_score(_scene([("circle", 2, 12), ("star", 10, 12)]), one_each, avoid_touching=True) == 1
     assert map_score(_scene([("circle", 2, 12), ("star", 20, 12)]), one_each, avoid_touching=True) == 0
+
+
+def _fused_pair(stuff="grass", size=32):
+    """Two 8 px squares overlapping by 4 px diagonally, one square instance: a blob no single world
+    square looks like (112 pixels on a hull of 128: solidity 0.875)."""
+    category = np.full((size, size), WORLD.index_of_name(stuff))
+    instance = np.zeros((size, size), dtype=int)
+    category[2:10, 2:10] = category[6:14, 6:14] = WORLD.index_of_name("square")
+    instance[2:10, 2:10] = instance[6:14, 6:14] = 1
+    return PanopticMap(category, instance, WORLD)
+
+
+def test_map_score_ranks_misshapen_things_between_prompt_failures_and_touching():
+    """misshapen: each thing no single world shape of its category looks like adds SHAPE_WEIGHT,
+    below any failure against the prompt and above touching pairs; off (0) it adds nothing."""
+    fused = _fused_pair()
+    one = parse_prompt("a square on the grass", WORLD)
+    assert map_failures(fused, one) == 0 and map_score(fused, one) == 0
+    assert map_score(fused, one, misshapen=0.95) == SHAPE_WEIGHT
+    assert map_score(fused, one, misshapen=0.8) == 0  # 0.875 is above 0.8 of the square's 1.0
+    assert map_score(fused, one, avoid_touching=True, misshapen=0.0) == 0
+    whole = _scene([("square", 2, 12)])
+    assert map_score(whole, one, misshapen=0.95) == 0
+    two = parse_prompt("two squares on the grass", WORLD)
+    assert map_score(fused, two, misshapen=0.95) == PROMPT_WEIGHT + SHAPE_WEIGHT
+    touching = _scene([("square", 2, 12), ("square", 10, 12)])
+    assert map_score(touching, two, avoid_touching=True, misshapen=0.95) == 1 < SHAPE_WEIGHT
 
 
 def test_the_relation_rule_takes_the_axis_of_the_larger_offset():
@@ -429,6 +457,35 @@ def test_keeps_apart_only_where_something_draws_again(pipe):
         pipe.keeps_apart("yes", self_check=0)
 
 
+def test_self_check_misshapen_draws_a_misshapen_map_again(pipe, monkeypatch):
+    """misshapen: a co-generated map holding a misshapen thing (row 0's first draw) fails the
+    self check, so that row alone is drawn again; off, the same maps pass and the call is the plain
+    one."""
+    import pandiff.self_check as sc
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    kwargs = {"num_inference_steps": 2, "redraw_image": False, "self_check": 2}
+    plain = pipe(PROMPTS, generator=_gens(2), **{**kwargs, "self_check": 0})
+    monkeypatch.setattr(sc, "map_failures", lambda m, spec, exhaustive: 0)
+    monkeypatch.setattr(sc, "count_disagreement", lambda drawn, seen: 0)
+    script, ratios = iter([1, 0, 0]), []
+
+    def misshapen(pmap, ratio):
+        ratios.append(ratio)
+        return next(script, 0) if ratio > 0 else 0
+
+    monkeypatch.setattr(sc.wc, "misshapen_things", misshapen)
+    rows = _counting(monkeypatch, LockstepSampler, "sample")
+    same = pipe(PROMPTS, generator=_gens(2), misshapen=0.0, **kwargs)
+    assert rows == [2] and ratios == []  # off: nothing judged
+    redone = pipe(PROMPTS, generator=_gens(2), misshapen=0.95, **kwargs)
+    assert rows == [2, 2, 1] and ratios == [0.95] * 3
+    for i in range(2):
+        assert np.array_equal(np.asarray(same.images[i]), np.asarray(plain.images[i]))
+    assert not np.array_equal(np.asarray(redone.images[0]), np.asarray(plain.images[0]))
+    assert np.array_equal(np.asarray(redone.images[1]), np.asarray(plain.images[1]))
+
+
 def test_self_check_setting_is_validated_and_defaults_to_the_folder(pipe):
     assert pipe.config.self_check == 0 and pipe.self_checks() == 0
     assert pipe.self_checks(3) == 3
@@ -698,16 +755,29 @@ def test_best_of_ranks_split_pictures_after_map_failures_and_before_the_picture_
         )
 
 
-def test_colour_split_setting_is_validated_defaults_to_the_folder_and_needs_a_check(pipe, tiny_pipeline_dir):
+@pytest.mark.parametrize(
+    ("key", "acting", "value", "bad"),
+    [
+        ("colour_split", "splits_colours", 0.15, (-0.1, 1.0, float("nan"), "0.1", True)),
+        ("misshapen", "flags_misshapen", 0.95, (-0.1, 1.5, float("nan"), "0.9", True)),
+    ],
+)
+def test_picture_and_shape_settings_are_validated_default_to_the_folder_and_need_a_check(
+    pipe, tiny_pipeline_dir, key, acting, value, bad
+):
+    """colour_split and misshapen: off in older folders, the given value where something is drawn
+    again (a self check or best of K), 0 where nothing is, bad values named on the call and in a
+    folder."""
     from pandiff.pipeline_config import PipelineConfig
 
-    assert pipe.config.colour_split == 0.0 and pipe.splits_colours(None, 2) == 0.0  # older folders: off
-    assert pipe.splits_colours(0.15, 2) == 0.15 and pipe.splits_colours(0.15, 0, 3) == 0.15
-    assert pipe.splits_colours(0.15, 0, 1) == 0.0  # nothing drawn again: it cannot act
-    for bad in (-0.1, 1.0, float("nan"), "0.1", True):
-        with pytest.raises(ConfigError, match="colour_split"):
-            pipe("a red circle", num_inference_steps=1, self_check=1, colour_split=bad)
+    given = getattr(pipe, acting)
+    assert getattr(pipe.config, key) == 0.0 and given(None, 2) == 0.0  # older folders: off
+    assert given(value, 2) == value and given(value, 0, 3) == value
+    assert given(value, 0, 1) == 0.0  # nothing drawn again: it cannot act
+    for wrong in bad:
+        with pytest.raises(ConfigError, match=key):
+            pipe("a red circle", num_inference_steps=1, self_check=1, **{key: wrong})
     data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
-    assert PipelineConfig.from_dict({**data, "colour_split": 0.2}).colour_split == 0.2
-    with pytest.raises(ConfigError, match="'colour_split'"):
-        PipelineConfig.from_dict({**data, "colour_split": -1})
+    assert getattr(PipelineConfig.from_dict({**data, key: 0.5}), key) == 0.5
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        PipelineConfig.from_dict({**data, key: -1})

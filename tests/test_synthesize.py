@@ -400,10 +400,20 @@ def test_best_of_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, tiny_
         synthesize(options(out, prompts_file, n=4, best_of=1, redraw_image=True, resume=True), pipe=tiny_pipe)
 
 
-def test_avoid_touching_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, tiny_pipe, prompts_file):
+def test_avoid_touching_pairs_are_the_pipelines_and_the_setting_is_kept(
+    tmp_path, tiny_pipe, prompts_file, monkeypatch
+):
     """With the self check and avoid_touching the pairs are the pipeline's (same generators), the
     setting is recorded, and --resume refuses to mix it with pairs drawn without it; without a
     check it changes nothing and is recorded as off."""
+    import pandiff.self_check as sc
+
+    # The random model's maps fail the prompt anyway, and whether touching things then break a tie
+    # depends on its numerics (bf16 differs between CPUs): every map passes the prompt and counts
+    # one touching pair instead, so with the setting every row is drawn again, without it none is.
+    monkeypatch.setattr(sc, "map_failures", lambda m, spec, exhaustive: 0)
+    monkeypatch.setattr(sc, "count_disagreement", lambda drawn, seen: 0)
+    monkeypatch.setattr(sc.wc, "touching_pairs", lambda pmap, **kw: 1)
     out = tmp_path / "apart"
     synthesize(
         options(out, prompts_file, n=4, self_check=1, avoid_touching=True, redraw_image=True), pipe=tiny_pipe
@@ -448,31 +458,37 @@ def test_separate_touching_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_p
     assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["separate_touching"] == 0
 
 
-def test_colour_split_pairs_are_the_pipelines_and_the_setting_is_kept(
-    tmp_path, tiny_pipe, prompts_file, monkeypatch
+@pytest.mark.parametrize(
+    ("key", "check", "value"),
+    [("colour_split", "colour_split_things", 0.15), ("misshapen", "misshapen_things", 0.9)],
+)
+def test_checked_setting_pairs_are_the_pipelines_and_the_setting_is_kept(
+    tmp_path, tiny_pipe, prompts_file, monkeypatch, key, check, value
 ):
-    """With the self check and colour_split the pairs are the pipeline's (same generators, split
-    pictures drawn again), the share reaches the check and is recorded, and --resume refuses to mix
-    it with pairs drawn without it; without a check it changes nothing and is recorded as 0."""
+    """With the self check and colour_split (a picture check) or misshapen (a map check) the pairs
+    are the pipeline's (same generators, flagged samples drawn again), the value reaches the check
+    and is recorded, and --resume refuses to mix it with pairs drawn without it; without a check it
+    changes nothing and is recorded as 0."""
     import pandiff.self_check as sc
 
-    # the random model's maps hold no thing to judge: a rule of the picture alone stands in for
-    # the check (the same picture gets the same verdict in synthesize and in the pipeline)
-    shares = []
+    # the random model's maps hold no thing to judge: a rule of the picture (colour split) or of
+    # the map (misshapen) stands in for the check (the same input gets the same verdict in
+    # synthesize and in the pipeline)
+    values = []
 
-    def split(image, pmap, share):
-        shares.append(share)
-        return int(image.sum()) % 2
+    def rule(first, *rest):
+        values.append(rest[-1])
+        return int(np.asarray(getattr(first, "category", first)).sum()) % 2
 
-    monkeypatch.setattr(sc.wc, "colour_split_things", split)
-    out = tmp_path / "split"
+    monkeypatch.setattr(sc.wc, check, rule)
+    out = tmp_path / "checked"
     kw = {"self_check": 1, "redraw_image": True}
-    synthesize(options(out, prompts_file, n=4, colour_split=0.15, **kw), pipe=tiny_pipe)
-    assert shares and set(shares) == {0.15}  # every picture of the run was judged at the share
-    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["colour_split"] == 0.15
-    _written_pairs_are_the_pipelines(out, tiny_pipe, colour_split=0.15, self_check=1)
-    with pytest.raises(ConfigError, match="colour_split 0.15 -> 0.0"):
-        synthesize(options(out, prompts_file, n=4, colour_split=0.0, resume=True, **kw), pipe=tiny_pipe)
+    synthesize(options(out, prompts_file, n=4, **{key: value}, **kw), pipe=tiny_pipe)
+    assert values and set(values) == {value}  # every sample of the run was judged at the value
+    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"][key] == value
+    _written_pairs_are_the_pipelines(out, tiny_pipe, self_check=1, **{key: value})
+    with pytest.raises(ConfigError, match=f"{key} {value} -> 0.0"):
+        synthesize(options(out, prompts_file, n=4, resume=True, **{key: 0.0}, **kw), pipe=tiny_pipe)
     plain = tmp_path / "plain"
-    synthesize(options(plain, prompts_file, n=2, self_check=0, colour_split=0.15), pipe=tiny_pipe)
-    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["colour_split"] == 0.0
+    synthesize(options(plain, prompts_file, n=2, self_check=0, **{key: value}), pipe=tiny_pipe)
+    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"][key] == 0.0

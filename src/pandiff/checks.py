@@ -80,6 +80,13 @@ def colour_split(value: Any, name: str = "colour_split") -> float:
     return float(number(value, name, 0.0, 0.99, hint=" (0 = off)"))
 
 
+def misshapen(value: Any, name: str = "misshapen") -> float:
+    """The misshapen-thing check's ratio (:func:`pandiff.world.checks.misshapen_things`): a thing
+    whose solidity is below this ratio times the least, or above the most over this ratio, of
+    single world shapes of its category fails its map; 0 (off) to 1."""
+    return float(number(value, name, 0.0, 1.0, hint=" (0 = off)"))
+
+
 def seed(value: Any, name: str = "--seed") -> int:
     return number(value, name, 0, MAX_SEED, integer=True)
 

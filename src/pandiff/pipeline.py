@@ -482,6 +482,17 @@ class PanopticDiffusionPipeline:
         share = checks.colour_split(_given_or(colour_split, self.config.colour_split))
         return share if self.draws_again(self_check, best_of) else 0.0
 
+    def flags_misshapen(
+        self, misshapen: float | None = None, self_check: int | None = None, best_of: int | None = None
+    ) -> float:
+        """The ratio with which a prompt -> image + map call with these settings also fails a
+        co-generated map holding a thing no single world shape of its category looks like by its
+        solidity (:func:`pandiff.world.checks.misshapen_things`): the given ``misshapen`` (checked), else
+        the folder's; 0 without a self check or best of K (nothing is drawn again). What
+        ``generate``'s export, evaluation reports and synthesize manifests record."""
+        ratio = checks.misshapen(_given_or(misshapen, self.config.misshapen))
+        return ratio if self.draws_again(self_check, best_of) else 0.0
+
     def uint8_pictures(self, latents: torch.Tensor) -> np.ndarray:
         """``B H W 3`` uint8 pictures (on the CPU) of image latents ``B C h w``."""
         pixels = self.codec.decode(latents)  # B 3 S S in [-1, 1]
@@ -538,6 +549,7 @@ class PanopticDiffusionPipeline:
         avoid_touching: bool | None = None,
         separate_touching: int | None = None,
         colour_split: float | None = None,
+        misshapen: float | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -589,6 +601,13 @@ class PanopticDiffusionPipeline:
                 :func:`pandiff.world.checks.colour_split_things`) fails its check against the map
                 too, so it is drawn again (ranked below, with best of K). 0 is off; None takes the
                 folder's.
+            misshapen: with ``self_check`` or ``best_of``, beyond the paper, for the built-in
+                world's shapes: a co-generated map holding a thing whose solidity (area over
+                convex hull) is below this ratio times the least, or above the most over this
+                ratio, of single world shapes of its category (two shapes fused into one
+                instance, a tangle, a cross drawn as a blob) fails its check, ranked below the
+                failures against the prompt and above touching things
+                (:func:`pandiff.world.checks.misshapen_things`). 0 is off; None takes the folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -632,12 +651,13 @@ class PanopticDiffusionPipeline:
         apart = self.avoids_touching(avoid_touching)
         gap = self.separates(separate_touching, redraw)
         share = self.splits_colours(colour_split, tries, draws)
+        shapes = self.flags_misshapen(misshapen, tries, draws)
         if draws > 1 and maps_in is None and images_in is None:
             from pandiff.self_check import ranked_sample
 
             latents, maps = ranked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart, gap,
-                share,
+                share, shapes,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         if tries and maps_in is None and images_in is None:
@@ -645,7 +665,7 @@ class PanopticDiffusionPipeline:
 
             latents, maps = self_checked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart, gap,
-                share,
+                share, shapes,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         sampler = self.sampler()

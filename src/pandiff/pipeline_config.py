@@ -73,6 +73,12 @@ class PipelineConfig:
             colour before the picture fails its check against the map
             (:func:`pandiff.world.checks.colour_split_things`); 0, the default of older folders,
             is off.
+        misshapen: beyond the paper, for the built-in world's shapes, with ``self_check`` or
+            ``best_of``: a co-generated map holding a thing whose solidity lies outside the range
+            of single world shapes of its category, widened by this ratio (two shapes fused into
+            one, a tangle, a cross drawn as a blob), fails its check
+            (:func:`pandiff.world.checks.misshapen_things`); 0, the default of older folders, is
+            off.
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -97,6 +103,7 @@ class PipelineConfig:
     avoid_touching: bool = False
     separate_touching: int = 0
     colour_split: float = 0.0
+    misshapen: float = 0.0
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -128,6 +135,7 @@ class PipelineConfig:
         checks.best_of(self.best_of, "'best_of'")
         checks.separate_touching(self.separate_touching, "'separate_touching'")
         checks.colour_split(self.colour_split, "'colour_split'")
+        checks.misshapen(self.misshapen, "'misshapen'")
         for key in ("scheduler", "map_scheduler"):
             name = getattr(self, key)
             if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):

@@ -61,6 +61,18 @@ one generator per prompt) image-judged adherence rose from 79.5% to 84.0% (seed 
 81.4% to 85.0% (18 won, 0 lost). A COCO object is not one colour, so it is a folder setting, off
 unless a folder sets it (the bundled folder sets 0.15).
 
+**Misshapen things** (``misshapen``, a ratio): a co-generated map can be right by count and still
+hold a thing no single world shape looks like: two triangles fused into one instance with two
+peaks, a star tangled into a circle, a cross as round as a disc. The picture drawn for it then
+shows two things, a blob or another shape. With ``misshapen`` > 0 such a map fails its check
+(:func:`pandiff.world.checks.misshapen_things`: a thing whose solidity, its area over its convex
+hull's, lies below that ratio times the least or above the most over that ratio of single world
+shapes of its category), weighed by :func:`weigh` below every failure against the prompt and above
+touching things (:data:`SHAPE_WEIGHT`). On the built-in world (all 500 val prompts, one generator
+per prompt, seed 1) image-judged adherence rose from 83.6% to 87.2% at ratio 0.95 (24 scenes won, 6
+lost; McNemar p = 0.001). The ranges come from the world's own shapes, so it is a folder setting,
+off unless a folder sets it (the bundled folder sets 0.95).
+
 Prompts are read with the model's
 category names, simple plurals and the count words ``a``/``an``/``one`` ... ``ten``; a word
 outside them is ignored, so a prompt the reader cannot parse is simply not checked against.
@@ -258,21 +270,33 @@ def map_failures(pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True) -
 PROMPT_WEIGHT = 1000
 
 
+# A misshapen thing outweighs this many touching pairs: touching things can still be bitten
+# apart before the redraw, a thing no single shape looks like is drawn as it is.
+SHAPE_WEIGHT = 30
+
+
 def map_score(
-    pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True, avoid_touching: bool = False
+    pmap: PanopticMap,
+    spec: PromptSpec,
+    exhaustive: bool = True,
+    avoid_touching: bool = False,
+    misshapen: float = 0.0,
 ) -> int:
     """The self check's score of a co-generated map, lower is better and 0 passes:
-    :func:`map_failures`, and with ``avoid_touching`` those times :data:`PROMPT_WEIGHT` plus the
-    map's pairs of touching things of any categories (:func:`pandiff.world.checks.touching_pairs`)."""
-    return weigh(map_failures(pmap, spec, exhaustive), pmap, avoid_touching)
+    :func:`map_failures`; with ``avoid_touching`` or ``misshapen`` > 0, those times
+    :data:`PROMPT_WEIGHT` plus the map's pairs of touching things of any categories
+    (:func:`pandiff.world.checks.touching_pairs`, with ``avoid_touching``) and :data:`SHAPE_WEIGHT`
+    times its misshapen things (:func:`pandiff.world.checks.misshapen_things` at that ratio)."""
+    return weigh(map_failures(pmap, spec, exhaustive), pmap, avoid_touching, misshapen)
 
 
-def weigh(failures: int, pmap: PanopticMap, avoid_touching: bool) -> int:
+def weigh(failures: int, pmap: PanopticMap, avoid_touching: bool, misshapen: float = 0.0) -> int:
     """``failures`` (against the prompt or the picture) as :func:`map_score` weighs them."""
-    if not avoid_touching:
+    if not avoid_touching and misshapen <= 0:
         return int(failures)
-    touching = wc.touching_pairs(pmap, same_category=False)
-    return PROMPT_WEIGHT * int(failures) + min(touching, PROMPT_WEIGHT - 1)
+    touching = wc.touching_pairs(pmap, same_category=False) if avoid_touching else 0
+    shapes = wc.misshapen_things(pmap, misshapen) if misshapen > 0 else 0
+    return PROMPT_WEIGHT * int(failures) + min(SHAPE_WEIGHT * shapes + touching, PROMPT_WEIGHT - 1)
 
 
 def bite_apart(
@@ -355,7 +379,7 @@ def _cogenerate(pipe, text, empty, settings, cleanup, generator, progress):
 
 def self_checked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress, avoid_touching=False,
-    separate=0, colour_split=0.0,
+    separate=0, colour_split=0.0, misshapen=0.0,
 ):  # fmt: skip
     """Prompt -> image + map with the self check: the pipeline's co-generation (and redraw), each
     stage drawn again by :func:`best_of` for the rows that fail.
@@ -396,7 +420,7 @@ def self_checked_sample(
         if not redraw:
             seen = image_disagreement(idx, torch.stack([lat for lat, _ in draws]), [m for _, m in draws])
             wrong = [w + s for w, s in zip(wrong, seen)]
-        return [weigh(w, m, avoid_touching) for w, (_, m) in zip(wrong, draws)]
+        return [weigh(w, m, avoid_touching, misshapen) for w, (_, m) in zip(wrong, draws)]
 
     draws, _ = best_of(len(prompts), cogenerate, cogen_failures, tries)
     maps = [m for _, m in draws]
@@ -480,7 +504,7 @@ def rank_best(
 
 def ranked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, draws, generator, progress, avoid_touching=False,
-    separate=0, colour_split=0.0,
+    separate=0, colour_split=0.0, misshapen=0.0,
 ):  # fmt: skip
     """Prompt -> image + map as the best of ``draws`` whole samples per row (co-generation, and
     the redraw when ``redraw``), ranked by :func:`rank_best` on the row's map failures against the
@@ -516,7 +540,9 @@ def ranked_sample(
             {
                 "latents": latents,
                 "maps": maps,
-                "failures": [map_score(m, s, exhaustive, avoid_touching) for m, s in zip(maps, specs)],
+                "failures": [
+                    map_score(m, s, exhaustive, avoid_touching, misshapen) for m, s in zip(maps, specs)
+                ],
                 "match": [instance_match(m, s) for m, s in zip(maps, seen)],
                 "error": map_consistency(pipe, latents, maps, text, noise),
                 "splits": colour_splits(pipe, latents, maps, colour_split),

@@ -52,7 +52,7 @@ _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
     "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
-    "best_of", "avoid_touching", "separate_touching", "colour_split",
+    "best_of", "avoid_touching", "separate_touching", "colour_split", "misshapen",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {
@@ -64,6 +64,7 @@ _LEGACY = {
     "avoid_touching": False,
     "separate_touching": 0,
     "colour_split": 0.0,
+    "misshapen": 0.0,
 }
 
 
@@ -94,6 +95,7 @@ class SynthesizeOptions:
     avoid_touching: bool | None = None  # the checks also redraw maps with touching things; None: the folder's
     separate_touching: int | None = None  # gap (px) touching things are bitten apart by before the redraw
     colour_split: float | None = None  # with the checks, a picture painting a thing in two colours fails
+    misshapen: float | None = None  # with the checks, a map holding a misshapen thing fails
     scheduler: str | None = None
     map_scheduler: str | None = None  # None: scheduler's, else the model's
     split: str = "train"
@@ -250,6 +252,7 @@ def sample_pairs(
     avoid_touching: bool = False,
     separate: int = 0,
     colour_split: float = 0.0,
+    misshapen: float = 0.0,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -265,7 +268,8 @@ def sample_pairs(
     are returned decoded and cleaned, and the bits are None (the writer uses the maps).
     ``separate`` > 0 (with ``redraw``) bites touching things that many pixels apart before the
     redraw, as the pipeline's ``separate_touching`` does; ``colour_split`` > 0 (with the checks) also
-    fails pictures that paint a thing of their map in two colours, as the pipeline's does."""
+    fails pictures that paint a thing of their map in two colours and ``misshapen`` > 0 maps holding
+    a thing no single world shape looks like, as the pipeline's do."""
     text, empty = pipe._encode_prompts(prompts)
     if draws > 1 or tries > 0:
         from pandiff.self_check import ranked_sample, self_checked_sample
@@ -273,7 +277,7 @@ def sample_pairs(
         sample, n = (ranked_sample, draws) if draws > 1 else (self_checked_sample, tries)
         latents, maps = sample(
             pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False, avoid_touching,
-            separate, colour_split,
+            separate, colour_split, misshapen,
         )  # fmt: skip
         return pipe.uint8_pictures(latents), None, maps
     out = pipe.sampler().sample(
@@ -353,7 +357,7 @@ def _writer_pool(workers: int, writer: PairWriter):
 
 def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
                settings: dict, cleanup: MapCleanup, progress, redraw: bool = False, tries: int = 0, draws: int = 1,
-               apart: bool = False, gap: int = 0, share: float = 0.0) -> int:  # fmt: skip
+               apart: bool = False, gap: int = 0, share: float = 0.0, shapes: float = 0.0) -> int:  # fmt: skip
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
     are held at once (one being sampled, one being written), whatever ``n`` is."""
     p = paths(opts.out, opts.split)
@@ -377,7 +381,7 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
             gens = pair_generators(opts.seed, idx)
             images, bits, maps = sample_pairs(
-                pipe, texts, gens, settings, cleanup, redraw, tries, draws, apart, gap, share
+                pipe, texts, gens, settings, cleanup, redraw, tries, draws, apart, gap, share, shapes
             )
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)
@@ -457,6 +461,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     apart = pipe.keeps_apart(opts.avoid_touching, tries, draws)
     gap = pipe.separates(opts.separate_touching, redraw)
     share = pipe.splits_colours(opts.colour_split, tries, draws)
+    shapes = pipe.flags_misshapen(opts.misshapen, tries, draws)
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
     config = {
@@ -465,7 +470,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
         "self_check": tries, "best_of": draws, "avoid_touching": apart,
-        "separate_touching": gap, "colour_split": share, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
+        "separate_touching": gap, "colour_split": share, "misshapen": shapes, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
@@ -487,7 +492,21 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     with tqdm(total=total, unit="pair", desc=f"synthesize [{state.process_index + 1}/{state.num_processes}]",
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
         written = run_shards(
-            pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw, tries, draws, apart, gap, share
+            pipe,
+            opts,
+            prompts,
+            mine,
+            shards,
+            settings,
+            cleanup,
+            bar,
+            redraw,
+            tries,
+            draws,
+            apart,
+            gap,
+            share,
+            shapes,
         )
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()

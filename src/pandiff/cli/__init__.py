@@ -200,6 +200,17 @@ def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
         "than 60 RGB from its median colour) fails its check against the map too, so it is drawn "
         "again (beyond the paper; 0 = off; default: the model's; the bundled model: 0.15)",
     )
+    p.add_argument(
+        "--misshapen",
+        type=finite_float,
+        default=None,
+        metavar="RATIO",
+        help="prompt -> image + map, with --self-check or --best-of, for the built-in world's shapes: a "
+        "co-generated map holding a thing whose solidity (area over convex hull) is below RATIO times the "
+        "least, or above the most over RATIO, of single world shapes of its category (two shapes fused "
+        "into one, a cross drawn as a blob) fails its check and is drawn again (beyond the paper; 0 = "
+        "off; default: the model's)",
+    )
 
 
 def check_self_check_arguments(args: argparse.Namespace) -> None:
@@ -214,6 +225,8 @@ def check_self_check_arguments(args: argparse.Namespace) -> None:
         checks.separate_touching(args.separate_touching, "--separate-touching")
     if getattr(args, "colour_split", None) is not None:
         checks.colour_split(args.colour_split, "--colour-split")
+    if getattr(args, "misshapen", None) is not None:
+        checks.misshapen(args.misshapen, "--misshapen")
 
 
 def add_one_piece_argument(p: argparse.ArgumentParser) -> None:

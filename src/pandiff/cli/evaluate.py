@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         avoid_touching=args.avoid_touching,
         separate_touching=args.separate_touching,
         colour_split=args.colour_split,
+        misshapen=args.misshapen,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,

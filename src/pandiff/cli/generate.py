@@ -158,6 +158,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             avoid_touching=getattr(args, "avoid_touching", None),
             separate_touching=getattr(args, "separate_touching", None),
             colour_split=getattr(args, "colour_split", None),
+            misshapen=getattr(args, "misshapen", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -187,6 +188,9 @@ def _run(args, image: Image.Image | None = None) -> int:
         )
         info["colour_split"] = pipe.splits_colours(  # recorded as it acted
             getattr(args, "colour_split", None), info["self_check"], info["best_of"]
+        )
+        info["misshapen"] = pipe.flags_misshapen(  # recorded as it acted
+            getattr(args, "misshapen", None), info["self_check"], info["best_of"]
         )
     if image is None and (pmap is not None or info.get("redraw_image")):
         info["image_map_guidance_scale"] = settings["image_map_guidance_scale"]

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         redraw_image=args.redraw_image, image_map_guidance=args.image_map_guidance, self_check=args.self_check, best_of=args.best_of,
         avoid_touching=args.avoid_touching, separate_touching=args.separate_touching,
         colour_split=args.colour_split,
+        misshapen=args.misshapen,
         scheduler=args.scheduler, map_scheduler=args.map_scheduler, split=args.split, shard_size=args.shard_size,
         workers=default_workers(args.device) if args.workers is None else args.workers,
         progress=not args.no_progress,

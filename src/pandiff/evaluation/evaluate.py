@@ -62,6 +62,8 @@ class EvaluationOptions:
     separate_touching: int | None = None
     # cogen with a self check or best of K: a picture painting a thing in two colours fails (None: the model's)
     colour_split: float | None = None
+    # cogen with a self check or best of K: a map holding a misshapen thing fails (None: the model's)
+    misshapen: float | None = None
     batch: int = 16
     seed: int = 0
     # "shared": one generator for the whole run (the reports before session 23); "per-sample": one
@@ -147,6 +149,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "avoid_touching": opts.avoid_touching,
                 "separate_touching": opts.separate_touching,
                 "colour_split": opts.colour_split,
+                "misshapen": opts.misshapen,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
                 "image_map_guidance_scale": opts.image_map_guidance,
@@ -412,7 +415,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             redraw_image=opts.redraw_image, image_map_guidance=opts.image_map_guidance,
             self_check=opts.self_check, avoid_touching=opts.avoid_touching,
             separate_touching=opts.separate_touching, colour_split=opts.colour_split,
-            progress=opts.progress,
+            misshapen=opts.misshapen, progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
         generated = load_split(f"{tmp}/generated", "train", pipe.image_size)
@@ -513,6 +516,9 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         else None,
         "separate_touching": pipe.separates(opts.separate_touching, redraw) if sampled else None,
         "colour_split": pipe.splits_colours(opts.colour_split, opts.self_check, checked_best_of)
+        if sampled
+        else None,
+        "misshapen": pipe.flags_misshapen(opts.misshapen, opts.self_check, checked_best_of)
         if sampled
         else None,
         # where an image is drawn for a given map: map -> image, the redraw

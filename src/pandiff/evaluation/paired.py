@@ -35,6 +35,7 @@ SETTINGS = (
     "avoid_touching",
     "separate_touching",
     "colour_split",
+    "misshapen",
     "seed",
     "generators",
 )

@@ -33,6 +33,7 @@ _SUMMARY = (
     "avoid_touching",
     "separate_touching",
     "colour_split",
+    "misshapen",
     "seed",
     "generators",
 )

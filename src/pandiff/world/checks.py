@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,83 @@ def colour_split_things(
         inside = pixels[inner]
         far = np.linalg.norm(inside - np.median(inside, axis=0), axis=1) > distance
         n += int(far.mean() > share)
+    return n
+
+
+# Where the least solid single shape of each world category is looked for: the world's radii
+# (both size words' ranges, as fractions of the picture side) over sub-pixel centre offsets.
+SOLIDITY_RADII = tuple(np.linspace(0.1, 0.205, 15))
+SOLIDITY_OFFSETS = tuple(np.linspace(0.0, 1.0, 5, endpoint=False))
+
+
+def solidity(mask: np.ndarray) -> float:
+    """A mask's area over the area of the convex hull of its pixels (each pixel a unit square):
+    1 for a convex shape, lower for a notched, hollow or two-lobed one; 1.0 for an empty mask.
+
+    Written by hand: scipy gives the hull, and the region-property libraries that compute this
+    (scikit-image, OpenCV) are not dependencies of pandiff."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(mask.any(1))
+    if len(rows) == 0:
+        return 1.0
+    # The hull of a row's pixels is spanned by its outermost two: their corners suffice.
+    left = mask[rows].argmax(1)
+    right = mask.shape[1] - mask[rows, ::-1].argmax(1)
+    corners = np.concatenate([np.stack([x, rows + dy], 1) for x in (left, right) for dy in (0, 1)])
+    try:
+        hull = ConvexHull(corners.astype(np.float64))
+    except QhullError:  # cannot happen for unit squares; a mask is then as solid as it gets
+        return 1.0
+    return float(mask.sum() / hull.volume)  # in 2-D a hull's volume is its area
+
+
+@lru_cache(maxsize=8)
+def shape_solidity_range(size: int) -> dict[str, tuple[float, float]]:
+    """The least and the most :func:`solidity` of one whole world shape of each category drawn on
+    a ``size`` pixel grid, over the world's radii (:data:`SOLIDITY_RADII`) and sub-pixel centres:
+    what a single, unoccluded thing of that category can look like on a map of that side (64 px:
+    circle 0.92-0.96, square 1.0, triangle 0.84-0.92, star 0.52-0.66, cross 0.66-0.81)."""
+    from pandiff.world.drawing import THING_SHAPES, Thing, shape_mask
+
+    if size < 8:
+        raise DataError(f"shape solidities need a grid of at least 8 pixels, got {size}")
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    centre = size / 2
+    ranges = {}
+    for shape in THING_SHAPES:
+        values = [
+            solidity(shape_mask(Thing(shape, "red", "small", centre + ox, centre + oy, r * size), xx, yy))
+            for r in SOLIDITY_RADII
+            for ox in SOLIDITY_OFFSETS
+            for oy in SOLIDITY_OFFSETS
+        ]
+        ranges[shape] = (min(values), max(values))
+    return ranges
+
+
+def misshapen_things(pmap: PanopticMap, ratio: float, min_fraction: float = MIN_FRACTION) -> int:
+    """How many thing instances of ``pmap`` no single world shape of their category looks like:
+    less solid than ``ratio`` times the least solid one (two shapes fused into one instance, a
+    tangle, a shape with a bite out of it), or more solid than the most solid one over ``ratio``
+    (a star or a cross drawn as a blob); :func:`shape_solidity_range` at the map's side.
+    Categories that are not world shapes are not judged; ``ratio`` 0 or less judges nothing
+    (returns 0).
+
+    Why: a map that is right by count can still hold a thing no single world shape looks like (a
+    triangle with two peaks, a cross as round as a circle), and the picture drawn for it then shows
+    two things, a blob or another shape. On the world's own maps no thing that touches no other
+    falls outside its range."""
+    if ratio <= 0:
+        return 0
+    ranges = shape_solidity_range(min(pmap.shape))
+    n = 0
+    for name, mask in thing_instances(pmap, min_fraction):
+        if name in ranges:
+            least, most = ranges[name]
+            value = solidity(mask)
+            n += value < ratio * least or value > most / ratio
     return n
 
 
