@@ -274,12 +274,17 @@ def test_the_bundled_folder_loads_as_before():
     assert config.separate_touching == 2
     # pictures painting a thing in two colours drawn again since session 26; off without the key
     assert config.colour_split == 0.15
+    # maps holding a thing no single world shape looks like drawn again since session 27; off
+    # without the key
+    assert config.misshapen == 0.95
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
     del data["self_check"], data["avoid_touching"], data["separate_touching"], data["colour_split"]
+    del data["misshapen"]
     assert PipelineConfig.from_dict(data).self_check == 0
     assert PipelineConfig.from_dict(data).avoid_touching is False
     assert PipelineConfig.from_dict(data).separate_touching == 0
     assert PipelineConfig.from_dict(data).colour_split == 0.0
+    assert PipelineConfig.from_dict(data).misshapen == 0.0
     del data["redraw_image"]
     del data["one_piece_instances"]
     assert PipelineConfig.from_dict(data).redraw_image is False
