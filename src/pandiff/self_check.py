@@ -385,8 +385,8 @@ def self_checked_sample(
     stage drawn again by :func:`best_of` for the rows that fail.
 
     Co-generation is checked by :func:`map_failures` of its (cleaned) map against the parsed
-    prompt (with ``avoid_touching``, also its pairs of touching things, weighed by
-    :func:`weigh`); with ``redraw`` the picture drawn for that map is checked by
+    prompt (with ``avoid_touching``, also its pairs of touching things, and with ``misshapen`` >
+    0 its misshapen things, weighed by :func:`weigh`); with ``redraw`` the picture drawn for that map is checked by
     :func:`count_disagreement` against the model's one-forward segmentation of it, otherwise that
     term joins the co-generation check. With ``colour_split`` > 0 that picture check also counts
     the map's things the picture paints in two colours (:func:`colour_splits`). With ``redraw``
@@ -508,7 +508,8 @@ def ranked_sample(
 ):  # fmt: skip
     """Prompt -> image + map as the best of ``draws`` whole samples per row (co-generation, and
     the redraw when ``redraw``), ranked by :func:`rank_best` on the row's map failures against the
-    prompt (:func:`map_score`: with ``avoid_touching`` touching things too),
+    prompt (:func:`map_score`: with ``avoid_touching`` touching things too, with ``misshapen``
+    misshapen things),
     :func:`instance_match` of the picture's one-forward segmentation against its map, and
     :func:`map_consistency`; with ``colour_split`` > 0 the things a draw's picture paints in two
     colours (:func:`colour_splits`) rank right after the map failures. With ``redraw`` and
