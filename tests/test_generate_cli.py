@@ -320,25 +320,18 @@ def test_separate_touching_flag_reaches_the_pipeline(tiny_pipeline_dir, export, 
     assert [i["separate_touching"] for i in info] == [3, 0]
 
 
-def test_colour_split_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
-    """--colour-split SHARE reaches the call and is recorded as it acted: the share with a self
-    check or best of K, 0 without one (the tiny folder checks nothing and splits nothing)."""
-    assert json.loads((export / "panoptic.json").read_text())["info"]["colour_split"] == 0.0
-    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--self-check", "1", "--colour-split", "0.2") == 0
-    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--best-of", "2", "--colour-split", "0.2") == 0
-    assert _generate(tiny_pipeline_dir, tmp_path / "c", "--colour-split", "0.2") == 0
-    assert [k["colour_split"] for k in pipeline_calls] == [0.2, 0.2, 0.2]
+@pytest.mark.parametrize(
+    ("flag", "key", "value"), [("--colour-split", "colour_split", 0.2), ("--misshapen", "misshapen", 0.9)]
+)
+def test_check_flags_reach_the_pipeline(
+    tiny_pipeline_dir, export, tmp_path, pipeline_calls, flag, key, value
+):
+    """--colour-split SHARE and --misshapen RATIO reach the call and are recorded as they acted: the
+    value with a self check or best of K, 0 without one (the tiny folder checks nothing)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"][key] == 0.0
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--self-check", "1", flag, str(value)) == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--best-of", "2", flag, str(value)) == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "c", flag, str(value)) == 0
+    assert [k[key] for k in pipeline_calls] == [value, value, value]
     info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
-    assert [i["colour_split"] for i in info] == [0.2, 0.2, 0.0]
-
-
-def test_misshapen_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
-    """--misshapen RATIO reaches the call and is recorded as it acted: the ratio with a self check
-    or best of K, 0 without one (the tiny folder checks nothing)."""
-    assert json.loads((export / "panoptic.json").read_text())["info"]["misshapen"] == 0.0
-    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--self-check", "1", "--misshapen", "0.9") == 0
-    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--best-of", "2", "--misshapen", "0.9") == 0
-    assert _generate(tiny_pipeline_dir, tmp_path / "c", "--misshapen", "0.9") == 0
-    assert [k["misshapen"] for k in pipeline_calls] == [0.9, 0.9, 0.9]
-    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
-    assert [i["misshapen"] for i in info] == [0.9, 0.9, 0.0]
+    assert [i[key] for i in info] == [value, value, 0.0]

@@ -356,10 +356,10 @@ def _writer_pool(workers: int, writer: PairWriter):
 
 
 def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int], shards: list[range],
-               settings: dict, cleanup: MapCleanup, progress, redraw: bool = False, tries: int = 0, draws: int = 1,
-               apart: bool = False, gap: int = 0, share: float = 0.0, shapes: float = 0.0) -> int:  # fmt: skip
+               settings: dict, cleanup: MapCleanup, progress, **sampling) -> int:  # fmt: skip
     """Generate and commit the shards ``mine``; returns the pairs written. At most two batches
-    are held at once (one being sampled, one being written), whatever ``n`` is."""
+    are held at once (one being sampled, one being written), whatever ``n`` is. ``sampling``: the
+    redraw and check settings, passed on to :func:`sample_pairs` as they are."""
     p = paths(opts.out, opts.split)
     writer = PairWriter(pipe.table, pipe.bit_codec, cleanup, p["images"], p["panoptic"])
     pool = _writer_pool(opts.workers or 0, writer)
@@ -380,9 +380,7 @@ def run_shards(pipe, opts: SynthesizeOptions, prompts: list[str], mine: list[int
         for s, idx in batches:
             texts = [prompts[prompt_index(i, opts.per_prompt, len(prompts))] for i in idx]
             gens = pair_generators(opts.seed, idx)
-            images, bits, maps = sample_pairs(
-                pipe, texts, gens, settings, cleanup, redraw, tries, draws, apart, gap, share, shapes
-            )
+            images, bits, maps = sample_pairs(pipe, texts, gens, settings, cleanup, **sampling)
             if pending is not None:  # the previous batch was written while this one sampled
                 written += finish(pending)
             bits = [None] * len(idx) if bits is None else bits  # self-checked: the maps are given
@@ -492,22 +490,9 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     with tqdm(total=total, unit="pair", desc=f"synthesize [{state.process_index + 1}/{state.num_processes}]",
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
         written = run_shards(
-            pipe,
-            opts,
-            prompts,
-            mine,
-            shards,
-            settings,
-            cleanup,
-            bar,
-            redraw,
-            tries,
-            draws,
-            apart,
-            gap,
-            share,
-            shapes,
-        )
+            pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw=redraw, tries=tries, draws=draws,
+            avoid_touching=apart, separate=gap, colour_split=share, misshapen=shapes,
+        )  # fmt: skip
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()
     if state.is_main_process:
