@@ -35,21 +35,23 @@ if not args["batched"]:
     LockstepSampler.__init__ = separate
 prompt = "two red circles and a blue square on the grass"
 redraw, self_check, best_of, apart = args["redraw"], args["self_check"], args["best_of"], args["apart"]
-split, shapes = args["colour_split"], args["misshapen"]
+split, shapes, match, again = args["colour_split"], args["misshapen"], args["picture_match"], args["restarts"]
 pipe(prompt, num_inference_steps=2, num_images=args["batch"], redraw_image=redraw, self_check=0)  # warm-up
 times, cpu = [], []
 for rep in range(args["repeats"]):
     t, c = time.perf_counter(), time.process_time()
     pipe(prompt, num_inference_steps=args["steps"], num_images=args["batch"],
          generator=torch.Generator().manual_seed(rep), redraw_image=redraw, self_check=self_check, best_of=best_of,
-         avoid_touching=apart, colour_split=split, misshapen=shapes)
+         avoid_touching=apart, colour_split=split, misshapen=shapes, picture_match=match, restarts=again)
     times.append(time.perf_counter() - t)
     cpu.append(time.process_time() - c)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"load_s": load_s, "call_s": min(times), "mean_s": sum(times) / len(times), "cpu_s": min(cpu),
                   "rss_mb": rss, "self_check": pipe.self_checks(self_check), "best_of": pipe.best_ofs(best_of),
                   "apart": pipe.avoids_touching(apart), "split": pipe.splits_colours(split, self_check, best_of),
-                  "shapes": pipe.flags_misshapen(shapes, self_check, best_of)}))
+                  "shapes": pipe.flags_misshapen(shapes, self_check, best_of),
+                  "match": pipe.matches_pictures(match, self_check, best_of),
+                  "again": pipe.restarts_failing(again, self_check, best_of)}))
 """
 
 
@@ -100,6 +102,16 @@ def main() -> None:
         help="the checks also draw again maps holding a thing no single world shape looks like: 'model' (the "
         "folder's) or a ratio (0 = off); several: one row each. It only acts with a self check or best of K",
     )  # fmt: skip
+    p.add_argument(
+        "--picture-match", nargs="+", default=["model"],
+        help="the self check also fails pictures matching their map below this IoU: 'model' (the folder's) or "
+        "an IoU (0 = off); several: one row each. It only acts with a self check",
+    )  # fmt: skip
+    p.add_argument(
+        "--restarts", nargs="+", default=["model"],
+        help="whole draws again of a sample still failing after the self check's tries: 'model' (the "
+        "folder's) or a number (0 = off); several: one row each. It only acts with a self check",
+    )  # fmt: skip
     p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--note", default="")
     args = p.parse_args()
@@ -107,11 +119,11 @@ def main() -> None:
         args.steps, args.batch, args.schedulers, args.precision = [20], [1], ["dpmsolver++"], ["bf16"]
     rows = []
     header = (
-        "| scheduler | precision | guidance forwards | redraw | self check | best of | things apart | colour split | misshapen | steps | batch "
+        "| scheduler | precision | guidance forwards | redraw | self check | best of | things apart | colour split | misshapen | picture match | restarts | steps | batch "
         "| s / pair "
         "| mean s / pair | CPU s / pair | s / call | peak RSS MB | load s |"
     )
-    rule = "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    rule = "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     print(header)
     print(rule)
     configs = [
@@ -127,6 +139,8 @@ def main() -> None:
             "apart": ap,
             "colour_split": cs,
             "misshapen": ms,
+            "picture_match": pm,
+            "restarts": rs,
         }
         for rd in args.redraw
         for sc in args.self_check
@@ -134,6 +148,8 @@ def main() -> None:
         for ap in args.avoid_touching
         for cs in args.colour_split
         for ms in args.misshapen
+        for pm in args.picture_match
+        for rs in args.restarts
         for s in args.schedulers
         for pr in args.precision
         for bt in (True, False)
@@ -147,11 +163,14 @@ def main() -> None:
         worker = {**cfg, "redraw": REDRAW[cfg["redraw"]], "self_check": self_check, "best_of": best_of,
                   "apart": REDRAW[cfg["apart"]],
                   "colour_split": None if cfg["colour_split"] == "model" else float(cfg["colour_split"]),
-                  "misshapen": None if cfg["misshapen"] == "model" else float(cfg["misshapen"])}  # fmt: skip
+                  "misshapen": None if cfg["misshapen"] == "model" else float(cfg["misshapen"]),
+                  "picture_match": None if cfg["picture_match"] == "model" else float(cfg["picture_match"]),
+                  "restarts": None if cfg["restarts"] == "model" else int(cfg["restarts"])}  # fmt: skip
         res = run_one({**worker, "model": args.model, "repeats": args.repeats})
         row = (
             f"| {cfg['scheduler']} | {cfg['precision']} | {'batched' if cfg['batched'] else 'per branch'} "
             f"| {cfg['redraw']} | {res['self_check']} | {res['best_of']} | {'on' if res['apart'] else 'off'} | {res['split']:g} | {res['shapes']:g} "
+            f"| {res['match']:g} | {res['again']} "
             f"| {cfg['steps']} | {cfg['batch']} "
             f"| {res['call_s'] / cfg['batch']:.3f} | {res['mean_s'] / cfg['batch']:.3f} "
             f"| {res['cpu_s'] / cfg['batch']:.3f} | {res['call_s']:.3f} "

@@ -147,6 +147,9 @@ def test_map_to_image_and_segment(tiny_pipeline_dir, export, tmp_path):
         (["--colour-split", "1"], "--colour-split must be >= 0 and <= 0.99"),
         (["--misshapen", "-0.1"], "--misshapen must be >= 0 and <= 1"),
         (["--misshapen", "1.5"], "--misshapen must be >= 0 and <= 1"),
+        (["--picture-match", "1.5"], "--picture-match must be >= 0 and <= 1"),
+        (["--restarts", "-1"], "--restarts must be >= 0 and <= 10"),
+        (["--restarts", "11"], "--restarts must be >= 0 and <= 10"),
     ],
 )
 def test_bad_options(tiny_pipeline_dir, tmp_path, capsys, args, message):
@@ -335,3 +338,20 @@ def test_check_flags_reach_the_pipeline(
     assert [k[key] for k in pipeline_calls] == [value, value, value]
     info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
     assert [i[key] for i in info] == [value, value, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "key", "value"), [("--picture-match", "picture_match", 0.5), ("--restarts", "restarts", 2)]
+)
+def test_self_check_flags_reach_the_pipeline(
+    tiny_pipeline_dir, export, tmp_path, pipeline_calls, flag, key, value
+):
+    """--picture-match IOU and --restarts N reach the call and are recorded as they acted: the
+    value with a self check, 0 with best of K (it replaces the self check) or without a check."""
+    assert json.loads((export / "panoptic.json").read_text())["info"][key] == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--self-check", "1", flag, str(value)) == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--best-of", "2", flag, str(value)) == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "c", flag, str(value)) == 0
+    assert [k[key] for k in pipeline_calls] == [value, value, value]
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
+    assert [i[key] for i in info] == [value, 0, 0]

@@ -781,3 +781,103 @@ def test_picture_and_shape_settings_are_validated_default_to_the_folder_and_need
     assert getattr(PipelineConfig.from_dict({**data, key: 0.5}), key) == 0.5
     with pytest.raises(ConfigError, match=f"'{key}'"):
         PipelineConfig.from_dict({**data, key: -1})
+
+
+def test_self_check_restarts_draw_a_still_failing_sample_again_whole(pipe, monkeypatch):
+    """With the redraw and one try: row 1's picture fails its check against its map on both of
+    its picture draws, so with a restart the row is drawn again whole (a new map, its picture);
+    the restart's sample passes and is kept. Row 0 passed at once and stays the plain call's."""
+    kwargs = {"num_inference_steps": 2, "redraw_image": True, "self_check": 1}
+    plain = pipe(PROMPTS, generator=_gens(2), **{**kwargs, "self_check": 0})
+    calls = _fake_checks(monkeypatch, {}, {"any": [0, 1, 1, 0]})
+    redraws = _counting(monkeypatch, PanopticDiffusionPipeline, "redraw")
+    import pandiff.self_check as sc
+
+    cogens = []
+    cogenerate = sc._cogenerate
+    monkeypatch.setattr(
+        sc, "_cogenerate", lambda p, text, *a: cogens.append(text.shape[0]) or cogenerate(p, text, *a)
+    )
+    out = pipe(PROMPTS, generator=_gens(2), restarts=1, **kwargs)
+    assert cogens == [2, 1] and redraws == [2, 1, 1] and calls["image"]["any"] == 4
+    assert np.array_equal(np.asarray(out.images[0]), np.asarray(plain.images[0]))
+    assert np.array_equal(out.maps[0].instance, plain.maps[0].instance)
+    assert not np.array_equal(np.asarray(out.images[1]), np.asarray(plain.images[1]))  # drawn whole again
+
+
+def test_self_check_restart_that_fails_as_much_keeps_the_first_sample(pipe, monkeypatch):
+    """A restart is kept only when it fails less: here it fails as much (ties keep the earlier),
+    so the call gives what it gives without restarts; restarts 0 draws nothing more."""
+    kwargs = {"num_inference_steps": 2, "redraw_image": True, "self_check": 1}
+    _fake_checks(monkeypatch, {}, {"any": [0, 1, 1]})
+    none = pipe(PROMPTS, generator=_gens(2), restarts=0, **kwargs)
+    _fake_checks(monkeypatch, {}, {"any": [0, 1, 1, 1, 1, 1, 1]})
+    redraws = _counting(monkeypatch, PanopticDiffusionPipeline, "redraw")
+    out = pipe(PROMPTS, generator=_gens(2), restarts=2, **kwargs)
+    assert redraws == [2, 1, 1, 1, 1, 1]  # the first pass, then two restarts of row 1 (2 pictures each)
+    for i in range(2):
+        assert np.array_equal(np.asarray(out.images[i]), np.asarray(none.images[i]))
+        assert np.array_equal(out.maps[i].instance, none.maps[i].instance)
+
+
+def test_self_check_restarts_a_map_that_still_fails_its_prompt(pipe, monkeypatch):
+    """No redraw: a map failing its prompt on every try is drawn again whole (with its tries)."""
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    _fake_checks(monkeypatch, {"star": [1, 1, 1, 0]}, {})
+    rows = _counting(monkeypatch, LockstepSampler, "sample")
+    pipe(PROMPTS, num_inference_steps=2, generator=_gens(2), redraw_image=False, self_check=1, restarts=1)
+    assert rows == [2, 1, 1, 1]  # first pass: both, then the star row; the restart: twice more
+
+
+def test_self_check_picture_match_draws_an_unmatched_picture_again(pipe, monkeypatch):
+    """With the redraw: a picture whose one-forward segmentation matches a thing of its map below
+    the IoU fails its check (row 1's first picture, 0.3 < 0.5), so it alone is drawn again for the
+    same map; at 0 nothing is matched and the call is the plain one."""
+    import pandiff.self_check as sc
+
+    kwargs = {"num_inference_steps": 2, "redraw_image": True, "self_check": 2}
+    plain = pipe(PROMPTS, generator=_gens(2), **{**kwargs, "self_check": 0})
+    monkeypatch.setattr(sc, "map_failures", lambda m, spec, exhaustive: 0)
+    monkeypatch.setattr(sc, "count_disagreement", lambda drawn, seen: 0)
+    scores = iter([1.0, 0.3, 0.9])
+    matched = []
+    monkeypatch.setattr(sc, "instance_match", lambda drawn, seen: matched.append(1) or next(scores))
+    rows = _counting(monkeypatch, PanopticDiffusionPipeline, "redraw")
+    same = pipe(PROMPTS, generator=_gens(2), picture_match=0.0, **kwargs)
+    assert rows == [2] and matched == []
+    out = pipe(PROMPTS, generator=_gens(2), picture_match=0.5, **kwargs)
+    assert rows == [2, 2, 1] and len(matched) == 3
+    for i in range(2):
+        assert np.array_equal(out.maps[i].instance, plain.maps[i].instance)  # the same maps
+        assert np.array_equal(np.asarray(same.images[i]), np.asarray(plain.images[i]))
+    assert np.array_equal(np.asarray(out.images[0]), np.asarray(plain.images[0]))
+    assert not np.array_equal(np.asarray(out.images[1]), np.asarray(plain.images[1]))  # drawn again
+
+
+@pytest.mark.parametrize(
+    ("key", "acting", "value", "bad"),
+    [
+        ("picture_match", "matches_pictures", 0.5, (-0.1, 1.5, float("nan"), "0.5", True)),
+        ("restarts", "restarts_failing", 2, (-1, 11, 1.5, "1", True)),
+    ],
+)
+def test_self_check_only_settings_are_validated_default_to_the_folder_and_need_the_self_check(
+    pipe, tiny_pipeline_dir, key, acting, value, bad
+):
+    """picture_match and restarts: off in older folders, the given value with a self check, 0
+    without one or with best of K (which replaces the self check), bad values named on the call
+    and in a folder."""
+    from pandiff.pipeline_config import PipelineConfig
+
+    given = getattr(pipe, acting)
+    assert getattr(pipe.config, key) == 0 and given(None, 2) == 0  # older folders: off
+    assert given(value, 2) == value and given(value, 2, 1) == value
+    assert given(value, 0) == 0 and given(value, 2, 3) == 0  # no self check runs: it cannot act
+    for wrong in bad:
+        with pytest.raises(ConfigError, match=key):
+            pipe("a red circle", num_inference_steps=1, self_check=1, **{key: wrong})
+    data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
+    assert getattr(PipelineConfig.from_dict({**data, key: value}), key) == value
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        PipelineConfig.from_dict({**data, key: -1})

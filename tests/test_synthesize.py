@@ -492,3 +492,23 @@ def test_checked_setting_pairs_are_the_pipelines_and_the_setting_is_kept(
     plain = tmp_path / "plain"
     synthesize(options(plain, prompts_file, n=2, self_check=0, **{key: value}), pipe=tiny_pipe)
     assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"][key] == 0.0
+
+
+@pytest.mark.parametrize(("key", "value"), [("picture_match", 0.5), ("restarts", 1)])
+def test_self_check_setting_pairs_are_the_pipelines_and_the_setting_is_kept(
+    tmp_path, tiny_pipe, prompts_file, key, value
+):
+    """With the self check, picture_match (a picture check) and restarts (whole draws again) give
+    the pipeline's pairs (same generators, the same draws again), the value is recorded, and
+    --resume refuses to mix it with pairs drawn without it; with best of K (which replaces the
+    self check) it is recorded as 0."""
+    out = tmp_path / "checked"
+    kw = {"self_check": 1, "redraw_image": True}
+    synthesize(options(out, prompts_file, n=4, **{key: value}, **kw), pipe=tiny_pipe)
+    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"][key] == value
+    _written_pairs_are_the_pipelines(out, tiny_pipe, self_check=1, **{key: value})
+    with pytest.raises(ConfigError, match=f"{key} {value} -> 0"):
+        synthesize(options(out, prompts_file, n=4, resume=True, **{key: 0}, **kw), pipe=tiny_pipe)
+    ranked = tmp_path / "ranked"
+    synthesize(options(ranked, prompts_file, n=2, best_of=2, **{key: value}), pipe=tiny_pipe)
+    assert json.loads(paths(ranked, "train")["panoptic_json"].read_text())["info"][key] == 0

@@ -87,6 +87,18 @@ def misshapen(value: Any, name: str = "misshapen") -> float:
     return float(number(value, name, 0.0, 1.0, hint=" (0 = off)"))
 
 
+def picture_match(value: Any, name: str = "picture_match") -> float:
+    """The self check's picture-match IoU (:func:`pandiff.self_check.instance_match`): a picture
+    whose one-forward segmentation matches a thing of its map below it fails; 0 (off) to 1."""
+    return float(number(value, name, 0.0, 1.0, hint=" (0 = off)"))
+
+
+def restarts(value: Any, name: str = "restarts") -> int:
+    """How many more times the self check draws a whole sample that still fails after its tries;
+    0 (off) to 10."""
+    return int(number(value, name, 0, 10, integer=True, hint=" (0 = off)"))
+
+
 def seed(value: Any, name: str = "--seed") -> int:
     return number(value, name, 0, MAX_SEED, integer=True)
 

@@ -493,6 +493,32 @@ class PanopticDiffusionPipeline:
         ratio = checks.misshapen(_given_or(misshapen, self.config.misshapen))
         return ratio if self.draws_again(self_check, best_of) else 0.0
 
+    def self_checks_alone(self, self_check: int | None = None, best_of: int | None = None) -> bool:
+        """Whether a prompt -> image + map call with these settings runs the self check (tries
+        above 0 and no best of K, which replaces it): where its picture match and restarts act."""
+        return self.self_checks(self_check) > 0 and self.best_ofs(best_of) <= 1
+
+    def matches_pictures(
+        self, picture_match: float | None = None, self_check: int | None = None, best_of: int | None = None
+    ) -> float:
+        """The IoU below which the self check of a prompt -> image + map call with these settings
+        also fails a picture whose one-forward segmentation matches a thing of its map
+        (:func:`pandiff.self_check.instance_match`): the given ``picture_match`` (checked), else the
+        folder's; 0 where the self check does not run (:meth:`self_checks_alone`). What
+        ``generate``'s export, evaluation reports and synthesize manifests record."""
+        iou = checks.picture_match(_given_or(picture_match, self.config.picture_match))
+        return iou if self.self_checks_alone(self_check, best_of) else 0.0
+
+    def restarts_failing(
+        self, restarts: int | None = None, self_check: int | None = None, best_of: int | None = None
+    ) -> int:
+        """How many more times the self check of a prompt -> image + map call with these settings
+        draws a whole sample that still fails after its tries: the given ``restarts`` (checked),
+        else the folder's; 0 where the self check does not run (:meth:`self_checks_alone`). What
+        ``generate``'s export, evaluation reports and synthesize manifests record."""
+        n = checks.restarts(_given_or(restarts, self.config.restarts))
+        return n if self.self_checks_alone(self_check, best_of) else 0
+
     def uint8_pictures(self, latents: torch.Tensor) -> np.ndarray:
         """``B H W 3`` uint8 pictures (on the CPU) of image latents ``B C h w``."""
         pixels = self.codec.decode(latents)  # B 3 S S in [-1, 1]
@@ -550,6 +576,8 @@ class PanopticDiffusionPipeline:
         separate_touching: int | None = None,
         colour_split: float | None = None,
         misshapen: float | None = None,
+        picture_match: float | None = None,
+        restarts: int | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -608,6 +636,14 @@ class PanopticDiffusionPipeline:
                 instance, a tangle, a cross drawn as a blob) fails its check, ranked below the
                 failures against the prompt and above touching things
                 (:func:`pandiff.world.checks.misshapen_things`). 0 is off; None takes the folder's.
+            picture_match: with ``self_check``, beyond the paper: the picture check also fails a
+                picture whose own one-forward segmentation matches some thing of its map (or the
+                map one of it) below this IoU (:func:`pandiff.self_check.instance_match`), so it
+                is drawn again for the map. 0 is off; None takes the folder's.
+            restarts: with ``self_check``, beyond the paper: a sample that still fails its checks
+                after its tries (against the prompt, or its picture against its map) is drawn
+                again whole, map and picture with their tries, up to this many more times,
+                keeping the whole sample that fails least. 0 is off; None takes the folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -652,6 +688,8 @@ class PanopticDiffusionPipeline:
         gap = self.separates(separate_touching, redraw)
         share = self.splits_colours(colour_split, tries, draws)
         shapes = self.flags_misshapen(misshapen, tries, draws)
+        match = self.matches_pictures(picture_match, tries, draws)
+        again = self.restarts_failing(restarts, tries, draws)
         if draws > 1 and maps_in is None and images_in is None:
             from pandiff.self_check import ranked_sample
 
@@ -665,7 +703,7 @@ class PanopticDiffusionPipeline:
 
             latents, maps = self_checked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart, gap,
-                share, shapes,
+                share, shapes, match, again,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         sampler = self.sampler()

@@ -79,6 +79,14 @@ class PipelineConfig:
             one, a tangle, a cross drawn as a blob), fails its check
             (:func:`pandiff.world.checks.misshapen_things`); 0, the default of older folders, is
             off.
+        picture_match: beyond the paper, with ``self_check``: the picture check also fails a
+            picture whose one-forward segmentation matches a thing of its map (or the map one of
+            it) below this IoU (:func:`pandiff.self_check.instance_match`); 0, the default of
+            older folders, is off.
+        restarts: beyond the paper, with ``self_check``: a sample that still fails its checks
+            after its tries is drawn again whole (map and picture stages), up to this many more
+            times (:func:`pandiff.self_check.self_checked_sample`); 0, the default of older
+            folders, is off.
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -104,6 +112,8 @@ class PipelineConfig:
     separate_touching: int = 0
     colour_split: float = 0.0
     misshapen: float = 0.0
+    picture_match: float = 0.0
+    restarts: int = 0
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -136,6 +146,8 @@ class PipelineConfig:
         checks.separate_touching(self.separate_touching, "'separate_touching'")
         checks.colour_split(self.colour_split, "'colour_split'")
         checks.misshapen(self.misshapen, "'misshapen'")
+        checks.picture_match(self.picture_match, "'picture_match'")
+        checks.restarts(self.restarts, "'restarts'")
         for key in ("scheduler", "map_scheduler"):
             name = getattr(self, key)
             if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):

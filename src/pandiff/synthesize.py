@@ -52,7 +52,8 @@ _OUTPUT_KEYS = (
     "n", "per_prompt", "steps", "seed", "model", "precision", "guidance_scale", "map_guidance_scale",
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
     "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
-    "best_of", "avoid_touching", "separate_touching", "colour_split", "misshapen",
+    "best_of", "avoid_touching", "separate_touching", "colour_split", "misshapen", "picture_match",
+    "restarts",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {
@@ -65,6 +66,8 @@ _LEGACY = {
     "separate_touching": 0,
     "colour_split": 0.0,
     "misshapen": 0.0,
+    "picture_match": 0.0,
+    "restarts": 0,
 }
 
 
@@ -96,6 +99,8 @@ class SynthesizeOptions:
     separate_touching: int | None = None  # gap (px) touching things are bitten apart by before the redraw
     colour_split: float | None = None  # with the checks, a picture painting a thing in two colours fails
     misshapen: float | None = None  # with the checks, a map holding a misshapen thing fails
+    picture_match: float | None = None  # with the self check, a picture matching its map below this IoU fails
+    restarts: int | None = None  # with the self check, whole draws again of a pair that still fails
     scheduler: str | None = None
     map_scheduler: str | None = None  # None: scheduler's, else the model's
     split: str = "train"
@@ -253,6 +258,8 @@ def sample_pairs(
     separate: int = 0,
     colour_split: float = 0.0,
     misshapen: float = 0.0,
+    picture_match: float = 0.0,
+    restarts: int = 0,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -269,15 +276,21 @@ def sample_pairs(
     ``separate`` > 0 (with ``redraw``) bites touching things that many pixels apart before the
     redraw, as the pipeline's ``separate_touching`` does; ``colour_split`` > 0 (with the checks) also
     fails pictures that paint a thing of their map in two colours and ``misshapen`` > 0 maps holding
-    a thing no single world shape looks like, as the pipeline's do."""
+    a thing no single world shape looks like, as the pipeline's do; with the self check,
+    ``picture_match`` > 0 fails pictures matching their map below that IoU and ``restarts`` > 0
+    draws a still failing pair again whole, as the pipeline's do."""
     text, empty = pipe._encode_prompts(prompts)
     if draws > 1 or tries > 0:
         from pandiff.self_check import ranked_sample, self_checked_sample
 
-        sample, n = (ranked_sample, draws) if draws > 1 else (self_checked_sample, tries)
+        if draws > 1:
+            sample, n, only_self_check = ranked_sample, draws, {}
+        else:
+            sample, n = self_checked_sample, tries
+            only_self_check = {"picture_match": picture_match, "restarts": restarts}
         latents, maps = sample(
             pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False, avoid_touching,
-            separate, colour_split, misshapen,
+            separate, colour_split, misshapen, **only_self_check,
         )  # fmt: skip
         return pipe.uint8_pictures(latents), None, maps
     out = pipe.sampler().sample(
@@ -460,6 +473,8 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     gap = pipe.separates(opts.separate_touching, redraw)
     share = pipe.splits_colours(opts.colour_split, tries, draws)
     shapes = pipe.flags_misshapen(opts.misshapen, tries, draws)
+    match = pipe.matches_pictures(opts.picture_match, tries, draws)
+    again = pipe.restarts_failing(opts.restarts, tries, draws)
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
     config = {
@@ -468,7 +483,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
         "self_check": tries, "best_of": draws, "avoid_touching": apart,
-        "separate_touching": gap, "colour_split": share, "misshapen": shapes, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
+        "separate_touching": gap, "colour_split": share, "misshapen": shapes, "picture_match": match, "restarts": again, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
@@ -491,7 +506,8 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
         written = run_shards(
             pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw=redraw, tries=tries, draws=draws,
-            avoid_touching=apart, separate=gap, colour_split=share, misshapen=shapes,
+            avoid_touching=apart, separate=gap, colour_split=share, misshapen=shapes, picture_match=match,
+            restarts=again,
         )  # fmt: skip
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()

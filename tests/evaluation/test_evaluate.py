@@ -11,7 +11,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "colour_split", "misshapen", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "colour_split", "misshapen", "picture_match", "restarts", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -57,6 +57,7 @@ def test_cogen_command_writes_json_and_markdown(
     assert report["self_check"] == 0 and report["best_of"] == 1  # nor check itself, nor draw several
     assert report["avoid_touching"] is False and report["separate_touching"] == 0
     assert report["colour_split"] == 0.0 and report["misshapen"] == 0.0
+    assert report["picture_match"] == 0.0 and report["restarts"] == 0
     assert report["map_cleanup"] == 3  # the pipeline default
     assert report["judge"]["path"] == str(tiny_judge_dir) and report["judge"]["val_miou"] > 0
     metrics = report["metrics"]
@@ -248,6 +249,23 @@ def test_misshapen_reaches_the_sampling_and_is_reported_where_it_acts(
     assert [k["misshapen"] for k in pipeline_calls] == [0.9, 0.9]
     assert (checked["misshapen"], plain["misshapen"]) == (0.9, 0.0)
     assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["misshapen"] is None
+
+
+@pytest.mark.parametrize(("key", "value"), [("picture_match", 0.5), ("restarts", 2)])
+def test_self_check_settings_reach_the_sampling_and_are_reported_where_they_act(
+    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls, key, value
+):
+    """picture_match and restarts reach the call; the report gives the value only where the self
+    check runs (not with best of K, which replaces it; the tiny folder has neither: 0), nothing
+    outside sampling."""
+    checked = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, self_check=1, **{key: value}))
+    ranked = evaluate(
+        options(tiny_pipeline_dir, tiny_world, tmp_path, self_check=1, best_of=2, **{key: value})
+    )
+    plain = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, **{key: value}))
+    assert [k[key] for k in pipeline_calls] == [value, value, value]
+    assert (checked[key], ranked[key], plain[key]) == (value, 0, 0)
+    assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))[key] is None
 
 
 def test_the_report_counts_the_prompts_cut_to_the_text_window(

@@ -211,6 +211,24 @@ def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
         "into one, a cross drawn as a blob) fails its check and is drawn again (beyond the paper; 0 = "
         "off; default: the model's)",
     )
+    p.add_argument(
+        "--picture-match",
+        type=finite_float,
+        default=None,
+        metavar="IOU",
+        help="prompt -> image + map, with --self-check: the picture check also fails a picture whose own "
+        "one-forward segmentation matches some thing of its map below this IoU, so it is drawn again for the "
+        "map (beyond the paper; 0 = off; default: the model's)",
+    )
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="prompt -> image + map, with --self-check: a sample that still fails its checks after its tries "
+        "is drawn again whole (map and picture), up to N more times, keeping the one that fails least "
+        "(beyond the paper; 0 = off; default: the model's)",
+    )
 
 
 def check_self_check_arguments(args: argparse.Namespace) -> None:
@@ -227,6 +245,10 @@ def check_self_check_arguments(args: argparse.Namespace) -> None:
         checks.colour_split(args.colour_split, "--colour-split")
     if getattr(args, "misshapen", None) is not None:
         checks.misshapen(args.misshapen, "--misshapen")
+    if getattr(args, "picture_match", None) is not None:
+        checks.picture_match(args.picture_match, "--picture-match")
+    if getattr(args, "restarts", None) is not None:
+        checks.restarts(args.restarts, "--restarts")
 
 
 def add_one_piece_argument(p: argparse.ArgumentParser) -> None:

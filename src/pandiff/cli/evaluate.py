@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         separate_touching=args.separate_touching,
         colour_split=args.colour_split,
         misshapen=args.misshapen,
+        picture_match=args.picture_match,
+        restarts=args.restarts,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,

@@ -159,6 +159,8 @@ def _run(args, image: Image.Image | None = None) -> int:
             separate_touching=getattr(args, "separate_touching", None),
             colour_split=getattr(args, "colour_split", None),
             misshapen=getattr(args, "misshapen", None),
+            picture_match=getattr(args, "picture_match", None),
+            restarts=getattr(args, "restarts", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -191,6 +193,12 @@ def _run(args, image: Image.Image | None = None) -> int:
         )
         info["misshapen"] = pipe.flags_misshapen(  # recorded as it acted
             getattr(args, "misshapen", None), info["self_check"], info["best_of"]
+        )
+        info["picture_match"] = pipe.matches_pictures(  # recorded as it acted
+            getattr(args, "picture_match", None), info["self_check"], info["best_of"]
+        )
+        info["restarts"] = pipe.restarts_failing(  # recorded as it acted
+            getattr(args, "restarts", None), info["self_check"], info["best_of"]
         )
     if image is None and (pmap is not None or info.get("redraw_image")):
         info["image_map_guidance_scale"] = settings["image_map_guidance_scale"]

@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         avoid_touching=args.avoid_touching, separate_touching=args.separate_touching,
         colour_split=args.colour_split,
         misshapen=args.misshapen,
+        picture_match=args.picture_match,
+        restarts=args.restarts,
         scheduler=args.scheduler, map_scheduler=args.map_scheduler, split=args.split, shard_size=args.shard_size,
         workers=default_workers(args.device) if args.workers is None else args.workers,
         progress=not args.no_progress,

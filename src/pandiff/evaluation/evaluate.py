@@ -64,6 +64,10 @@ class EvaluationOptions:
     colour_split: float | None = None
     # cogen with a self check or best of K: a map holding a misshapen thing fails (None: the model's)
     misshapen: float | None = None
+    # cogen with a self check: a picture matching its map below this IoU fails (None: the model's)
+    picture_match: float | None = None
+    # cogen with a self check: whole draws again of a sample that still fails (None: the model's)
+    restarts: int | None = None
     batch: int = 16
     seed: int = 0
     # "shared": one generator for the whole run (the reports before session 23); "per-sample": one
@@ -150,6 +154,8 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "separate_touching": opts.separate_touching,
                 "colour_split": opts.colour_split,
                 "misshapen": opts.misshapen,
+                "picture_match": opts.picture_match,
+                "restarts": opts.restarts,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
                 "image_map_guidance_scale": opts.image_map_guidance,
@@ -415,7 +421,8 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             redraw_image=opts.redraw_image, image_map_guidance=opts.image_map_guidance,
             self_check=opts.self_check, avoid_touching=opts.avoid_touching,
             separate_touching=opts.separate_touching, colour_split=opts.colour_split,
-            misshapen=opts.misshapen, progress=opts.progress,
+            misshapen=opts.misshapen, picture_match=opts.picture_match, restarts=opts.restarts,
+            progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
         generated = load_split(f"{tmp}/generated", "train", pipe.image_size)
@@ -519,6 +526,12 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         if sampled
         else None,
         "misshapen": pipe.flags_misshapen(opts.misshapen, opts.self_check, checked_best_of)
+        if sampled
+        else None,
+        "picture_match": pipe.matches_pictures(opts.picture_match, opts.self_check, checked_best_of)
+        if sampled
+        else None,
+        "restarts": pipe.restarts_failing(opts.restarts, opts.self_check, checked_best_of)
         if sampled
         else None,
         # where an image is drawn for a given map: map -> image, the redraw

@@ -36,6 +36,8 @@ SETTINGS = (
     "separate_touching",
     "colour_split",
     "misshapen",
+    "picture_match",
+    "restarts",
     "seed",
     "generators",
 )

@@ -34,6 +34,8 @@ _SUMMARY = (
     "separate_touching",
     "colour_split",
     "misshapen",
+    "picture_match",
+    "restarts",
     "seed",
     "generators",
 )
