@@ -277,14 +277,19 @@ def test_the_bundled_folder_loads_as_before():
     # maps holding a thing no single world shape looks like drawn again since session 27; off
     # without the key
     assert config.misshapen == 0.95
+    # a picture matching its map below IoU 0.5 drawn again, and samples still failing drawn again
+    # whole up to twice, since session 28; off without the keys
+    assert (config.picture_match, config.restarts) == (0.5, 2)
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
     del data["self_check"], data["avoid_touching"], data["separate_touching"], data["colour_split"]
-    del data["misshapen"]
+    del data["misshapen"], data["picture_match"], data["restarts"]
     assert PipelineConfig.from_dict(data).self_check == 0
     assert PipelineConfig.from_dict(data).avoid_touching is False
     assert PipelineConfig.from_dict(data).separate_touching == 0
     assert PipelineConfig.from_dict(data).colour_split == 0.0
     assert PipelineConfig.from_dict(data).misshapen == 0.0
+    # picture match and restarts: off in older folders
+    assert (PipelineConfig.from_dict(data).picture_match, PipelineConfig.from_dict(data).restarts) == (0.0, 0)
     del data["redraw_image"]
     del data["one_piece_instances"]
     assert PipelineConfig.from_dict(data).redraw_image is False
