@@ -479,8 +479,7 @@ class PanopticDiffusionPipeline:
         (:func:`pandiff.world.checks.colour_split_things`): the given ``colour_split`` (checked),
         else the folder's; 0 without a self check or best of K (nothing is drawn again). What
         ``generate``'s export, evaluation reports and synthesize manifests record."""
-        share = checks.colour_split(_given_or(colour_split, self.config.colour_split))
-        return share if self.draws_again(self_check, best_of) else 0.0
+        return self._as_acting("colour_split", colour_split, self.draws_again(self_check, best_of))
 
     def flags_misshapen(
         self, misshapen: float | None = None, self_check: int | None = None, best_of: int | None = None
@@ -490,8 +489,7 @@ class PanopticDiffusionPipeline:
         solidity (:func:`pandiff.world.checks.misshapen_things`): the given ``misshapen`` (checked), else
         the folder's; 0 without a self check or best of K (nothing is drawn again). What
         ``generate``'s export, evaluation reports and synthesize manifests record."""
-        ratio = checks.misshapen(_given_or(misshapen, self.config.misshapen))
-        return ratio if self.draws_again(self_check, best_of) else 0.0
+        return self._as_acting("misshapen", misshapen, self.draws_again(self_check, best_of))
 
     def self_checks_alone(self, self_check: int | None = None, best_of: int | None = None) -> bool:
         """Whether a prompt -> image + map call with these settings runs the self check (tries
@@ -506,8 +504,7 @@ class PanopticDiffusionPipeline:
         (:func:`pandiff.self_check.instance_match`): the given ``picture_match`` (checked), else the
         folder's; 0 where the self check does not run (:meth:`self_checks_alone`). What
         ``generate``'s export, evaluation reports and synthesize manifests record."""
-        iou = checks.picture_match(_given_or(picture_match, self.config.picture_match))
-        return iou if self.self_checks_alone(self_check, best_of) else 0.0
+        return self._as_acting("picture_match", picture_match, self.self_checks_alone(self_check, best_of))
 
     def restarts_failing(
         self, restarts: int | None = None, self_check: int | None = None, best_of: int | None = None
@@ -516,8 +513,37 @@ class PanopticDiffusionPipeline:
         draws a whole sample that still fails after its tries: the given ``restarts`` (checked),
         else the folder's; 0 where the self check does not run (:meth:`self_checks_alone`). What
         ``generate``'s export, evaluation reports and synthesize manifests record."""
-        n = checks.restarts(_given_or(restarts, self.config.restarts))
-        return n if self.self_checks_alone(self_check, best_of) else 0
+        return self._as_acting("restarts", restarts, self.self_checks_alone(self_check, best_of))
+
+    # The sampling checks' extra settings that act only where something is drawn again; the keys
+    # are the call's arguments, the folder's keys and the recorded keys alike.
+    CHECK_SETTINGS = ("colour_split", "misshapen", "picture_match", "restarts")
+
+    def checks_as_acting(
+        self,
+        self_check: int | None = None,
+        best_of: int | None = None,
+        colour_split: float | None = None,
+        misshapen: float | None = None,
+        picture_match: float | None = None,
+        restarts: int | None = None,
+    ) -> dict:
+        """:data:`CHECK_SETTINGS` as a prompt -> image + map call with these settings applies them
+        (:meth:`splits_colours`, :meth:`flags_misshapen`, :meth:`matches_pictures`,
+        :meth:`restarts_failing`): what the call passes to the checks and what ``generate``'s
+        export, evaluation reports and synthesize manifests record."""
+        return {
+            "colour_split": self.splits_colours(colour_split, self_check, best_of),
+            "misshapen": self.flags_misshapen(misshapen, self_check, best_of),
+            "picture_match": self.matches_pictures(picture_match, self_check, best_of),
+            "restarts": self.restarts_failing(restarts, self_check, best_of),
+        }
+
+    def _as_acting(self, key: str, given, acts: bool):
+        """Folder setting ``key`` as a call applies it: ``given`` (checked by ``checks.<key>``),
+        else the folder's; 0 of its type where it cannot act (``acts`` False)."""
+        value = getattr(checks, key)(_given_or(given, getattr(self.config, key)))
+        return value if acts else type(value)(0)
 
     def uint8_pictures(self, latents: torch.Tensor) -> np.ndarray:
         """``B H W 3`` uint8 pictures (on the CPU) of image latents ``B C h w``."""
@@ -686,16 +712,13 @@ class PanopticDiffusionPipeline:
         draws = self.best_ofs(best_of)
         apart = self.avoids_touching(avoid_touching)
         gap = self.separates(separate_touching, redraw)
-        share = self.splits_colours(colour_split, tries, draws)
-        shapes = self.flags_misshapen(misshapen, tries, draws)
-        match = self.matches_pictures(picture_match, tries, draws)
-        again = self.restarts_failing(restarts, tries, draws)
+        acting = self.checks_as_acting(tries, draws, colour_split, misshapen, picture_match, restarts)
         if draws > 1 and maps_in is None and images_in is None:
             from pandiff.self_check import ranked_sample
 
             latents, maps = ranked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart, gap,
-                share, shapes,
+                acting["colour_split"], acting["misshapen"],
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         if tries and maps_in is None and images_in is None:
@@ -703,7 +726,7 @@ class PanopticDiffusionPipeline:
 
             latents, maps = self_checked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart, gap,
-                share, shapes, match, again,
+                **acting,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         sampler = self.sampler()

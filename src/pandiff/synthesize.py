@@ -471,10 +471,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     draws = pipe.best_ofs(opts.best_of)
     apart = pipe.keeps_apart(opts.avoid_touching, tries, draws)
     gap = pipe.separates(opts.separate_touching, redraw)
-    share = pipe.splits_colours(opts.colour_split, tries, draws)
-    shapes = pipe.flags_misshapen(opts.misshapen, tries, draws)
-    match = pipe.matches_pictures(opts.picture_match, tries, draws)
-    again = pipe.restarts_failing(opts.restarts, tries, draws)
+    acting = pipe.checks_as_acting(tries, draws, **{k: getattr(opts, k) for k in pipe.CHECK_SETTINGS})
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
     config = {
@@ -483,7 +480,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
         "self_check": tries, "best_of": draws, "avoid_touching": apart,
-        "separate_touching": gap, "colour_split": share, "misshapen": shapes, "picture_match": match, "restarts": again, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
+        "separate_touching": gap, **acting, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
@@ -506,8 +503,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
         written = run_shards(
             pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw=redraw, tries=tries, draws=draws,
-            avoid_touching=apart, separate=gap, colour_split=share, misshapen=shapes, picture_match=match,
-            restarts=again,
+            avoid_touching=apart, separate=gap, **acting,
         )  # fmt: skip
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()

@@ -188,17 +188,12 @@ def _run(args, image: Image.Image | None = None) -> int:
         info["separate_touching"] = pipe.separates(
             getattr(args, "separate_touching", None), info["redraw_image"]
         )
-        info["colour_split"] = pipe.splits_colours(  # recorded as it acted
-            getattr(args, "colour_split", None), info["self_check"], info["best_of"]
-        )
-        info["misshapen"] = pipe.flags_misshapen(  # recorded as it acted
-            getattr(args, "misshapen", None), info["self_check"], info["best_of"]
-        )
-        info["picture_match"] = pipe.matches_pictures(  # recorded as it acted
-            getattr(args, "picture_match", None), info["self_check"], info["best_of"]
-        )
-        info["restarts"] = pipe.restarts_failing(  # recorded as it acted
-            getattr(args, "restarts", None), info["self_check"], info["best_of"]
+        info.update(  # recorded as they acted
+            pipe.checks_as_acting(
+                info["self_check"],
+                info["best_of"],
+                **{k: getattr(args, k, None) for k in pipe.CHECK_SETTINGS},
+            )
         )
     if image is None and (pmap is not None or info.get("redraw_image")):
         info["image_map_guidance_scale"] = settings["image_map_guidance_scale"]

@@ -522,18 +522,13 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         if sampled
         else None,
         "separate_touching": pipe.separates(opts.separate_touching, redraw) if sampled else None,
-        "colour_split": pipe.splits_colours(opts.colour_split, opts.self_check, checked_best_of)
-        if sampled
-        else None,
-        "misshapen": pipe.flags_misshapen(opts.misshapen, opts.self_check, checked_best_of)
-        if sampled
-        else None,
-        "picture_match": pipe.matches_pictures(opts.picture_match, opts.self_check, checked_best_of)
-        if sampled
-        else None,
-        "restarts": pipe.restarts_failing(opts.restarts, opts.self_check, checked_best_of)
-        if sampled
-        else None,
+        **(
+            pipe.checks_as_acting(
+                opts.self_check, checked_best_of, **{k: getattr(opts, k) for k in pipe.CHECK_SETTINGS}
+            )
+            if sampled
+            else dict.fromkeys(pipe.CHECK_SETTINGS)
+        ),
         # where an image is drawn for a given map: map -> image, the redraw
         "image_map_guidance_scale": settings["image_map_guidance_scale"]
         if opts.mode == "map2image" or redraw
