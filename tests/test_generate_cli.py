@@ -323,6 +323,18 @@ def test_separate_touching_flag_reaches_the_pipeline(tiny_pipeline_dir, export, 
     assert [i["separate_touching"] for i in info] == [3, 0]
 
 
+def test_snap_shapes_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
+    """--snap-shapes / --no-snap-shapes reach the call and are recorded as they acted: on with the
+    redraw, off without it (the tiny folder neither redraws nor snaps)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["snap_shapes"] is False
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--redraw-image", "--snap-shapes") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--snap-shapes") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "c", "--redraw-image", "--no-snap-shapes") == 0
+    assert [k["snap_shapes"] for k in pipeline_calls] == [True, True, False]
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
+    assert [i["snap_shapes"] for i in info] == [True, False, False]
+
+
 @pytest.mark.parametrize(
     ("flag", "key", "value"), [("--colour-split", "colour_split", 0.2), ("--misshapen", "misshapen", 0.9)]
 )

@@ -656,6 +656,81 @@ def test_separate_touching_setting_is_validated_defaults_to_the_folder_and_needs
         PipelineConfig.from_dict({**data, "separate_touching": -2})
 
 
+def _blob_cross() -> PanopticMap:
+    """One cross with a stub on its right arm (a misfit: no world cross looks like it) on grass."""
+    from pandiff.world.drawing import Thing, shape_mask
+
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    cross = shape_mask(Thing("cross", "red", "large", 30, 30, 9), xx, yy)
+    cross[24:36, 38:46] = True
+    category = np.full((64, 64), WORLD.index_of_name("grass"))
+    instance = np.zeros((64, 64), dtype=int)
+    category[cross], instance[cross] = WORLD.index_of_name("cross"), 1
+    return PanopticMap(category, instance, WORLD)
+
+
+def _notched_square() -> PanopticMap:
+    """16 px grass with one 8 x 8 square missing a quarter (an L: no world square looks like it)."""
+    category, instance = np.full((16, 16), WORLD.index_of_name("grass")), np.zeros((16, 16), dtype=int)
+    category[4:12, 4:12], instance[4:12, 4:12] = WORLD.index_of_name("square"), 1
+    category[4:8, 8:12], instance[4:8, 8:12] = WORLD.index_of_name("grass"), 0
+    return PanopticMap(category, instance, WORLD)
+
+
+def test_bite_apart_snaps_misfit_things_unless_that_makes_the_map_wrong(monkeypatch):
+    import pandiff.self_check as sc
+    from pandiff.world.checks import misfit_things
+
+    one = parse_prompt("a red cross on the grass", WORLD)
+    blob = _blob_cross()
+    snapped = sc.bite_apart([blob], [one], True, 0, snap=True)[0]
+    assert misfit_things(blob, 0.9) == 1 and misfit_things(snapped, 0.9) == 0
+    assert map_failures(snapped, one) == 0
+    assert sc.bite_apart([blob], [one], True, 0)[0] is blob  # no snap, no gap: off
+    # a snap that would leave the map wrong against its prompt is not taken
+    empty = PanopticMap(np.full((64, 64), WORLD.index_of_name("grass")), np.zeros((64, 64), int), WORLD)
+    monkeypatch.setattr(sc.wc, "snap_things", lambda pmap: empty)
+    assert sc.bite_apart([blob], [one], True, 0, snap=True)[0] is blob
+
+
+@pytest.mark.parametrize("how", [{"self_check": 0}, {"self_check": 1}, {"best_of": 2}])
+def test_snap_shapes_snaps_the_map_the_picture_is_redrawn_for(pipe, monkeypatch, how):
+    """Every prompt -> image + map path with the redraw (plain, self check, best of K): the
+    co-generated map's things are snapped to world shapes, and that map is both returned and the
+    one the picture is drawn for; off, or without the redraw, the map stays as it came."""
+    from pandiff.world.checks import misfit_things
+
+    monkeypatch.setattr(type(pipe.bit_codec), "decode_map", lambda self, bits, table: _notched_square())
+    drawn = _spy_redraws(monkeypatch)
+    prompts = ["a red square on the grass"] * 2
+    kwargs = {"num_inference_steps": 2, "redraw_image": True, **how}
+    out = pipe(prompts, generator=_gens(2), snap_shapes=True, **kwargs)
+    assert [misfit_things(m, 0.9) for m in out.maps] == [0, 0] and drawn
+    assert all(np.array_equal(m.category, out.maps[0].category) for _, maps in drawn for m in maps)
+    drawn.clear()
+    kept = pipe(prompts, generator=_gens(2), snap_shapes=False, **kwargs)
+    assert [misfit_things(m, 0.9) for m in kept.maps] == [1, 1]
+    assert [misfit_things(m, 0.9) for m in drawn[0][1]] == [1, 1]
+    plain = pipe(prompts, generator=_gens(2), snap_shapes=True, **{**kwargs, "redraw_image": False})
+    assert [misfit_things(m, 0.9) for m in plain.maps] == [1, 1]
+
+
+def test_snap_shapes_setting_is_validated_defaults_to_the_folder_and_needs_the_redraw(
+    pipe, tiny_pipeline_dir
+):
+    from pandiff.pipeline_config import PipelineConfig
+
+    assert pipe.config.snap_shapes is False and pipe.snaps(redraw_image=True) is False  # older folders: off
+    assert pipe.snaps(True, redraw_image=True) is True and pipe.snaps(True, redraw_image=False) is False
+    for bad in (1, "yes"):
+        with pytest.raises(ConfigError, match="snap_shapes"):
+            pipe("a red circle", num_inference_steps=1, redraw_image=True, snap_shapes=bad)
+    data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
+    assert PipelineConfig.from_dict({**data, "snap_shapes": True}).snap_shapes is True
+    with pytest.raises(ConfigError, match="'snap_shapes'"):
+        PipelineConfig.from_dict({**data, "snap_shapes": 1})
+
+
 def _square_picture(pipe, split: bool) -> tuple[PanopticMap, torch.Tensor]:
     """A map of the pipeline's size with one 8 px square on grass, and its picture as image
     latents (identity codec: pixels in [-1, 1]); ``split`` paints the square's right half white."""

@@ -458,6 +458,38 @@ def test_separate_touching_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_p
     assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["separate_touching"] == 0
 
 
+def test_snap_shapes_pairs_are_the_pipelines_and_the_setting_is_kept(
+    tmp_path, tiny_pipe, prompts_file, monkeypatch
+):
+    """With the redraw and snap_shapes the pairs are the pipeline's (same generators, maps snapped
+    before the redraw), the setting is recorded, and --resume refuses to mix it with pairs drawn
+    without it; without the redraw it snaps nothing and is recorded as off."""
+    from pandiff.world import checks as wc
+
+    snapped = []
+    original = wc.snap_things
+
+    def counting(pmap):
+        snapped.append(pmap)
+        return original(pmap)
+
+    monkeypatch.setattr(wc, "snap_things", counting)
+    out = tmp_path / "snapped"
+    synthesize(options(out, prompts_file, n=4, snap_shapes=True, redraw_image=True), pipe=tiny_pipe)
+    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["snap_shapes"] is True
+    assert len(snapped) == 4
+    _written_pairs_are_the_pipelines(out, tiny_pipe, snap_shapes=True)
+    with pytest.raises(ConfigError, match="snap_shapes True -> False"):
+        synthesize(
+            options(out, prompts_file, n=4, snap_shapes=False, redraw_image=True, resume=True), pipe=tiny_pipe
+        )
+    snapped.clear()
+    plain = tmp_path / "plain"
+    synthesize(options(plain, prompts_file, n=2, snap_shapes=True, redraw_image=False), pipe=tiny_pipe)
+    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["snap_shapes"] is False
+    assert snapped == []
+
+
 @pytest.mark.parametrize(
     ("key", "check", "value"),
     [("colour_split", "colour_split_things", 0.15), ("misshapen", "misshapen_things", 0.9)],

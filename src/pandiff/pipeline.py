@@ -450,16 +450,19 @@ class PanopticDiffusionPipeline:
         manifests record."""
         return self.avoids_touching(avoid_touching) and self.draws_again(self_check, best_of)
 
-    def bite_apart(self, prompts: Sequence[str], maps: list[PanopticMap], gap: int) -> list[PanopticMap]:
-        """``maps`` (one per prompt) with touching things bitten ``gap`` pixels apart where that
-        leaves each no worse against its prompt (:func:`pandiff.self_check.bite_apart`)."""
-        if gap <= 0:
+    def bite_apart(
+        self, prompts: Sequence[str], maps: list[PanopticMap], gap: int, snap: bool = False
+    ) -> list[PanopticMap]:
+        """``maps`` (one per prompt) with, where that leaves each no worse against its prompt, their
+        things snapped to world shapes (``snap``) and touching things bitten ``gap`` pixels apart
+        (:func:`pandiff.self_check.bite_apart`)."""
+        if gap <= 0 and not snap:
             return maps
         from pandiff.self_check import bite_apart, parse_prompt
         from pandiff.world.generator import is_world_table
 
         specs = [parse_prompt(p, self.table) for p in prompts]
-        return bite_apart(maps, specs, is_world_table(self.table), gap)
+        return bite_apart(maps, specs, is_world_table(self.table), gap, snap)
 
     def separates(self, separate_touching: int | None = None, redraw_image: bool | None = None) -> int:
         """The gap in map pixels that a prompt -> image + map call with these settings bites
@@ -470,6 +473,17 @@ class PanopticDiffusionPipeline:
         record."""
         gap = checks.separate_touching(_given_or(separate_touching, self.config.separate_touching))
         return gap if self.redraws(redraw_image) else 0
+
+    def snaps(self, snap_shapes: bool | None = None, redraw_image: bool | None = None) -> bool:
+        """Whether a prompt -> image + map call with these settings redraws the things of its
+        co-generated map as world shapes before its redraw (:func:`pandiff.world.checks.snap_things`):
+        the given ``snap_shapes`` (checked), else the folder's; False when the call does not redraw
+        (without the redraw the picture is the co-generated one and a snapped map would only
+        disagree with it). What ``generate``'s export, evaluation reports and synthesize manifests
+        record."""
+        if snap_shapes is not None and not isinstance(snap_shapes, bool):
+            raise ConfigError(f"snap_shapes must be True, False or None, got {snap_shapes!r}")
+        return _given_or(snap_shapes, self.config.snap_shapes) and self.redraws(redraw_image)
 
     def splits_colours(
         self, colour_split: float | None = None, self_check: int | None = None, best_of: int | None = None
@@ -604,6 +618,7 @@ class PanopticDiffusionPipeline:
         misshapen: float | None = None,
         picture_match: float | None = None,
         restarts: int | None = None,
+        snap_shapes: bool | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -670,6 +685,11 @@ class PanopticDiffusionPipeline:
                 after its tries (against the prompt, or its picture against its map) is drawn
                 again whole, map and picture with their tries, up to this many more times,
                 keeping the whole sample that fails least. 0 is off; None takes the folder's.
+            snap_shapes: prompt -> image + map with the redraw only, beyond the paper, for the
+                built-in world's shapes: before the picture is drawn for the co-generated map, each
+                thing of the map is redrawn as the world shape of its category that fits it best
+                (:func:`pandiff.world.checks.snap_things`), where that leaves the map no worse
+                against the prompt (:func:`pandiff.self_check.bite_apart`). None takes the folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -712,13 +732,14 @@ class PanopticDiffusionPipeline:
         draws = self.best_ofs(best_of)
         apart = self.avoids_touching(avoid_touching)
         gap = self.separates(separate_touching, redraw)
+        snap = self.snaps(snap_shapes, redraw)
         acting = self.checks_as_acting(tries, draws, colour_split, misshapen, picture_match, restarts)
         if draws > 1 and maps_in is None and images_in is None:
             from pandiff.self_check import ranked_sample
 
             latents, maps = ranked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart, gap,
-                acting["colour_split"], acting["misshapen"],
+                acting["colour_split"], acting["misshapen"], snap,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         if tries and maps_in is None and images_in is None:
@@ -726,7 +747,7 @@ class PanopticDiffusionPipeline:
 
             latents, maps = self_checked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart, gap,
-                **acting,
+                **acting, snap=snap,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         sampler = self.sampler()
@@ -748,7 +769,7 @@ class PanopticDiffusionPipeline:
             maps = [cleanup(m) for m in maps]
         latents = out.latents
         if redraw and maps_in is None and images_in is None:
-            maps = self.bite_apart(prompts, maps, gap)
+            maps = self.bite_apart(prompts, maps, gap, snap)
             latents = self.redraw(text, empty, maps, settings, generator, progress=sampling_progress)
         return self._output(prompts, latents, maps)
 

@@ -87,6 +87,11 @@ class PipelineConfig:
             after its tries is drawn again whole (map and picture stages), up to this many more
             times (:func:`pandiff.self_check.self_checked_sample`); 0, the default of older
             folders, is off.
+        snap_shapes: beyond the paper, for the built-in world's shapes, with ``redraw_image``:
+            whether the things of the kept co-generated map are redrawn as the world shapes of
+            their categories that fit them best before the picture is drawn for it
+            (:func:`pandiff.world.checks.snap_things`, :func:`pandiff.self_check.bite_apart`);
+            false, the default of older folders, is off.
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -114,6 +119,7 @@ class PipelineConfig:
     misshapen: float = 0.0
     picture_match: float = 0.0
     restarts: int = 0
+    snap_shapes: bool = False
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -152,7 +158,7 @@ class PipelineConfig:
             name = getattr(self, key)
             if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):
                 raise ConfigError(f"unknown {key} {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
-        for key in ("redraw_image", "one_piece_instances", "avoid_touching"):
+        for key in ("redraw_image", "one_piece_instances", "avoid_touching", "snap_shapes"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key!r} must be true or false, got {getattr(self, key)!r}")
         if self.trained_steps is not None:

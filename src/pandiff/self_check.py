@@ -89,6 +89,17 @@ judge counted otherwise (and 31 of the 437 it counted right); a match below 0.5 
 gave less (first 200 prompts, seed 0: 85.5 -> 86.0% and 87.0%; both 89.5%). They are folder
 settings, off unless a folder sets them (the bundled folder sets 0.5 and 2).
 
+**Snapped shapes** (``snap_shapes``): with the redraw, each thing of the kept co-generated map is
+redrawn as the world shape of its category that fits it best before the picture is drawn for it
+(:func:`pandiff.world.checks.snap_things`), where that leaves the map no worse against its prompt
+(:func:`bite_apart`, before the bite). The maps that still failed on the picture were mostly right
+by count and held things no world shape looks like (a cross with a stub, a triangle with two
+peaks); the picture follows such a map, and drawing the map again rarely gives a clean one for a
+crowded prompt. On all 500 built-in-world val prompts (seed 1) image-judged adherence rose from
+89.6% to 91.0% (25 scenes won, 18 lost; seed 0, first 200: 89.5 -> 90.5%, 10 / 8). It redraws
+the built-in world's shapes, so it is a folder setting, off unless a folder sets it (the bundled
+folder sets it).
+
 Prompts are read with the model's
 category names, simple plurals and the count words ``a``/``an``/``one`` ... ``ten``; a word
 outside them is ignored, so a prompt the reader cannot parse is simply not checked against.
@@ -322,21 +333,23 @@ def weighed(score: int, avoid_touching: bool, misshapen: float = 0.0) -> int:
 
 
 def bite_apart(
-    maps: Sequence[PanopticMap], specs: Sequence[PromptSpec], exhaustive: bool, gap: int
+    maps: Sequence[PanopticMap], specs: Sequence[PromptSpec], exhaustive: bool, gap: int, snap: bool = False
 ) -> list[PanopticMap]:
-    """``maps`` with their touching things bitten ``gap`` pixels apart
-    (:func:`pandiff.world.checks.separate_touching`), each map only where that does not add
-    failures against its prompt (:func:`map_failures`; a bite may drop a thing it cuts to a
-    speck); ``gap`` 0 returns the maps as they are."""
-    if gap <= 0:
-        return list(maps)
+    """``maps`` made ready for the redraw: with ``snap`` their things redrawn as the world shapes
+    that fit them best (:func:`pandiff.world.checks.snap_things`), then their touching things
+    bitten ``gap`` pixels apart (:func:`pandiff.world.checks.separate_touching`); each step kept
+    for a map only where it does not add failures against its prompt (:func:`map_failures`; a
+    bite may drop a thing it cuts to a speck, a snapped shape may hide one). ``gap`` 0 and no
+    ``snap`` return the maps as they are."""
     out = []
     for pmap, spec in zip(maps, specs):
-        bitten = wc.separate_touching(pmap, gap=gap)
-        worse = bitten is not pmap and map_failures(bitten, spec, exhaustive) > map_failures(
-            pmap, spec, exhaustive
-        )
-        out.append(pmap if worse else bitten)
+        for step, on in ((wc.snap_things, snap), (lambda m: wc.separate_touching(m, gap=gap), gap > 0)):
+            changed = step(pmap) if on else pmap
+            worse = changed is not pmap and map_failures(changed, spec, exhaustive) > map_failures(
+                pmap, spec, exhaustive
+            )
+            pmap = pmap if worse else changed
+        out.append(pmap)
     return out
 
 
@@ -401,7 +414,7 @@ def _cogenerate(pipe, text, empty, settings, cleanup, generator, progress):
 
 def self_checked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress, avoid_touching=False,
-    separate=0, colour_split=0.0, misshapen=0.0, picture_match=0.0, restarts=0,
+    separate=0, colour_split=0.0, misshapen=0.0, picture_match=0.0, restarts=0, snap=False,
 ):  # fmt: skip
     """Prompt -> image + map with the self check: the pipeline's co-generation (and redraw), each
     stage drawn again by :func:`best_of` for the rows that fail.
@@ -412,8 +425,8 @@ def self_checked_sample(
     :func:`count_disagreement` against the model's one-forward segmentation of it, otherwise that
     term joins the co-generation check. With ``colour_split`` > 0 that picture check also counts
     the map's things the picture paints in two colours (:func:`colour_splits`). With ``redraw``
-    and ``separate`` > 0 the kept maps' touching things are first bitten that many pixels apart
-    (:func:`bite_apart`). With ``picture_match`` > 0 the picture check also fails a picture whose
+    and ``separate`` > 0 the kept maps' touching things are first bitten that many pixels apart,
+    and with ``redraw`` and ``snap`` their things first redrawn as world shapes (:func:`bite_apart`). With ``picture_match`` > 0 the picture check also fails a picture whose
     one-forward segmentation matches some thing of the map (or the map one of it) below that IoU
     (:func:`instance_match`). With ``restarts`` > 0, a row whose kept sample still fails a check
     (against the prompt, or its picture against its map) after those tries is drawn again whole,
@@ -462,7 +475,7 @@ def self_checked_sample(
         maps = [m for _, m in draws]
         if not redraw:
             return [lat for lat, _ in draws], maps, map_scores
-        kept = dict(zip(rows, bite_apart(maps, [specs[i] for i in rows], exhaustive, separate)))
+        kept = dict(zip(rows, bite_apart(maps, [specs[i] for i in rows], exhaustive, separate, snap)))
 
         def draw_image(idx):
             return list(pipe.redraw(text[idx], empty, [kept[i] for i in idx], settings, gens(idx), progress))
@@ -550,7 +563,7 @@ def rank_best(
 
 def ranked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, draws, generator, progress, avoid_touching=False,
-    separate=0, colour_split=0.0, misshapen=0.0,
+    separate=0, colour_split=0.0, misshapen=0.0, snap=False,
 ):  # fmt: skip
     """Prompt -> image + map as the best of ``draws`` whole samples per row (co-generation, and
     the redraw when ``redraw``), ranked by :func:`rank_best` on the row's map failures against the
@@ -559,8 +572,8 @@ def ranked_sample(
     :func:`instance_match` of the picture's one-forward segmentation against its map, and
     :func:`map_consistency`; with ``colour_split`` > 0 the things a draw's picture paints in two
     colours (:func:`colour_splits`) rank right after the map failures. With ``redraw`` and
-    ``separate`` > 0 each draw's touching things are bitten apart before its redraw
-    (:func:`bite_apart`). Each draw continues the callers'
+    ``separate`` > 0 each draw's touching things are bitten apart before its redraw, with
+    ``redraw`` and ``snap`` its things redrawn as world shapes first (:func:`bite_apart`). Each draw continues the callers'
     generators (with one generator per sample, row i depends on generator i alone).
 
     Returns:
@@ -580,7 +593,7 @@ def ranked_sample(
     for _ in range(draws):
         latents, maps = _cogenerate(pipe, text, empty, settings, cleanup, generator, progress)
         if redraw:
-            maps = bite_apart(maps, specs, exhaustive, separate)
+            maps = bite_apart(maps, specs, exhaustive, separate, snap)
             latents = pipe.redraw(text, empty, maps, settings, generator, progress)
         seen = pipe.segment_once(latents, text, cleanup, generator)
         candidates.append(

@@ -53,7 +53,7 @@ _OUTPUT_KEYS = (
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
     "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
     "best_of", "avoid_touching", "separate_touching", "colour_split", "misshapen", "picture_match",
-    "restarts",
+    "restarts", "snap_shapes",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {
@@ -68,6 +68,7 @@ _LEGACY = {
     "misshapen": 0.0,
     "picture_match": 0.0,
     "restarts": 0,
+    "snap_shapes": False,
 }
 
 
@@ -101,6 +102,7 @@ class SynthesizeOptions:
     misshapen: float | None = None  # with the checks, a map holding a misshapen thing fails
     picture_match: float | None = None  # with the self check, a picture matching its map below this IoU fails
     restarts: int | None = None  # with the self check, whole draws again of a pair that still fails
+    snap_shapes: bool | None = None  # with the redraw, the map's things redrawn as world shapes first
     scheduler: str | None = None
     map_scheduler: str | None = None  # None: scheduler's, else the model's
     split: str = "train"
@@ -260,6 +262,7 @@ def sample_pairs(
     misshapen: float = 0.0,
     picture_match: float = 0.0,
     restarts: int = 0,
+    snap: bool = False,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -278,7 +281,8 @@ def sample_pairs(
     fails pictures that paint a thing of their map in two colours and ``misshapen`` > 0 maps holding
     a thing no single world shape looks like, as the pipeline's do; with the self check,
     ``picture_match`` > 0 fails pictures matching their map below that IoU and ``restarts`` > 0
-    draws a still failing pair again whole, as the pipeline's do."""
+    draws a still failing pair again whole, as the pipeline's do; ``snap`` (with ``redraw``) redraws
+    the map's things as world shapes before the redraw, as the pipeline's ``snap_shapes`` does."""
     text, empty = pipe._encode_prompts(prompts)
     if draws > 1 or tries > 0:
         from pandiff.self_check import ranked_sample, self_checked_sample
@@ -290,7 +294,7 @@ def sample_pairs(
             only_self_check = {"picture_match": picture_match, "restarts": restarts}
         latents, maps = sample(
             pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False, avoid_touching,
-            separate, colour_split, misshapen, **only_self_check,
+            separate, colour_split, misshapen, **only_self_check, snap=snap,
         )  # fmt: skip
         return pipe.uint8_pictures(latents), None, maps
     out = pipe.sampler().sample(
@@ -301,7 +305,7 @@ def sample_pairs(
         maps = [pipe.bit_codec.decode_map(b.float(), pipe.table) for b in out.map_bits]
         if cleanup:
             maps = [cleanup(m) for m in maps]
-        maps = pipe.bite_apart(prompts, maps, separate)
+        maps = pipe.bite_apart(prompts, maps, separate, snap)
         latents = pipe.redraw(text, empty, maps, settings, generators)
     return pipe.uint8_pictures(latents), (out.map_bits > 0).byte().cpu().numpy(), maps
 
@@ -471,6 +475,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     draws = pipe.best_ofs(opts.best_of)
     apart = pipe.keeps_apart(opts.avoid_touching, tries, draws)
     gap = pipe.separates(opts.separate_touching, redraw)
+    snap = pipe.snaps(opts.snap_shapes, redraw)
     acting = pipe.checks_as_acting(tries, draws, **{k: getattr(opts, k) for k in pipe.CHECK_SETTINGS})
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
@@ -480,7 +485,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
         "self_check": tries, "best_of": draws, "avoid_touching": apart,
-        "separate_touching": gap, **acting, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
+        "separate_touching": gap, "snap_shapes": snap, **acting, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
@@ -503,7 +508,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
         written = run_shards(
             pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw=redraw, tries=tries, draws=draws,
-            avoid_touching=apart, separate=gap, **acting,
+            avoid_touching=apart, separate=gap, snap=snap, **acting,
         )  # fmt: skip
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()

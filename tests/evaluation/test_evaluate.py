@@ -11,7 +11,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "colour_split", "misshapen", "picture_match", "restarts", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "snap_shapes", "colour_split", "misshapen", "picture_match", "restarts", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -56,6 +56,7 @@ def test_cogen_command_writes_json_and_markdown(
     assert report["redraw_image"] is False  # the tiny folder does not redraw
     assert report["self_check"] == 0 and report["best_of"] == 1  # nor check itself, nor draw several
     assert report["avoid_touching"] is False and report["separate_touching"] == 0
+    assert report["snap_shapes"] is False
     assert report["colour_split"] == 0.0 and report["misshapen"] == 0.0
     assert report["picture_match"] == 0.0 and report["restarts"] == 0
     assert report["map_cleanup"] == 3  # the pipeline default
@@ -223,6 +224,18 @@ def test_separate_touching_reaches_the_sampling_and_is_reported_where_it_acts(
     assert (bitten["separate_touching"], plain["separate_touching"]) == (2, 0)
     segment = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))
     assert segment["separate_touching"] is None
+
+
+def test_snap_shapes_reaches_the_sampling_and_is_reported_where_it_acts(
+    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
+):
+    """snap_shapes reaches the call; the report gives it on only where the picture is redrawn, and
+    nothing outside co-generation."""
+    snapped = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=True, snap_shapes=True))
+    plain = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, snap_shapes=True))
+    assert [k["snap_shapes"] for k in pipeline_calls] == [True, True]
+    assert (snapped["snap_shapes"], plain["snap_shapes"]) == (True, False)
+    assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["snap_shapes"] is None
 
 
 def test_colour_split_reaches_the_sampling_and_is_reported_where_it_acts(

@@ -190,6 +190,13 @@ def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
         "PX map pixels apart before the picture is drawn for it, where that leaves the map no worse "
         "against the prompt (beyond the paper; 0 = off; default: the model's)",
     )
+    _add_folder_switch(
+        p,
+        "--snap-shapes",
+        "prompt -> image + map with the redraw, for the built-in world's shapes: redraw each thing of the "
+        "co-generated map as the world shape of its category that fits it best before the picture is drawn "
+        "for it, where that leaves the map no worse against the prompt (beyond the paper; default: the model's)",
+    )
     p.add_argument(
         "--colour-split",
         type=finite_float,

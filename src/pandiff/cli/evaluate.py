@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         misshapen=args.misshapen,
         picture_match=args.picture_match,
         restarts=args.restarts,
+        snap_shapes=args.snap_shapes,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,

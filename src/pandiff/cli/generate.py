@@ -161,6 +161,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             misshapen=getattr(args, "misshapen", None),
             picture_match=getattr(args, "picture_match", None),
             restarts=getattr(args, "restarts", None),
+            snap_shapes=getattr(args, "snap_shapes", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -188,6 +189,7 @@ def _run(args, image: Image.Image | None = None) -> int:
         info["separate_touching"] = pipe.separates(
             getattr(args, "separate_touching", None), info["redraw_image"]
         )
+        info["snap_shapes"] = pipe.snaps(getattr(args, "snap_shapes", None), info["redraw_image"])
         info.update(  # recorded as they acted
             pipe.checks_as_acting(
                 info["self_check"],

@@ -68,6 +68,8 @@ class EvaluationOptions:
     picture_match: float | None = None
     # cogen with a self check: whole draws again of a sample that still fails (None: the model's)
     restarts: int | None = None
+    # cogen with the redraw: the map's things redrawn as world shapes first (None: the model's)
+    snap_shapes: bool | None = None
     batch: int = 16
     seed: int = 0
     # "shared": one generator for the whole run (the reports before session 23); "per-sample": one
@@ -156,6 +158,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "misshapen": opts.misshapen,
                 "picture_match": opts.picture_match,
                 "restarts": opts.restarts,
+                "snap_shapes": opts.snap_shapes,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
                 "image_map_guidance_scale": opts.image_map_guidance,
@@ -422,7 +425,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             self_check=opts.self_check, avoid_touching=opts.avoid_touching,
             separate_touching=opts.separate_touching, colour_split=opts.colour_split,
             misshapen=opts.misshapen, picture_match=opts.picture_match, restarts=opts.restarts,
-            progress=opts.progress,
+            snap_shapes=opts.snap_shapes, progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
         generated = load_split(f"{tmp}/generated", "train", pipe.image_size)
@@ -522,6 +525,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         if sampled
         else None,
         "separate_touching": pipe.separates(opts.separate_touching, redraw) if sampled else None,
+        "snap_shapes": pipe.snaps(opts.snap_shapes, redraw) if sampled else None,
         **(
             pipe.checks_as_acting(
                 opts.self_check, checked_best_of, **{k: getattr(opts, k) for k in pipe.CHECK_SETTINGS}

@@ -34,6 +34,7 @@ SETTINGS = (
     "best_of",
     "avoid_touching",
     "separate_touching",
+    "snap_shapes",
     "colour_split",
     "misshapen",
     "picture_match",

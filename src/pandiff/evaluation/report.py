@@ -32,6 +32,7 @@ _SUMMARY = (
     "best_of",
     "avoid_touching",
     "separate_touching",
+    "snap_shapes",
     "colour_split",
     "misshapen",
     "picture_match",

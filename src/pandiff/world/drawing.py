@@ -64,35 +64,47 @@ class Scene:
     things: tuple[Thing, ...]
 
 
-def _polygon_mask(xx: np.ndarray, yy: np.ndarray, verts: np.ndarray) -> np.ndarray:
-    """Even-odd point-in-polygon test of pixel centres ``xx, yy`` (H W) against ``verts`` (V 2)."""
-    inside = np.zeros(xx.shape, dtype=bool)
-    for (x0, y0), (x1, y1) in zip(verts, np.roll(verts, -1, axis=0)):
-        if y0 == y1:
+def _polygon_mask(xx: np.ndarray, yy: np.ndarray, vx: list, vy: list) -> np.ndarray:
+    """Even-odd point-in-polygon test of pixel centres ``xx, yy`` (H W) against the polygon of
+    vertices ``(vx[i], vy[i])``; each coordinate a number, or an array that broadcasts against
+    ``xx`` (``K 1 1``: K polygons at once, giving ``K H W``)."""
+    inside = np.zeros(np.broadcast_shapes(xx.shape, np.shape(vx[0])), dtype=bool)
+    for x0, y0, x1, y1 in zip(vx, vy, vx[1:] + vx[:1], vy[1:] + vy[:1]):
+        if np.ndim(y0) == 0 and y0 == y1:
             continue  # a horizontal edge never crosses the horizontal ray
         crosses = (y0 > yy) != (y1 > yy)
-        inside ^= crosses & (xx < x0 + (yy - y0) * (x1 - x0) / (y1 - y0))
+        with np.errstate(divide="ignore", invalid="ignore"):  # horizontal edges of K polygons
+            inside ^= crosses & (xx < x0 + (yy - y0) * (x1 - x0) / (y1 - y0))
     return inside
 
 
 def shape_mask(thing: Thing, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
     """``H W`` bool mask of a thing on the pixel-centre grids ``xx, yy``."""
-    dx, dy, r = xx - thing.x, yy - thing.y, thing.radius
-    if thing.category == "circle":
+    return shape_masks(thing.category, thing.x, thing.y, thing.radius, xx, yy)
+
+
+def shape_masks(category: str, x, y, radius, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Masks of world shapes of ``category`` centred at ``(x, y)`` with ``radius`` on the
+    pixel-centre grids ``xx, yy``: numbers give one ``H W`` mask, arrays that broadcast against
+    the grids (``K 1 1``) give K candidate shapes at once (``K H W``)."""
+    dx, dy, r = xx - x, yy - y, radius
+    if category == "circle":
         return dx * dx + dy * dy <= r * r
-    if thing.category == "square":
+    if category == "square":
         return (np.abs(dx) <= 0.85 * r) & (np.abs(dy) <= 0.85 * r)
-    if thing.category == "cross":
+    if category == "cross":
         arm, half = 0.95 * r, 0.34 * r
         return ((np.abs(dx) <= arm) & (np.abs(dy) <= half)) | ((np.abs(dx) <= half) & (np.abs(dy) <= arm))
-    if thing.category == "triangle":
-        angles, radii = np.deg2rad([-90, 30, 150]), np.full(3, 1.15 * r)
-    elif thing.category == "star":
-        angles, radii = np.deg2rad(-90 + 36 * np.arange(10)), np.tile([1.25 * r, 0.55 * r], 5)
+    if category == "triangle":
+        angles, radii = np.deg2rad([-90, 30, 150]), [1.15 * r] * 3
+    elif category == "star":
+        angles, radii = np.deg2rad(-90 + 36 * np.arange(10)), [1.25 * r, 0.55 * r] * 5
     else:
-        raise DataError(f"unknown shape {thing.category!r}; known: {', '.join(THING_SHAPES)}")
-    verts = np.stack([thing.x + radii * np.cos(angles), thing.y + radii * np.sin(angles)], axis=1)
-    return _polygon_mask(xx, yy, verts)
+        raise DataError(f"unknown shape {category!r}; known: {', '.join(THING_SHAPES)}")
+    cos, sin = np.cos(angles), np.sin(angles)
+    vx = [x + rad * c for rad, c in zip(radii, cos)]
+    vy = [y + rad * s for rad, s in zip(radii, sin)]
+    return _polygon_mask(xx, yy, vx, vy)
 
 
 @lru_cache(maxsize=4)
