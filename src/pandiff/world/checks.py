@@ -287,10 +287,11 @@ def shape_area(name: str) -> float:
 
 def shape_fit(mask: np.ndarray, name: str, occluders: np.ndarray | None = None) -> float:
     """How well ``mask`` looks like one world shape of category ``name``: the best IoU between
-    it and such a shape, over centres within :data:`FIT_SHIFT` pixels of its centroid and radii
-    at :data:`FIT_SCALES` times the one its area gives (searched coarse, then fine); pixels of ``occluders`` (the other things
-    of its map, which the world may have drawn over it) are taken out of every candidate shape
-    first, so a thing partly behind another still fits. 1.0: exactly a world shape; a blob, two
+    it and such a shape, over radii at :data:`FIT_SCALES` times the one its area gives and
+    centres on a 2-pixel grid within :data:`FIT_SHIFT` pixels of its centroid, then every pixel
+    around the best; pixels of ``occluders`` (the other things of its map, which the world may
+    have drawn over it) are taken out of every candidate shape first, so a thing partly behind
+    another still fits. 1.0: exactly a world shape; a blob, two
     shapes fused, a cross with a stub or a triangle with two peaks score lower. An empty mask
     scores 0.0.
 
