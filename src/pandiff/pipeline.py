@@ -246,8 +246,7 @@ class PanopticDiffusionPipeline:
         the sampler's."""
         c = self.config
         size = _given_or(map_cleanup, c.map_cleanup)
-        if one_piece_instances is not None and not isinstance(one_piece_instances, bool):
-            raise ConfigError(f"one_piece_instances must be True, False or None, got {one_piece_instances!r}")
+        one_piece = _given_flag(one_piece_instances, c.one_piece_instances, "one_piece_instances")
         return {
             "num_inference_steps": checks.steps(
                 _given_or(num_inference_steps, c.num_inference_steps), self.schedule.num_train_timesteps
@@ -263,7 +262,7 @@ class PanopticDiffusionPipeline:
             "map_cleanup": checks.number(
                 size, "map_cleanup", 0, self.map_size, integer=True, hint=" (0 = off)"
             ),
-            "one_piece_instances": _given_or(one_piece_instances, c.one_piece_instances),
+            "one_piece_instances": one_piece,
         }
 
     @staticmethod
@@ -387,9 +386,7 @@ class PanopticDiffusionPipeline:
     def redraws(self, redraw_image: bool | None = None) -> bool:
         """Whether a prompt -> image + map call with this ``redraw_image`` redraws the image for
         its map: the given value (checked), else the folder's (``config.redraw_image``)."""
-        if redraw_image is not None and not isinstance(redraw_image, bool):
-            raise ConfigError(f"redraw_image must be True, False or None, got {redraw_image!r}")
-        return _given_or(redraw_image, self.config.redraw_image)
+        return _given_flag(redraw_image, self.config.redraw_image, "redraw_image")
 
     @torch.no_grad()
     def redraw(
@@ -432,9 +429,7 @@ class PanopticDiffusionPipeline:
         """Whether the self check and best of K of a call with this ``avoid_touching`` also draw
         again a map in which two things touch (:func:`pandiff.self_check.map_score`): the
         given value (checked), else the folder's (``config.avoid_touching``)."""
-        if avoid_touching is not None and not isinstance(avoid_touching, bool):
-            raise ConfigError(f"avoid_touching must be True, False or None, got {avoid_touching!r}")
-        return _given_or(avoid_touching, self.config.avoid_touching)
+        return _given_flag(avoid_touching, self.config.avoid_touching, "avoid_touching")
 
     def draws_again(self, self_check: int | None = None, best_of: int | None = None) -> bool:
         """Whether a prompt -> image + map call with these settings draws a failing sample again
@@ -481,9 +476,7 @@ class PanopticDiffusionPipeline:
         (without the redraw the picture is the co-generated one and a snapped map would only
         disagree with it). What ``generate``'s export, evaluation reports and synthesize manifests
         record."""
-        if snap_shapes is not None and not isinstance(snap_shapes, bool):
-            raise ConfigError(f"snap_shapes must be True, False or None, got {snap_shapes!r}")
-        return _given_or(snap_shapes, self.config.snap_shapes) and self.redraws(redraw_image)
+        return _given_flag(snap_shapes, self.config.snap_shapes, "snap_shapes") and self.redraws(redraw_image)
 
     def splits_colours(
         self, colour_split: float | None = None, self_check: int | None = None, best_of: int | None = None
@@ -782,6 +775,14 @@ class PanopticDiffusionPipeline:
 
 def _given_or(value, default):
     return default if value is None else value
+
+
+def _given_flag(value, default: bool, name: str) -> bool:
+    """An on/off call argument: ``value`` when given (True or False, else ConfigError naming
+    ``name``), the folder's ``default`` when None."""
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True, False or None, got {value!r}")
+    return _given_or(value, default)
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -341,14 +341,21 @@ def bite_apart(
     for a map only where it does not add failures against its prompt (:func:`map_failures`; a
     bite may drop a thing it cuts to a speck, a snapped shape may hide one). ``gap`` 0 and no
     ``snap`` return the maps as they are."""
+    steps = ([wc.snap_things] if snap else []) + (
+        [lambda m: wc.separate_touching(m, gap=gap)] if gap > 0 else []
+    )
     out = []
     for pmap, spec in zip(maps, specs):
-        for step, on in ((wc.snap_things, snap), (lambda m: wc.separate_touching(m, gap=gap), gap > 0)):
-            changed = step(pmap) if on else pmap
-            worse = changed is not pmap and map_failures(changed, spec, exhaustive) > map_failures(
-                pmap, spec, exhaustive
-            )
-            pmap = pmap if worse else changed
+        failures = None  # the kept map's, computed once and only when a step changed the map
+        for step in steps:
+            changed = step(pmap)
+            if changed is pmap:
+                continue
+            if failures is None:
+                failures = map_failures(pmap, spec, exhaustive)
+            after = map_failures(changed, spec, exhaustive)
+            if after <= failures:
+                pmap, failures = changed, after
         out.append(pmap)
     return out
 
