@@ -335,6 +335,17 @@ def test_snap_shapes_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_pa
     assert [i["snap_shapes"] for i in info] == [True, False, False]
 
 
+def test_spread_things_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
+    """--spread-things PX reaches the call and is recorded as it acted: PX with the redraw, 0
+    without it (the tiny folder neither redraws nor spreads)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["spread_things"] == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--redraw-image", "--spread-things", "3") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--spread-things", "3") == 0
+    assert [k["spread_things"] for k in pipeline_calls] == [3, 3]
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b")]
+    assert [i["spread_things"] for i in info] == [3, 0]
+
+
 @pytest.mark.parametrize(
     ("flag", "key", "value"), [("--colour-split", "colour_split", 0.2), ("--misshapen", "misshapen", 0.9)]
 )

@@ -267,9 +267,10 @@ def test_the_bundled_folder_loads_as_before():
     assert config.map_scheduler is None  # the map samples with the scheduler too
     assert config.redraw_image is True  # set since session 10; a folder without the key does not redraw
     assert config.one_piece_instances is True  # set since session 13; off without the key
-    # the self check since session 18 (2 more draws), 4 with things apart since session 21; a folder
-    # without the keys checks nothing and lets things touch
-    assert (config.self_check, config.avoid_touching) == (4, True)
+    # the self check since session 18 (2 more draws), 4 with things apart in sessions 21-29 (since
+    # session 30 touching things are spread apart instead); a folder without the keys checks nothing
+    # and lets things touch
+    assert (config.self_check, config.avoid_touching) == (4, False)
     # things still touching bitten 2 px apart before the redraw since session 24; off without the key
     assert config.separate_touching == 2
     # pictures painting a thing in two colours drawn again since session 26; off without the key
@@ -280,9 +281,12 @@ def test_the_bundled_folder_loads_as_before():
     # a picture matching its map below IoU 0.5 drawn again, and samples still failing drawn again
     # whole up to twice, since session 28; off without the keys
     assert (config.picture_match, config.restarts) == (0.5, 2)
+    # things snapped to world shapes since session 29, and moved 2 px apart since session 30, before
+    # the redraw; off without the keys
+    assert (config.snap_shapes, config.spread_things) == (True, 2)
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
     del data["self_check"], data["avoid_touching"], data["separate_touching"], data["colour_split"]
-    del data["misshapen"], data["picture_match"], data["restarts"]
+    del data["misshapen"], data["picture_match"], data["restarts"], data["snap_shapes"], data["spread_things"]
     assert PipelineConfig.from_dict(data).self_check == 0
     assert PipelineConfig.from_dict(data).avoid_touching is False
     assert PipelineConfig.from_dict(data).separate_touching == 0
@@ -290,6 +294,10 @@ def test_the_bundled_folder_loads_as_before():
     assert PipelineConfig.from_dict(data).misshapen == 0.0
     # picture match and restarts: off in older folders
     assert (PipelineConfig.from_dict(data).picture_match, PipelineConfig.from_dict(data).restarts) == (0.0, 0)
+    assert (PipelineConfig.from_dict(data).snap_shapes, PipelineConfig.from_dict(data).spread_things) == (
+        False,
+        0,
+    )
     del data["redraw_image"]
     del data["one_piece_instances"]
     assert PipelineConfig.from_dict(data).redraw_image is False

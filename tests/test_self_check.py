@@ -731,6 +731,65 @@ def test_snap_shapes_setting_is_validated_defaults_to_the_folder_and_needs_the_r
         PipelineConfig.from_dict({**data, "snap_shapes": 1})
 
 
+def test_bite_apart_spreads_touching_things_unless_that_makes_the_map_wrong(monkeypatch):
+    import pandiff.self_check as sc
+    from pandiff.world.checks import instance_counts, touching_pairs
+
+    two = parse_prompt("two red squares on the grass", WORLD)
+    touching = _two_squares()
+    spread = sc.bite_apart([touching], [two], True, 0, spread=2)[0]
+    assert touching_pairs(touching) == 1 and touching_pairs(spread) == 0
+    assert instance_counts(spread) == {"square": 2} and map_failures(spread, two) == 0
+    # both squares whole (16 px each), where a bite would have cut the larger
+    square = WORLD.index_of_name("square")
+    assert [int(((spread.category == square) & (spread.instance == k)).sum()) for k in (1, 2)] == [16, 16]
+    assert sc.bite_apart([touching], [two], True, 0, spread=0)[0] is touching  # off
+    # a move that would leave the map wrong against its prompt is not taken
+    empty = PanopticMap(np.full((16, 16), WORLD.index_of_name("grass")), np.zeros((16, 16), int), WORLD)
+    monkeypatch.setattr(sc.wc, "spread_things", lambda pmap, gap: empty)
+    assert sc.bite_apart([touching], [two], True, 0, spread=2)[0] is touching
+
+
+@pytest.mark.parametrize("how", [{"self_check": 0}, {"self_check": 1}, {"best_of": 2}])
+def test_spread_things_spreads_the_map_the_picture_is_redrawn_for(pipe, monkeypatch, how):
+    """Every prompt -> image + map path with the redraw (plain, self check, best of K): the
+    co-generated map's touching things are moved apart whole, and that map is both returned and
+    the one the picture is drawn for; 0, or no redraw, leaves them touching."""
+    from pandiff.world.checks import touching_pairs
+
+    monkeypatch.setattr(type(pipe.bit_codec), "decode_map", lambda self, bits, table: _two_squares())
+    drawn = _spy_redraws(monkeypatch)
+    prompts = ["two red squares on the grass"] * 2
+    kwargs = {"num_inference_steps": 2, "redraw_image": True, "separate_touching": 0, **how}
+    out = pipe(prompts, generator=_gens(2), spread_things=2, **kwargs)
+    assert [touching_pairs(m) for m in out.maps] == [0, 0] and drawn
+    assert all(np.array_equal(m.category, out.maps[0].category) for _, maps in drawn for m in maps)
+    square = WORLD.index_of_name("square")
+    assert int((out.maps[0].category == square).sum()) == 32  # nothing bitten: two whole squares
+    drawn.clear()
+    kept = pipe(prompts, generator=_gens(2), spread_things=0, **kwargs)
+    assert [touching_pairs(m) for m in kept.maps] == [1, 1]
+    assert [touching_pairs(m) for m in drawn[0][1]] == [1, 1]
+    plain = pipe(prompts, generator=_gens(2), spread_things=2, **{**kwargs, "redraw_image": False})
+    assert [touching_pairs(m) for m in plain.maps] == [1, 1]
+
+
+def test_spread_things_setting_is_validated_defaults_to_the_folder_and_needs_the_redraw(
+    pipe, tiny_pipeline_dir
+):
+    from pandiff.pipeline_config import PipelineConfig
+
+    assert pipe.config.spread_things == 0 and pipe.spreads(redraw_image=True) == 0  # older folders: off
+    assert pipe.spreads(3, redraw_image=True) == 3 and pipe.spreads(3, redraw_image=False) == 0
+    for bad in (-1, 1.5, True, 99):
+        with pytest.raises(ConfigError, match="spread_things"):
+            pipe("a red circle", num_inference_steps=1, redraw_image=True, spread_things=bad)
+    data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
+    assert PipelineConfig.from_dict({**data, "spread_things": 2}).spread_things == 2
+    with pytest.raises(ConfigError, match="'spread_things'"):
+        PipelineConfig.from_dict({**data, "spread_things": -2})
+
+
 def _square_picture(pipe, split: bool) -> tuple[PanopticMap, torch.Tensor]:
     """A map of the pipeline's size with one 8 px square on grass, and its picture as image
     latents (identity codec: pixels in [-1, 1]); ``split`` paints the square's right half white."""

@@ -490,6 +490,38 @@ def test_snap_shapes_pairs_are_the_pipelines_and_the_setting_is_kept(
     assert snapped == []
 
 
+def test_spread_things_pairs_are_the_pipelines_and_the_setting_is_kept(
+    tmp_path, tiny_pipe, prompts_file, monkeypatch
+):
+    """With the redraw and spread_things the pairs are the pipeline's (same generators, maps spread
+    before the redraw), the setting is recorded, and --resume refuses to mix it with pairs drawn
+    without it; without the redraw it moves nothing and is recorded as off."""
+    from pandiff.world import checks as wc
+
+    spread = []
+    original = wc.spread_things
+
+    def counting(pmap, gap):
+        spread.append(gap)
+        return original(pmap, gap)
+
+    monkeypatch.setattr(wc, "spread_things", counting)
+    out = tmp_path / "spread"
+    synthesize(options(out, prompts_file, n=4, spread_things=3, redraw_image=True), pipe=tiny_pipe)
+    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["spread_things"] == 3
+    assert spread == [3] * 4
+    _written_pairs_are_the_pipelines(out, tiny_pipe, spread_things=3)
+    with pytest.raises(ConfigError, match="spread_things 3 -> 0"):
+        synthesize(
+            options(out, prompts_file, n=4, spread_things=0, redraw_image=True, resume=True), pipe=tiny_pipe
+        )
+    spread.clear()
+    plain = tmp_path / "plain"
+    synthesize(options(plain, prompts_file, n=2, spread_things=3, redraw_image=False), pipe=tiny_pipe)
+    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["spread_things"] == 0
+    assert spread == []
+
+
 @pytest.mark.parametrize(
     ("key", "check", "value"),
     [("colour_split", "colour_split_things", 0.15), ("misshapen", "misshapen_things", 0.9)],

@@ -73,6 +73,12 @@ def separate_touching(value: Any, name: str = "separate_touching") -> int:
     return number(value, name, 0, MAX_SEPARATE, integer=True, hint=" (0 = off)")
 
 
+def spread_things(value: Any, name: str = "spread_things") -> int:
+    """The gap in map pixels that things are moved apart by before the redraw
+    (:func:`pandiff.world.checks.spread_things`): 0 (off) to :data:`MAX_SEPARATE`."""
+    return number(value, name, 0, MAX_SEPARATE, integer=True, hint=" (0 = off)")
+
+
 def colour_split(value: Any, name: str = "colour_split") -> float:
     """The colour-split check's share (:func:`pandiff.world.checks.colour_split_things`): the part
     of a thing's interior that may lie in another colour before the picture counts as failing;

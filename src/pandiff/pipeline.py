@@ -446,18 +446,18 @@ class PanopticDiffusionPipeline:
         return self.avoids_touching(avoid_touching) and self.draws_again(self_check, best_of)
 
     def bite_apart(
-        self, prompts: Sequence[str], maps: list[PanopticMap], gap: int, snap: bool = False
+        self, prompts: Sequence[str], maps: list[PanopticMap], gap: int, snap: bool = False, spread: int = 0
     ) -> list[PanopticMap]:
         """``maps`` (one per prompt) with, where that leaves each no worse against its prompt, their
-        things snapped to world shapes (``snap``) and touching things bitten ``gap`` pixels apart
-        (:func:`pandiff.self_check.bite_apart`)."""
-        if gap <= 0 and not snap:
+        things snapped to world shapes (``snap``), moved ``spread`` pixels apart and touching things
+        bitten ``gap`` pixels apart (:func:`pandiff.self_check.bite_apart`)."""
+        if gap <= 0 and not snap and spread <= 0:
             return maps
         from pandiff.self_check import bite_apart, parse_prompt
         from pandiff.world.generator import is_world_table
 
         specs = [parse_prompt(p, self.table) for p in prompts]
-        return bite_apart(maps, specs, is_world_table(self.table), gap, snap)
+        return bite_apart(maps, specs, is_world_table(self.table), gap, snap, spread)
 
     def separates(self, separate_touching: int | None = None, redraw_image: bool | None = None) -> int:
         """The gap in map pixels that a prompt -> image + map call with these settings bites
@@ -477,6 +477,15 @@ class PanopticDiffusionPipeline:
         disagree with it). What ``generate``'s export, evaluation reports and synthesize manifests
         record."""
         return _given_flag(snap_shapes, self.config.snap_shapes, "snap_shapes") and self.redraws(redraw_image)
+
+    def spreads(self, spread_things: int | None = None, redraw_image: bool | None = None) -> int:
+        """The gap in map pixels that a prompt -> image + map call with these settings moves the
+        things of its co-generated map apart by before its redraw
+        (:func:`pandiff.world.checks.spread_things`): the given ``spread_things`` (checked), else the
+        folder's; 0 when the call does not redraw. What ``generate``'s export, evaluation reports
+        and synthesize manifests record."""
+        gap = checks.spread_things(_given_or(spread_things, self.config.spread_things))
+        return gap if self.redraws(redraw_image) else 0
 
     def splits_colours(
         self, colour_split: float | None = None, self_check: int | None = None, best_of: int | None = None
@@ -612,6 +621,7 @@ class PanopticDiffusionPipeline:
         picture_match: float | None = None,
         restarts: int | None = None,
         snap_shapes: bool | None = None,
+        spread_things: int | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -683,6 +693,12 @@ class PanopticDiffusionPipeline:
                 thing of the map is redrawn as the world shape of its category that fits it best
                 (:func:`pandiff.world.checks.snap_things`), where that leaves the map no worse
                 against the prompt (:func:`pandiff.self_check.bite_apart`). None takes the folder's.
+            spread_things: prompt -> image + map with the redraw only, beyond the paper, for the
+                built-in world's shapes: before the picture is drawn for the co-generated map (after
+                ``snap_shapes``, before ``separate_touching``), things that come within this many
+                map pixels of another are moved apart, each whole as the world shape that fits it
+                best, to the nearest free places (:func:`pandiff.world.checks.spread_things`), where
+                that leaves the map no worse against the prompt. 0 is off; None takes the folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -726,13 +742,14 @@ class PanopticDiffusionPipeline:
         apart = self.avoids_touching(avoid_touching)
         gap = self.separates(separate_touching, redraw)
         snap = self.snaps(snap_shapes, redraw)
+        spread = self.spreads(spread_things, redraw)
         acting = self.checks_as_acting(tries, draws, colour_split, misshapen, picture_match, restarts)
         if draws > 1 and maps_in is None and images_in is None:
             from pandiff.self_check import ranked_sample
 
             latents, maps = ranked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart, gap,
-                acting["colour_split"], acting["misshapen"], snap,
+                acting["colour_split"], acting["misshapen"], snap, spread,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         if tries and maps_in is None and images_in is None:
@@ -740,7 +757,7 @@ class PanopticDiffusionPipeline:
 
             latents, maps = self_checked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart, gap,
-                **acting, snap=snap,
+                **acting, snap=snap, spread=spread,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         sampler = self.sampler()
@@ -762,7 +779,7 @@ class PanopticDiffusionPipeline:
             maps = [cleanup(m) for m in maps]
         latents = out.latents
         if redraw and maps_in is None and images_in is None:
-            maps = self.bite_apart(prompts, maps, gap, snap)
+            maps = self.bite_apart(prompts, maps, gap, snap, spread)
             latents = self.redraw(text, empty, maps, settings, generator, progress=sampling_progress)
         return self._output(prompts, latents, maps)
 

@@ -92,6 +92,11 @@ class PipelineConfig:
             their categories that fit them best before the picture is drawn for it
             (:func:`pandiff.world.checks.snap_things`, :func:`pandiff.self_check.bite_apart`);
             false, the default of older folders, is off.
+        spread_things: beyond the paper, for the built-in world's shapes, with ``redraw_image``:
+            the gap in map pixels that the things of the kept co-generated map are moved apart by,
+            each whole as the world shape that fits it best, before the picture is drawn for it
+            (:func:`pandiff.world.checks.spread_things`, :func:`pandiff.self_check.bite_apart`);
+            0, the default of older folders, is off.
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -120,6 +125,7 @@ class PipelineConfig:
     picture_match: float = 0.0
     restarts: int = 0
     snap_shapes: bool = False
+    spread_things: int = 0
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -150,6 +156,7 @@ class PipelineConfig:
         checks.self_check(self.self_check, "'self_check'")
         checks.best_of(self.best_of, "'best_of'")
         checks.separate_touching(self.separate_touching, "'separate_touching'")
+        checks.spread_things(self.spread_things, "'spread_things'")
         checks.colour_split(self.colour_split, "'colour_split'")
         checks.misshapen(self.misshapen, "'misshapen'")
         checks.picture_match(self.picture_match, "'picture_match'")

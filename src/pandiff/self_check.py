@@ -100,6 +100,17 @@ crowded prompt. On all 500 built-in-world val prompts (seed 1) image-judged adhe
 the built-in world's shapes, so it is a folder setting, off unless a folder sets it (the bundled
 folder sets it).
 
+**Things spread apart** (``spread_things``): with the redraw, things of the kept co-generated map
+whose world shapes come within that many pixels of another are moved apart, each drawn whole as the
+shape that fits it best, to the nearest free places (:func:`pandiff.world.checks.spread_things`),
+where that leaves the map no worse against its prompt (:func:`bite_apart`, after the snap and
+before the bite). The world's judge counts every val scene whose things stand apart right and 82%
+of the 4+ thing scenes where some touch; the picture follows its map. On all 500 built-in-world val
+prompts (seed 1), with ``avoid_touching`` off (a touching map is no longer drawn again: it is
+spread), image-judged adherence rose from 91.0% to 94.4% (28 scenes won, 11 lost, McNemar p =
+0.009; 4+ things 63.5 -> 77.0%; seed 0, first 200: 90.5 -> 94.5%, 12 / 4). It moves the built-in
+world's shapes, so it is a folder setting, off unless a folder sets it (the bundled folder sets 2).
+
 Prompts are read with the model's
 category names, simple plurals and the count words ``a``/``an``/``one`` ... ``ten``; a word
 outside them is ignored, so a prompt the reader cannot parse is simply not checked against.
@@ -333,16 +344,25 @@ def weighed(score: int, avoid_touching: bool, misshapen: float = 0.0) -> int:
 
 
 def bite_apart(
-    maps: Sequence[PanopticMap], specs: Sequence[PromptSpec], exhaustive: bool, gap: int, snap: bool = False
+    maps: Sequence[PanopticMap],
+    specs: Sequence[PromptSpec],
+    exhaustive: bool,
+    gap: int,
+    snap: bool = False,
+    spread: int = 0,
 ) -> list[PanopticMap]:
     """``maps`` made ready for the redraw: with ``snap`` their things redrawn as the world shapes
-    that fit them best (:func:`pandiff.world.checks.snap_things`), then their touching things
-    bitten ``gap`` pixels apart (:func:`pandiff.world.checks.separate_touching`); each step kept
-    for a map only where it does not add failures against its prompt (:func:`map_failures`; a
-    bite may drop a thing it cuts to a speck, a snapped shape may hide one). ``gap`` 0 and no
-    ``snap`` return the maps as they are."""
-    steps = ([wc.snap_things] if snap else []) + (
-        [lambda m: wc.separate_touching(m, gap=gap)] if gap > 0 else []
+    that fit them best (:func:`pandiff.world.checks.snap_things`), with ``spread`` > 0 their
+    things moved that many pixels apart (:func:`pandiff.world.checks.spread_things`), then their
+    still touching things bitten ``gap`` pixels apart (:func:`pandiff.world.checks.separate_touching`);
+    each step kept for a map only where it does not add failures against its prompt
+    (:func:`map_failures`; a bite may drop a thing it cuts to a speck, a snapped shape may hide
+    one, a move may undo the relation). ``gap`` 0, no ``snap`` and ``spread`` 0 return the maps
+    as they are."""
+    steps = (
+        ([wc.snap_things] if snap else [])
+        + ([lambda m: wc.spread_things(m, gap=spread)] if spread > 0 else [])
+        + ([lambda m: wc.separate_touching(m, gap=gap)] if gap > 0 else [])
     )
     out = []
     for pmap, spec in zip(maps, specs):
@@ -421,7 +441,7 @@ def _cogenerate(pipe, text, empty, settings, cleanup, generator, progress):
 
 def self_checked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress, avoid_touching=False,
-    separate=0, colour_split=0.0, misshapen=0.0, picture_match=0.0, restarts=0, snap=False,
+    separate=0, colour_split=0.0, misshapen=0.0, picture_match=0.0, restarts=0, snap=False, spread=0,
 ):  # fmt: skip
     """Prompt -> image + map with the self check: the pipeline's co-generation (and redraw), each
     stage drawn again by :func:`best_of` for the rows that fail.
@@ -433,7 +453,8 @@ def self_checked_sample(
     term joins the co-generation check. With ``colour_split`` > 0 that picture check also counts
     the map's things the picture paints in two colours (:func:`colour_splits`). With ``redraw``
     and ``separate`` > 0 the kept maps' touching things are first bitten that many pixels apart,
-    and with ``redraw`` and ``snap`` their things first redrawn as world shapes (:func:`bite_apart`). With ``picture_match`` > 0 the picture check also fails a picture whose
+    and with ``redraw`` and ``snap`` their things first redrawn as world shapes and with ``spread`` > 0
+    moved that many pixels apart (:func:`bite_apart`). With ``picture_match`` > 0 the picture check also fails a picture whose
     one-forward segmentation matches some thing of the map (or the map one of it) below that IoU
     (:func:`instance_match`). With ``restarts`` > 0, a row whose kept sample still fails a check
     (against the prompt, or its picture against its map) after those tries is drawn again whole,
@@ -482,7 +503,7 @@ def self_checked_sample(
         maps = [m for _, m in draws]
         if not redraw:
             return [lat for lat, _ in draws], maps, map_scores
-        kept = dict(zip(rows, bite_apart(maps, [specs[i] for i in rows], exhaustive, separate, snap)))
+        kept = dict(zip(rows, bite_apart(maps, [specs[i] for i in rows], exhaustive, separate, snap, spread)))
 
         def draw_image(idx):
             return list(pipe.redraw(text[idx], empty, [kept[i] for i in idx], settings, gens(idx), progress))
@@ -570,7 +591,7 @@ def rank_best(
 
 def ranked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, draws, generator, progress, avoid_touching=False,
-    separate=0, colour_split=0.0, misshapen=0.0, snap=False,
+    separate=0, colour_split=0.0, misshapen=0.0, snap=False, spread=0,
 ):  # fmt: skip
     """Prompt -> image + map as the best of ``draws`` whole samples per row (co-generation, and
     the redraw when ``redraw``), ranked by :func:`rank_best` on the row's map failures against the
@@ -580,7 +601,8 @@ def ranked_sample(
     :func:`map_consistency`; with ``colour_split`` > 0 the things a draw's picture paints in two
     colours (:func:`colour_splits`) rank right after the map failures. With ``redraw`` and
     ``separate`` > 0 each draw's touching things are bitten apart before its redraw, with
-    ``redraw`` and ``snap`` its things redrawn as world shapes first (:func:`bite_apart`). Each draw continues the callers'
+    ``redraw`` and ``snap`` its things redrawn as world shapes first and with ``spread`` > 0 moved
+    apart (:func:`bite_apart`). Each draw continues the callers'
     generators (with one generator per sample, row i depends on generator i alone).
 
     Returns:
@@ -600,7 +622,7 @@ def ranked_sample(
     for _ in range(draws):
         latents, maps = _cogenerate(pipe, text, empty, settings, cleanup, generator, progress)
         if redraw:
-            maps = bite_apart(maps, specs, exhaustive, separate, snap)
+            maps = bite_apart(maps, specs, exhaustive, separate, snap, spread)
             latents = pipe.redraw(text, empty, maps, settings, generator, progress)
         seen = pipe.segment_once(latents, text, cleanup, generator)
         candidates.append(

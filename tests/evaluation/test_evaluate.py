@@ -11,7 +11,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "snap_shapes", "colour_split", "misshapen", "picture_match", "restarts", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "snap_shapes", "spread_things", "colour_split", "misshapen", "picture_match", "restarts", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -56,7 +56,7 @@ def test_cogen_command_writes_json_and_markdown(
     assert report["redraw_image"] is False  # the tiny folder does not redraw
     assert report["self_check"] == 0 and report["best_of"] == 1  # nor check itself, nor draw several
     assert report["avoid_touching"] is False and report["separate_touching"] == 0
-    assert report["snap_shapes"] is False
+    assert report["snap_shapes"] is False and report["spread_things"] == 0
     assert report["colour_split"] == 0.0 and report["misshapen"] == 0.0
     assert report["picture_match"] == 0.0 and report["restarts"] == 0
     assert report["map_cleanup"] == 3  # the pipeline default
@@ -236,6 +236,20 @@ def test_snap_shapes_reaches_the_sampling_and_is_reported_where_it_acts(
     assert [k["snap_shapes"] for k in pipeline_calls] == [True, True]
     assert (snapped["snap_shapes"], plain["snap_shapes"]) == (True, False)
     assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["snap_shapes"] is None
+
+
+def test_spread_things_reaches_the_sampling_and_is_reported_where_it_acts(
+    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
+):
+    """spread_things reaches the call; the report gives it only where the picture is redrawn, and
+    nothing outside co-generation."""
+    spread = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=True, spread_things=3))
+    plain = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, spread_things=3))
+    assert [k["spread_things"] for k in pipeline_calls] == [3, 3]
+    assert (spread["spread_things"], plain["spread_things"]) == (3, 0)
+    assert (
+        evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["spread_things"] is None
+    )
 
 
 def test_colour_split_reaches_the_sampling_and_is_reported_where_it_acts(

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 
 from pandiff.data.panoptic_map import PanopticMap
+from pandiff.errors import DataError
 from pandiff.world.checks import (
     instance_counts,
     misfit_things,
     shape_area,
     shape_fit,
     snap_things,
+    spread_things,
     thing_instances,
 )
 from pandiff.world.drawing import THING_SHAPES, Thing, shape_mask, shape_masks
@@ -145,3 +147,68 @@ def test_snapping_a_world_map_changes_little_and_no_map_without_things():
         assert (snapped.category == pmap.category).mean() > 0.97
     bare = _map([])
     assert snap_things(bare) is bare
+
+
+def _apart(pmap: PanopticMap) -> bool:
+    from pandiff.world.checks import touching_pairs
+
+    return touching_pairs(pmap, gap=2, same_category=False) == 0
+
+
+def _thing(pmap: PanopticMap, name: str, k: int) -> np.ndarray:
+    return (pmap.category == WORLD.index_of_name(name)) & (pmap.instance == k)
+
+
+def test_spreading_moves_touching_things_apart_each_whole():
+    circle, square = _shape("circle", 26, 30, 9), _shape("square", 36, 30, 8)
+    pmap = _map([("circle", 1, circle & ~square), ("square", 1, square)])  # the square in front
+    spread = spread_things(pmap)
+    assert not _apart(pmap) and _apart(spread)
+    assert instance_counts(spread) == {"circle": 1, "square": 1}
+    moved_circle, moved_square = _thing(spread, "circle", 1), _thing(spread, "square", 1)
+    # both whole world shapes now (the circle no longer hidden), of the sizes they had
+    assert shape_fit(moved_circle, "circle") > 0.97 and shape_fit(moved_square, "square") > 0.97
+    assert moved_circle.sum() == pytest.approx(circle.sum(), rel=0.08)
+    assert moved_square.sum() == pytest.approx(square.sum(), rel=0.08)
+    # the larger (the circle) stays, the square goes to the nearest place 3+ pixels clear of it
+    assert (moved_circle & circle).sum() / (moved_circle | circle).sum() > 0.95
+    ys, xs = np.nonzero(moved_square)
+    assert 0 < np.hypot(xs.mean() + 0.5 - 36, ys.mean() + 0.5 - 30) <= 16
+    # every pixel that no shape covers is grass again
+    assert set(np.unique(spread.category[~moved_circle & ~moved_square])) == {WORLD.index_of_name("grass")}
+
+
+def test_spreading_leaves_things_apart_where_they_are():
+    lone = _shape("star", 50, 50, 7)
+    pair = [_shape("cross", 14, 14, 7), _shape("cross", 24, 16, 7)]
+    pmap = _map([("star", 1, lone), ("cross", 1, pair[0]), ("cross", 2, pair[1] & ~pair[0])])
+    spread = spread_things(pmap)
+    assert _apart(spread) and instance_counts(spread) == {"star": 1, "cross": 2}
+    assert np.array_equal(_thing(spread, "star", 1), lone)  # touching nothing: not moved
+    apart = _map([("star", 1, lone), ("cross", 1, pair[0])])
+    assert spread_things(apart) is apart  # nothing touches: the same map
+    one = _map([("cross", 1, pair[0] | pair[1])])
+    assert spread_things(one) is one  # a single thing has nothing to stand apart from
+    with pytest.raises(DataError, match="gap"):
+        spread_things(pmap, gap=0)
+
+
+def test_spreading_gives_up_where_there_is_no_room():
+    big = [_shape("square", x, y, 15) for x, y in ((20, 20), (40, 22), (22, 42), (42, 42), (31, 31))]
+    pmap = _map([("square", k + 1, m) for k, m in enumerate(big)])
+    assert not _apart(pmap)
+    assert spread_things(pmap) is pmap  # five 25 px squares with 3 px between them do not fit in 64 px
+
+
+def test_spreading_world_scenes_keeps_their_things():
+    moved = 0
+    for i in range(20):
+        pmap = make_scene(0, i, 64).pmap
+        spread = spread_things(pmap)
+        assert instance_counts(spread) == instance_counts(pmap)
+        if spread is not pmap:
+            moved += 1
+            assert _apart(spread)
+            for name, mask in thing_instances(spread):
+                assert shape_fit(mask, name) > 0.9  # whole shapes, none hidden (small stars fit 0.94)
+    assert moved > 0

@@ -198,6 +198,16 @@ def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
         "for it, where that leaves the map no worse against the prompt (beyond the paper; default: the model's)",
     )
     p.add_argument(
+        "--spread-things",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="prompt -> image + map with the redraw, for the built-in world's shapes: move things of the "
+        "co-generated map that come within PX map pixels of another apart, each whole as the world shape that "
+        "fits it best, before the picture is drawn for it, where that leaves the map no worse against the "
+        "prompt (beyond the paper; 0 = off; default: the model's)",
+    )
+    p.add_argument(
         "--colour-split",
         type=finite_float,
         default=None,

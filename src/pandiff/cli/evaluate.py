@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         picture_match=args.picture_match,
         restarts=args.restarts,
         snap_shapes=args.snap_shapes,
+        spread_things=args.spread_things,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,

@@ -162,6 +162,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             picture_match=getattr(args, "picture_match", None),
             restarts=getattr(args, "restarts", None),
             snap_shapes=getattr(args, "snap_shapes", None),
+            spread_things=getattr(args, "spread_things", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -190,6 +191,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             getattr(args, "separate_touching", None), info["redraw_image"]
         )
         info["snap_shapes"] = pipe.snaps(getattr(args, "snap_shapes", None), info["redraw_image"])
+        info["spread_things"] = pipe.spreads(getattr(args, "spread_things", None), info["redraw_image"])
         info.update(  # recorded as they acted
             pipe.checks_as_acting(
                 info["self_check"],

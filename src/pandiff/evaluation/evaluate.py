@@ -70,6 +70,8 @@ class EvaluationOptions:
     restarts: int | None = None
     # cogen with the redraw: the map's things redrawn as world shapes first (None: the model's)
     snap_shapes: bool | None = None
+    # cogen with the redraw: the map's things moved this many pixels apart first (None: the model's)
+    spread_things: int | None = None
     batch: int = 16
     seed: int = 0
     # "shared": one generator for the whole run (the reports before session 23); "per-sample": one
@@ -159,6 +161,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "picture_match": opts.picture_match,
                 "restarts": opts.restarts,
                 "snap_shapes": opts.snap_shapes,
+                "spread_things": opts.spread_things,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
                 "image_map_guidance_scale": opts.image_map_guidance,
@@ -425,7 +428,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             self_check=opts.self_check, avoid_touching=opts.avoid_touching,
             separate_touching=opts.separate_touching, colour_split=opts.colour_split,
             misshapen=opts.misshapen, picture_match=opts.picture_match, restarts=opts.restarts,
-            snap_shapes=opts.snap_shapes, progress=opts.progress,
+            snap_shapes=opts.snap_shapes, spread_things=opts.spread_things, progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
         generated = load_split(f"{tmp}/generated", "train", pipe.image_size)
@@ -526,6 +529,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         else None,
         "separate_touching": pipe.separates(opts.separate_touching, redraw) if sampled else None,
         "snap_shapes": pipe.snaps(opts.snap_shapes, redraw) if sampled else None,
+        "spread_things": pipe.spreads(opts.spread_things, redraw) if sampled else None,
         **(
             pipe.checks_as_acting(
                 opts.self_check, checked_best_of, **{k: getattr(opts, k) for k in pipe.CHECK_SETTINGS}

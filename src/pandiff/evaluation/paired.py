@@ -35,6 +35,7 @@ SETTINGS = (
     "avoid_touching",
     "separate_touching",
     "snap_shapes",
+    "spread_things",
     "colour_split",
     "misshapen",
     "picture_match",

@@ -33,6 +33,7 @@ _SUMMARY = (
     "avoid_touching",
     "separate_touching",
     "snap_shapes",
+    "spread_things",
     "colour_split",
     "misshapen",
     "picture_match",

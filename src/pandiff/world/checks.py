@@ -374,6 +374,42 @@ def _union(things: list[tuple[str, np.ndarray]], shape: tuple[int, int]) -> np.n
 SNAP_KEEP = 0.7
 
 
+def _fitted_shapes(
+    pmap: PanopticMap, things: list[tuple[str, np.ndarray]]
+) -> list[tuple[int, int, str, float, float, float]]:
+    """``(category, instance, name, x, y, radius)`` for each of ``things``: the world shape that
+    fits it best (:func:`fit_shape`, the other things allowed to hide part of it)."""
+    every = _union(things, pmap.category.shape)
+    fitted = []
+    for name, mask in things:
+        _, x, y, r = fit_shape(mask, name, every & ~mask)
+        fitted.append((pmap.category[mask][0], pmap.instance[mask][0], name, x, y, r))
+    return fitted
+
+
+def _grid(h: int, w: int, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(xx, yy)``: pixel-centre coordinates of an ``h x w`` picture padded by ``pad`` pixels."""
+    yy, xx = np.mgrid[-pad : h + pad, -pad : w + pad] + 0.5
+    return xx, yy
+
+
+def _stuff_only(pmap: PanopticMap, on_things: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(category, instance)`` copies of ``pmap`` with every pixel of a thing taking the stuff of
+    the nearest pixel that is no thing's (``on_things``: the thing pixels; some stuff needed)."""
+    from scipy import ndimage
+
+    nearest = ndimage.distance_transform_edt(on_things, return_distances=False, return_indices=True)
+    return pmap.category[nearest[0], nearest[1]].copy(), pmap.instance[nearest[0], nearest[1]].copy()
+
+
+def _world_things(pmap: PanopticMap, min_fraction: float) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
+    """The map's thing instances of world shape categories, and its thing pixels."""
+    from pandiff.world.drawing import THING_SHAPES
+
+    things = [(n, m) for n, m in thing_instances(pmap, min_fraction) if n in THING_SHAPES]
+    return things, np.asarray(pmap.table.isthing_lut(), dtype=bool)[pmap.category]
+
+
 def snap_things(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> PanopticMap:
     """``pmap`` with every thing instance of a world shape category redrawn as the world shape that
     fits it best (:func:`fit_shape`, the other things allowed to hide part of it), keeping its
@@ -385,33 +421,107 @@ def snap_things(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> Panopt
     :data:`SNAP_KEEP` of the pixels it showed, comes back as it is (the same object).
 
     Written by hand: it redraws the built-in world's own shapes (:mod:`pandiff.world.drawing`)."""
-    from scipy import ndimage
-
-    from pandiff.world.drawing import THING_SHAPES, shape_masks
-
-    things = [(n, m) for n, m in thing_instances(pmap, min_fraction) if n in THING_SHAPES]
-    on_things = np.asarray(pmap.table.isthing_lut(), dtype=bool)[pmap.category]
+    things, on_things = _world_things(pmap, min_fraction)
     if not things or on_things.all():  # nothing to snap, or no stuff to fill vacated pixels with
         return pmap
-    every = _union(things, pmap.category.shape)
-    h, w = pmap.category.shape
-    yy, xx = np.mgrid[0:h, 0:w] + 0.5
-    drawn = []
-    for name, mask in things:
-        _, x, y, r = fit_shape(mask, name, every & ~mask)
-        shape = shape_masks(name, x, y, r, xx, yy)
-        shown = (shape & mask).sum() / max(int(shape.sum()), 1)
-        cat, inst = pmap.category[mask][0], pmap.instance[mask][0]
-        drawn.append((shown, cat, inst, shape))
-    # Pixels of things take the stuff of the nearest pixel that is no thing's.
-    nearest = ndimage.distance_transform_edt(on_things, return_distances=False, return_indices=True)
-    category = pmap.category[nearest[0], nearest[1]].copy()
-    instance = pmap.instance[nearest[0], nearest[1]].copy()
-    for _, cat, inst, shape in sorted(drawn, key=lambda d: d[0]):
+    from pandiff.world.drawing import shape_masks
+
+    xx, yy = _grid(*pmap.category.shape)
+    drawn = [
+        (cat, inst, shape_masks(n, x, y, r, xx, yy)) for cat, inst, n, x, y, r in _fitted_shapes(pmap, things)
+    ]
+    shown = [
+        (shape & mask).sum() / max(int(shape.sum()), 1) for (_, mask), (_, _, shape) in zip(things, drawn)
+    ]
+    category, instance = _stuff_only(pmap, on_things)
+    for k in sorted(range(len(drawn)), key=lambda k: shown[k]):
+        cat, inst, shape = drawn[k]
         category[shape], instance[shape] = cat, inst
-    for (_, mask), (_, cat, inst, _) in zip(things, drawn):
+    for (_, mask), (cat, inst, _) in zip(things, drawn):
         if ((category == cat) & (instance == inst)).sum() < SNAP_KEEP * mask.sum():
             return pmap  # a shape drawn over much of another: the map is kept as it came
+    return PanopticMap(category, instance, pmap.table)
+
+
+# :func:`spread_things` moves a thing at most this many pixels (Euclidean) from where it stood.
+SPREAD_REACH = 16
+
+
+def spread_things(
+    pmap: PanopticMap, gap: int = 2, min_fraction: float = MIN_FRACTION, reach: int = SPREAD_REACH
+) -> PanopticMap:
+    """``pmap`` with its touching things moved apart, each whole. Every thing instance is fitted
+    with the world shape of its category that fits it best (:func:`fit_shape`). Things whose shape
+    comes within ``gap`` pixels (4-connected steps, :func:`touching_pairs`' sense) of no other
+    shape keep their pixels as they are; the others, largest first, are drawn as that whole shape
+    at the nearest place within ``reach`` pixels (integer steps, the nearest first) where it lies
+    inside the picture and more than ``gap`` pixels from every shape placed before it. Category
+    and instance stay; pixels no thing covers any more take the stuff of the nearest stuff pixel.
+    The map comes back as it is (the same object) when no two shapes touch, when it has fewer
+    than two things, a thing of a category that is no world shape or no stuff, or when some shape
+    finds no such place.
+
+    Why: the world judge counts the things of the world's own val scenes right in every scene
+    whose things stand apart (1170 of 1170 of ``make-world --n 20000 --seed 0``'s val scenes) but
+    in 82% of the 4+ thing scenes where some touch (219 of 268), and a picture drawn for a map
+    shows what the map shows: things drawn apart are things counted right. Unlike
+    :func:`separate_touching`, which bites the larger of two touching things (leaving a shape the
+    judge may read as another), it keeps every shape whole.
+
+    Written by hand: it places the built-in world's own shapes (:mod:`pandiff.world.drawing`)."""
+    from scipy import ndimage
+
+    if gap < 1:
+        raise DataError(f"gap must be >= 1 pixel, got {gap}")
+    things, on_things = _world_things(pmap, min_fraction)
+    if len(things) < 2 or len(things) < len(thing_instances(pmap, min_fraction)) or on_things.all():
+        return pmap
+    from pandiff.world.drawing import shape_masks
+
+    h, w = pmap.category.shape
+    # Shapes on the picture padded by ``reach`` (so a moved shape is whole, never cut at the edge).
+    xx, yy = _grid(h, w, reach)
+    shapes = [
+        (cat, inst, shape_masks(n, x, y, r, xx, yy)) for cat, inst, n, x, y, r in _fitted_shapes(pmap, things)
+    ]
+    cross = ndimage.generate_binary_structure(2, 1)
+    near = [ndimage.binary_dilation(shape, cross, iterations=gap) for _, _, shape in shapes]
+    moves = [
+        any((near[a] & shapes[b][2]).any() for b in range(len(shapes)) if b != a) for a in range(len(shapes))
+    ]
+    if not any(moves):
+        return pmap
+    # Where a moved shape may not go: outside the picture, and within ``gap`` of a shape placed.
+    taken = np.ones((h + 2 * reach, w + 2 * reach), dtype=bool)
+    taken[reach : reach + h, reach : reach + w] = False
+    steps = np.mgrid[-reach : reach + 1, -reach : reach + 1].reshape(2, -1).T
+    length = np.hypot(steps[:, 0], steps[:, 1])
+    order = np.argsort(length, kind="stable")
+    steps = steps[order][length[order] <= reach]
+    staying = [k for k in range(len(shapes)) if not moves[k]]
+    moving = sorted((k for k in range(len(shapes)) if moves[k]), key=lambda k: -int(shapes[k][2].sum()))
+    placed = []
+    for k in staying + moving:
+        cat, inst, shape = shapes[k]
+        if not moves[k]:  # it keeps its pixels as they are (and its whole shape's room)
+            shape = shape.copy()
+            shape[reach : reach + h, reach : reach + w] |= things[k][1]
+        else:
+            ys, xs = np.nonzero(shape)
+            inside = (  # steps that keep the shape on the padded grid
+                (ys.min() + steps[:, 0] >= 0) & (ys.max() + steps[:, 0] < taken.shape[0])
+                & (xs.min() + steps[:, 1] >= 0) & (xs.max() + steps[:, 1] < taken.shape[1])
+            )  # fmt: skip
+            free = next(((dy, dx) for dy, dx in steps[inside] if not taken[ys + dy, xs + dx].any()), None)
+            if free is None:
+                return pmap
+            shape = np.zeros_like(shape)
+            shape[ys + free[0], xs + free[1]] = True
+        placed.append((cat, inst, shape[reach : reach + h, reach : reach + w] if moves[k] else things[k][1]))
+        taken |= ndimage.binary_dilation(shape, cross, iterations=gap)
+    category, instance = _stuff_only(pmap, on_things)
+    for cat, inst, shape in placed:
+        category[shape], instance[shape] = cat, inst
     return PanopticMap(category, instance, pmap.table)
 
 
