@@ -107,8 +107,8 @@ where that leaves the map no worse against its prompt (:func:`bite_apart`, after
 before the bite). The world's judge counts every val scene whose things stand apart right and 82%
 of the 4+ thing scenes where some touch; the picture follows its map. On all 500 built-in-world val
 prompts (seed 1), with ``avoid_touching`` off (a touching map is no longer drawn again: it is
-spread), image-judged adherence rose from 91.0% to 94.4% (28 scenes won, 11 lost, McNemar p =
-0.009; 4+ things 63.5 -> 77.0%; seed 0, first 200: 90.5 -> 94.5%, 12 / 4). It moves the built-in
+spread), image-judged adherence rose from 91.0% to 95.0% (31 scenes won, 11 lost, McNemar p =
+0.003; 4+ things 63.5 -> 78.4%; seed 0, first 200: 90.5 -> 94.5%, 12 / 4). It moves the built-in
 world's shapes, so it is a folder setting, off unless a folder sets it (the bundled folder sets 2).
 
 Prompts are read with the model's

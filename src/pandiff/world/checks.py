@@ -443,6 +443,29 @@ def snap_things(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> Panopt
     return PanopticMap(category, instance, pmap.table)
 
 
+def _place(shapes, taken: np.ndarray, steps: np.ndarray, gap: int, cross: np.ndarray) -> list | None:
+    """:func:`spread_things`' placement: each of ``shapes`` (``(category, instance, mask)`` on the
+    padded grid), in order, moved by the first of ``steps`` that keeps it clear of ``taken`` (which
+    then grows by it and ``gap``); None where one finds no such step."""
+    from scipy import ndimage
+
+    moved = []
+    for cat, inst, shape in shapes:
+        ys, xs = np.nonzero(shape)
+        inside = (  # steps that keep the shape on the padded grid
+            (ys.min() + steps[:, 0] >= 0) & (ys.max() + steps[:, 0] < taken.shape[0])
+            & (xs.min() + steps[:, 1] >= 0) & (xs.max() + steps[:, 1] < taken.shape[1])
+        )  # fmt: skip
+        free = next(((dy, dx) for dy, dx in steps[inside] if not taken[ys + dy, xs + dx].any()), None)
+        if free is None:
+            return None
+        shape = np.zeros_like(shape)
+        shape[ys + free[0], xs + free[1]] = True
+        moved.append((cat, inst, shape))
+        taken |= ndimage.binary_dilation(shape, cross, iterations=gap)
+    return moved
+
+
 # :func:`spread_things` moves a thing at most this many pixels (Euclidean) from where it stood.
 SPREAD_REACH = 16
 
@@ -455,11 +478,14 @@ def spread_things(
     comes within ``gap`` pixels (4-connected steps, :func:`touching_pairs`' sense) of no other
     shape keep their pixels as they are; the others, largest first, are drawn as that whole shape
     at the nearest place within ``reach`` pixels (integer steps, the nearest first) where it lies
-    inside the picture and more than ``gap`` pixels from every shape placed before it. Category
-    and instance stay; pixels no thing covers any more take the stuff of the nearest stuff pixel.
+    inside the picture and more than ``gap`` pixels from every shape placed before it; where one
+    finds no such place, the order starts from each other moving shape in turn. Category and
+    instance stay; pixels no thing covers any more take the stuff of the nearest stuff pixel.
     The map comes back as it is (the same object) when no two shapes touch, when it has fewer
     than two things, a thing of a category that is no world shape or no stuff, or when some shape
-    finds no such place.
+    finds no such place in any of those orders. On the world's own layouts with touching things
+    (the first 600 scenes of seed 0) it spreads 46 of 47 with 2 things, 112 of 114 with 3 and 93
+    of 100 with 4 (largest first alone: 46, 106 and 82).
 
     Why: the world judge counts the things of the world's own val scenes right in every scene
     whose things stand apart (1170 of 1170 of ``make-world --n 20000 --seed 0``'s val scenes) but
@@ -498,27 +524,22 @@ def spread_things(
     length = np.hypot(steps[:, 0], steps[:, 1])
     order = np.argsort(length, kind="stable")
     steps = steps[order][length[order] <= reach]
-    staying = [k for k in range(len(shapes)) if not moves[k]]
-    moving = sorted((k for k in range(len(shapes)) if moves[k]), key=lambda k: -int(shapes[k][2].sum()))
     placed = []
-    for k in staying + moving:
+    for k in (k for k in range(len(shapes)) if not moves[k]):  # they keep their pixels (and their room)
         cat, inst, shape = shapes[k]
-        if not moves[k]:  # it keeps its pixels as they are (and its whole shape's room)
-            shape = shape.copy()
-            shape[reach : reach + h, reach : reach + w] |= things[k][1]
-        else:
-            ys, xs = np.nonzero(shape)
-            inside = (  # steps that keep the shape on the padded grid
-                (ys.min() + steps[:, 0] >= 0) & (ys.max() + steps[:, 0] < taken.shape[0])
-                & (xs.min() + steps[:, 1] >= 0) & (xs.max() + steps[:, 1] < taken.shape[1])
-            )  # fmt: skip
-            free = next(((dy, dx) for dy, dx in steps[inside] if not taken[ys + dy, xs + dx].any()), None)
-            if free is None:
-                return pmap
-            shape = np.zeros_like(shape)
-            shape[ys + free[0], xs + free[1]] = True
-        placed.append((cat, inst, shape[reach : reach + h, reach : reach + w] if moves[k] else things[k][1]))
-        taken |= ndimage.binary_dilation(shape, cross, iterations=gap)
+        placed.append((cat, inst, things[k][1]))
+        room = shape.copy()
+        room[reach : reach + h, reach : reach + w] |= things[k][1]
+        taken |= ndimage.binary_dilation(room, cross, iterations=gap)
+    moving = sorted((k for k in range(len(shapes)) if moves[k]), key=lambda k: -int(shapes[k][2].sum()))
+    # Largest first; where some shape finds no place, each other one first in turn.
+    for first in range(len(moving)):
+        moved = _place([shapes[k] for k in moving[first:] + moving[:first]], taken.copy(), steps, gap, cross)
+        if moved is not None:
+            placed += [(cat, inst, shape[reach : reach + h, reach : reach + w]) for cat, inst, shape in moved]
+            break
+    else:
+        return pmap
     category, instance = _stuff_only(pmap, on_things)
     for cat, inst, shape in placed:
         category[shape], instance[shape] = cat, inst
