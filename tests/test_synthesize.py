@@ -458,68 +458,43 @@ def test_separate_touching_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_p
     assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["separate_touching"] == 0
 
 
-def test_snap_shapes_pairs_are_the_pipelines_and_the_setting_is_kept(
-    tmp_path, tiny_pipe, prompts_file, monkeypatch
+@pytest.mark.parametrize(
+    ("key", "check", "on", "off", "called_with"),
+    [("snap_shapes", "snap_things", True, False, {}), ("spread_things", "spread_things", 3, 0, {"gap": 3})],
+)
+def test_map_repair_pairs_are_the_pipelines_and_the_setting_is_kept(
+    tmp_path, tiny_pipe, prompts_file, monkeypatch, key, check, on, off, called_with
 ):
-    """With the redraw and snap_shapes the pairs are the pipeline's (same generators, maps snapped
-    before the redraw), the setting is recorded, and --resume refuses to mix it with pairs drawn
-    without it; without the redraw it snaps nothing and is recorded as off."""
+    """With the redraw and snap_shapes (spread_things) the pairs are the pipeline's (same
+    generators, maps snapped / spread before the redraw, each map once with the setting's
+    arguments), the setting is recorded, and --resume refuses to mix it with pairs drawn without
+    it; without the redraw it changes nothing and is recorded as off."""
     from pandiff.world import checks as wc
 
-    snapped = []
-    original = wc.snap_things
+    calls = []
+    original = getattr(wc, check)
 
-    def counting(pmap):
-        snapped.append(pmap)
-        return original(pmap)
+    def counting(pmap, **kw):
+        calls.append(kw)
+        return original(pmap, **kw)
 
-    monkeypatch.setattr(wc, "snap_things", counting)
-    out = tmp_path / "snapped"
-    synthesize(options(out, prompts_file, n=4, snap_shapes=True, redraw_image=True), pipe=tiny_pipe)
-    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["snap_shapes"] is True
-    assert len(snapped) == 4
-    _written_pairs_are_the_pipelines(out, tiny_pipe, snap_shapes=True)
-    with pytest.raises(ConfigError, match="snap_shapes True -> False"):
+    monkeypatch.setattr(wc, check, counting)
+    out = tmp_path / "repaired"
+    synthesize(options(out, prompts_file, n=4, **{key: on}, redraw_image=True), pipe=tiny_pipe)
+    recorded = json.loads(paths(out, "train")["panoptic_json"].read_text())["info"][key]
+    assert recorded == on and type(recorded) is type(on)
+    assert calls == [called_with] * 4
+    _written_pairs_are_the_pipelines(out, tiny_pipe, **{key: on})
+    with pytest.raises(ConfigError, match=f"{key} {on} -> {off}"):
         synthesize(
-            options(out, prompts_file, n=4, snap_shapes=False, redraw_image=True, resume=True), pipe=tiny_pipe
+            options(out, prompts_file, n=4, **{key: off}, redraw_image=True, resume=True), pipe=tiny_pipe
         )
-    snapped.clear()
+    calls.clear()
     plain = tmp_path / "plain"
-    synthesize(options(plain, prompts_file, n=2, snap_shapes=True, redraw_image=False), pipe=tiny_pipe)
-    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["snap_shapes"] is False
-    assert snapped == []
-
-
-def test_spread_things_pairs_are_the_pipelines_and_the_setting_is_kept(
-    tmp_path, tiny_pipe, prompts_file, monkeypatch
-):
-    """With the redraw and spread_things the pairs are the pipeline's (same generators, maps spread
-    before the redraw), the setting is recorded, and --resume refuses to mix it with pairs drawn
-    without it; without the redraw it moves nothing and is recorded as off."""
-    from pandiff.world import checks as wc
-
-    spread = []
-    original = wc.spread_things
-
-    def counting(pmap, gap):
-        spread.append(gap)
-        return original(pmap, gap)
-
-    monkeypatch.setattr(wc, "spread_things", counting)
-    out = tmp_path / "spread"
-    synthesize(options(out, prompts_file, n=4, spread_things=3, redraw_image=True), pipe=tiny_pipe)
-    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["spread_things"] == 3
-    assert spread == [3] * 4
-    _written_pairs_are_the_pipelines(out, tiny_pipe, spread_things=3)
-    with pytest.raises(ConfigError, match="spread_things 3 -> 0"):
-        synthesize(
-            options(out, prompts_file, n=4, spread_things=0, redraw_image=True, resume=True), pipe=tiny_pipe
-        )
-    spread.clear()
-    plain = tmp_path / "plain"
-    synthesize(options(plain, prompts_file, n=2, spread_things=3, redraw_image=False), pipe=tiny_pipe)
-    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["spread_things"] == 0
-    assert spread == []
+    synthesize(options(plain, prompts_file, n=2, **{key: on}, redraw_image=False), pipe=tiny_pipe)
+    recorded = json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"][key]
+    assert recorded == off and type(recorded) is type(off)
+    assert calls == []
 
 
 @pytest.mark.parametrize(

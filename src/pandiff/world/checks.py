@@ -394,20 +394,28 @@ def _grid(h: int, w: int, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _stuff_only(pmap: PanopticMap, on_things: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(category, instance)`` copies of ``pmap`` with every pixel of a thing taking the stuff of
-    the nearest pixel that is no thing's (``on_things``: the thing pixels; some stuff needed)."""
-    from scipy import ndimage
+    """``(category, instance)`` of ``pmap`` with every pixel of a thing taking the stuff of the
+    nearest pixel that is no thing's (``on_things``: the thing pixels; some stuff needed)."""
+    from pandiff.data.panoptic_map import fill_from_nearest
 
-    nearest = ndimage.distance_transform_edt(on_things, return_distances=False, return_indices=True)
-    return pmap.category[nearest[0], nearest[1]].copy(), pmap.instance[nearest[0], nearest[1]].copy()
+    stuff = PanopticMap.from_codes(fill_from_nearest(pmap.codes(), on_things, ~on_things), pmap.table)
+    return stuff.category, stuff.instance
 
 
-def _world_things(pmap: PanopticMap, min_fraction: float) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
-    """The map's thing instances of world shape categories, and its thing pixels."""
+def _world_things(
+    pmap: PanopticMap, min_fraction: float
+) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, bool]:
+    """The map's thing instances of world shape categories, its thing pixels, and whether every
+    thing instance of the map is of a world shape category."""
     from pandiff.world.drawing import THING_SHAPES
 
-    things = [(n, m) for n, m in thing_instances(pmap, min_fraction) if n in THING_SHAPES]
-    return things, np.asarray(pmap.table.isthing_lut(), dtype=bool)[pmap.category]
+    instances = thing_instances(pmap, min_fraction)
+    things = [(n, m) for n, m in instances if n in THING_SHAPES]
+    return (
+        things,
+        np.asarray(pmap.table.isthing_lut(), dtype=bool)[pmap.category],
+        len(things) == len(instances),
+    )
 
 
 def snap_things(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> PanopticMap:
@@ -421,7 +429,7 @@ def snap_things(pmap: PanopticMap, min_fraction: float = MIN_FRACTION) -> Panopt
     :data:`SNAP_KEEP` of the pixels it showed, comes back as it is (the same object).
 
     Written by hand: it redraws the built-in world's own shapes (:mod:`pandiff.world.drawing`)."""
-    things, on_things = _world_things(pmap, min_fraction)
+    things, on_things, _ = _world_things(pmap, min_fraction)
     if not things or on_things.all():  # nothing to snap, or no stuff to fill vacated pixels with
         return pmap
     from pandiff.world.drawing import shape_masks
@@ -499,8 +507,8 @@ def spread_things(
 
     if gap < 1:
         raise DataError(f"gap must be >= 1 pixel, got {gap}")
-    things, on_things = _world_things(pmap, min_fraction)
-    if len(things) < 2 or len(things) < len(thing_instances(pmap, min_fraction)) or on_things.all():
+    things, on_things, all_shapes = _world_things(pmap, min_fraction)
+    if len(things) < 2 or not all_shapes or on_things.all():
         return pmap
     from pandiff.world.drawing import shape_masks
 
