@@ -36,7 +36,7 @@ if not args["batched"]:
 prompt = "two red circles and a blue square on the grass"
 redraw, self_check, best_of, apart = args["redraw"], args["self_check"], args["best_of"], args["apart"]
 split, shapes, match, again = args["colour_split"], args["misshapen"], args["picture_match"], args["restarts"]
-snap, spread = args["snap"], args["spread"]
+snap, spread, cogen = args["snap"], args["spread"], args["cogen"]
 pipe(prompt, num_inference_steps=2, num_images=args["batch"], redraw_image=redraw, self_check=0)  # warm-up
 times, cpu = [], []
 for rep in range(args["repeats"]):
@@ -44,7 +44,7 @@ for rep in range(args["repeats"]):
     pipe(prompt, num_inference_steps=args["steps"], num_images=args["batch"],
          generator=torch.Generator().manual_seed(rep), redraw_image=redraw, self_check=self_check, best_of=best_of,
          avoid_touching=apart, colour_split=split, misshapen=shapes, picture_match=match, restarts=again,
-         snap_shapes=snap, spread_things=spread)
+         snap_shapes=snap, spread_things=spread, cogen_steps=cogen)
     times.append(time.perf_counter() - t)
     cpu.append(time.process_time() - c)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -54,7 +54,8 @@ print(json.dumps({"load_s": load_s, "call_s": min(times), "mean_s": sum(times) /
                   "shapes": pipe.flags_misshapen(shapes, self_check, best_of),
                   "match": pipe.matches_pictures(match, self_check, best_of),
                   "again": pipe.restarts_failing(again, self_check, best_of),
-                  "snap": pipe.snaps(snap, redraw), "spread": pipe.spreads(spread, redraw)}))
+                  "snap": pipe.snaps(snap, redraw), "spread": pipe.spreads(spread, redraw),
+                  "cogen": pipe.cogen_steps_of(cogen, args["steps"], redraw)}))
 """
 
 
@@ -125,6 +126,11 @@ def main() -> None:
         help="move touching things of the map apart by this many pixels before the redraw: 'model' (the "
         "folder's) or a gap (0 = off); several: one row each. It only acts with the redraw",
     )  # fmt: skip
+    p.add_argument(
+        "--cogen-steps", nargs="+", default=["model"],
+        help="sampler steps of the co-generation pass whose map the redraw keeps (the redraw takes --steps): "
+        "'model' (the folder's) or a number (0 = off); several: one row each. It only acts with the redraw",
+    )  # fmt: skip
     p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--note", default="")
     args = p.parse_args()
@@ -132,13 +138,11 @@ def main() -> None:
         args.steps, args.batch, args.schedulers, args.precision = [20], [1], ["dpmsolver++"], ["bf16"]
     rows = []
     header = (
-        "| scheduler | precision | guidance forwards | redraw | self check | best of | things apart | colour split | misshapen | picture match | restarts | snap | spread | steps | batch "
+        "| scheduler | precision | guidance forwards | redraw | self check | best of | things apart | colour split | misshapen | picture match | restarts | snap | spread | co-gen steps | steps | batch "
         "| s / pair "
         "| mean s / pair | CPU s / pair | s / call | peak RSS MB | load s |"
     )
-    rule = (
-        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    )
+    rule = "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     print(header)
     print(rule)
     configs = [
@@ -158,6 +162,7 @@ def main() -> None:
             "restarts": rs,
             "snap": sn,
             "spread": sp,
+            "cogen": cg,
         }
         for rd in args.redraw
         for sc in args.self_check
@@ -169,6 +174,7 @@ def main() -> None:
         for rs in args.restarts
         for sn in args.snap_shapes
         for sp in args.spread_things
+        for cg in args.cogen_steps
         for s in args.schedulers
         for pr in args.precision
         for bt in (True, False)
@@ -186,12 +192,14 @@ def main() -> None:
                   "picture_match": None if cfg["picture_match"] == "model" else float(cfg["picture_match"]),
                   "restarts": None if cfg["restarts"] == "model" else int(cfg["restarts"]),
                   "snap": REDRAW[cfg["snap"]],
-                  "spread": None if cfg["spread"] == "model" else int(cfg["spread"])}  # fmt: skip
+                  "spread": None if cfg["spread"] == "model" else int(cfg["spread"]),
+                  "cogen": None if cfg["cogen"] == "model" else int(cfg["cogen"])}  # fmt: skip
         res = run_one({**worker, "model": args.model, "repeats": args.repeats})
         row = (
             f"| {cfg['scheduler']} | {cfg['precision']} | {'batched' if cfg['batched'] else 'per branch'} "
             f"| {cfg['redraw']} | {res['self_check']} | {res['best_of']} | {'on' if res['apart'] else 'off'} | {res['split']:g} | {res['shapes']:g} "
             f"| {res['match']:g} | {res['again']} | {'on' if res['snap'] else 'off'} | {res['spread']} "
+            f"| {res['cogen'] or cfg['steps']} "
             f"| {cfg['steps']} | {cfg['batch']} "
             f"| {res['call_s'] / cfg['batch']:.3f} | {res['mean_s'] / cfg['batch']:.3f} "
             f"| {res['cpu_s'] / cfg['batch']:.3f} | {res['call_s']:.3f} "

@@ -346,6 +346,21 @@ def test_spread_things_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_
     assert [i["spread_things"] for i in info] == [3, 0]
 
 
+def test_cogen_steps_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
+    """--cogen-steps N reaches the call and is recorded as it acted: N with the redraw and fewer
+    steps than --steps (2), 0 without the redraw or with as many steps."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["cogen_steps"] == 0
+    runs = (("a", "--redraw-image", "--cogen-steps", "1"), ("b", "--cogen-steps", "1"))
+    runs += (("c", "--redraw-image", "--cogen-steps", "2"),)
+    for name, *flags in runs:
+        assert _generate(tiny_pipeline_dir, tmp_path / name, *flags) == 0
+    assert [k["cogen_steps"] for k in pipeline_calls] == [1, 1, 2]
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
+    assert [i["cogen_steps"] for i in info] == [1, 0, 0]
+    with pytest.raises(SystemExit):
+        _generate(tiny_pipeline_dir, tmp_path / "d", "--cogen-steps", "two")
+
+
 @pytest.mark.parametrize(
     ("flag", "key", "value"), [("--colour-split", "colour_split", 0.2), ("--misshapen", "misshapen", 0.9)]
 )

@@ -790,6 +790,52 @@ def test_spread_things_setting_is_validated_defaults_to_the_folder_and_needs_the
         PipelineConfig.from_dict({**data, "spread_things": -2})
 
 
+@pytest.mark.parametrize("how", [{"self_check": 0}, {"self_check": 1}, {"best_of": 2}])
+def test_cogen_steps_run_co_generation_at_its_steps_and_every_picture_at_the_calls(pipe, monkeypatch, how):
+    """Every prompt -> image + map path with the redraw (plain, self check, best of K): each
+    co-generation pass runs at cogen_steps, each picture drawn for a map at the call's steps; 0,
+    a value not below the call's steps, or no redraw runs everything at the call's steps."""
+    from pandiff.diffusion.sampler import LockstepSampler
+
+    runs = []  # (steps, whether a map was given) of every sampler run
+    real = LockstepSampler.sample
+
+    def spy(self, *args, **kwargs):
+        runs.append((kwargs["num_inference_steps"], kwargs.get("map_bits") is not None))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LockstepSampler, "sample", spy)
+    prompts = ["two red circles on the grass"] * 2
+    kwargs = {"num_inference_steps": 4, "redraw_image": True, **how}
+    out = pipe(prompts, generator=_gens(2), cogen_steps=2, **kwargs)
+    assert len(out.maps) == 2
+    assert {s for s, given in runs if not given} == {2}  # co-generation
+    assert {s for s, given in runs if given} == {4}  # the redraw
+    for cogen, redraw in ((0, True), (4, True), (6, True), (2, False)):
+        runs.clear()
+        pipe(prompts, generator=_gens(2), cogen_steps=cogen, **{**kwargs, "redraw_image": redraw})
+        assert runs and {s for s, _ in runs} == {4}
+        assert any(given for _, given in runs) is redraw
+
+
+def test_cogen_steps_setting_is_validated_defaults_to_the_folder_and_needs_the_redraw(
+    pipe, tiny_pipeline_dir
+):
+    from pandiff.pipeline_config import PipelineConfig
+
+    assert pipe.config.cogen_steps == 0 and pipe.cogen_steps_of(None, 4, True) == 0  # older folders: off
+    assert pipe.cogen_steps_of(2, 4, True) == 2 and pipe.cogen_steps_of(2, 4, False) == 0
+    assert pipe.cogen_steps_of(4, 4, True) == 0 and pipe.cogen_steps_of(9, 4, True) == 0  # not fewer steps
+    for bad in (-1, 1.5, True, 5000):
+        with pytest.raises(ConfigError, match="cogen_steps"):
+            pipe("a red circle", num_inference_steps=2, redraw_image=True, cogen_steps=bad)
+    data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
+    folder = PipelineConfig.from_dict({**data, "cogen_steps": 3})
+    assert folder.cogen_steps == 3
+    with pytest.raises(ConfigError, match="'cogen_steps'"):
+        PipelineConfig.from_dict({**data, "cogen_steps": -2})
+
+
 def _square_picture(pipe, split: bool) -> tuple[PanopticMap, torch.Tensor]:
     """A map of the pipeline's size with one 8 px square on grass, and its picture as image
     latents (identity codec: pixels in [-1, 1]); ``split`` paints the square's right half white."""

@@ -497,6 +497,26 @@ def test_map_repair_pairs_are_the_pipelines_and_the_setting_is_kept(
     assert calls == []
 
 
+def test_cogen_steps_pairs_are_the_pipelines_and_the_setting_is_kept(tmp_path, tiny_pipe, prompts_file):
+    """With the redraw and cogen_steps the pairs are the pipeline's (same generators, co-generation
+    at those steps, the redraw at --steps), the setting is recorded as it acted, and --resume
+    refuses to mix it with pairs drawn without it; without the redraw it is recorded as 0."""
+    out = tmp_path / "fewer"
+    synthesize(options(out, prompts_file, n=4, cogen_steps=2, redraw_image=True), pipe=tiny_pipe)
+    recorded = json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]
+    assert (recorded["cogen_steps"], recorded["steps"]) == (2, STEPS)
+    fewer = _written_pairs_are_the_pipelines(out, tiny_pipe, cogen_steps=2)
+    full = _pipelines_pairs(tiny_pipe, cogen_steps=0)
+    assert any(not np.array_equal(a.category, b.category) for a, b in zip(fewer.maps, full.maps))
+    with pytest.raises(ConfigError, match="cogen_steps 2 -> 0"):
+        synthesize(
+            options(out, prompts_file, n=4, cogen_steps=0, redraw_image=True, resume=True), pipe=tiny_pipe
+        )
+    plain = tmp_path / "plain"
+    synthesize(options(plain, prompts_file, n=2, cogen_steps=2, redraw_image=False), pipe=tiny_pipe)
+    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["cogen_steps"] == 0
+
+
 @pytest.mark.parametrize(
     ("key", "check", "value"),
     [("colour_split", "colour_split_things", 0.15), ("misshapen", "misshapen_things", 0.9)],

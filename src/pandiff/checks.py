@@ -79,6 +79,13 @@ def spread_things(value: Any, name: str = "spread_things") -> int:
     return number(value, name, 0, MAX_SEPARATE, integer=True, hint=" (0 = off)")
 
 
+def cogen_steps(value: Any, max_steps: int, name: str = "cogen_steps") -> int:
+    """Sampler steps of the co-generation pass whose map the redraw keeps: 0 (off: the pass takes
+    the call's ``num_inference_steps``) to the schedule's training timesteps."""
+    hint = f" (0 = off; the noise schedule has {max_steps} training timesteps)"
+    return number(value, name, 0, max_steps, integer=True, hint=hint)
+
+
 def colour_split(value: Any, name: str = "colour_split") -> float:
     """The colour-split check's share (:func:`pandiff.world.checks.colour_split_things`): the part
     of a thing's interior that may lie in another colour before the picture counts as failing;

@@ -487,6 +487,31 @@ class PanopticDiffusionPipeline:
         gap = checks.spread_things(_given_or(spread_things, self.config.spread_things))
         return gap if self.redraws(redraw_image) else 0
 
+    def cogen_steps_of(
+        self,
+        cogen_steps: int | None = None,
+        num_inference_steps: int | None = None,
+        redraw_image: bool | None = None,
+    ) -> int:
+        """The sampler steps of the co-generation pass of a prompt -> image + map call with these
+        settings, when they differ from its ``num_inference_steps`` (both: the given value,
+        checked, else the folder's): ``cogen_steps`` where it is below the call's steps and the
+        call redraws its picture, else 0 (the pass takes the call's steps). What ``generate``'s
+        export, evaluation reports and synthesize manifests record."""
+        steps = checks.steps(
+            _given_or(num_inference_steps, self.config.num_inference_steps), self.schedule.num_train_timesteps
+        )
+        given = checks.cogen_steps(
+            _given_or(cogen_steps, self.config.cogen_steps), self.schedule.num_train_timesteps
+        )
+        return given if self.redraws(redraw_image) and 0 < given < steps else 0
+
+    @staticmethod
+    def cogen_settings(settings: dict, cogen: int) -> dict:
+        """The sampler settings of the co-generation pass: ``settings`` with ``cogen`` steps
+        (:meth:`cogen_steps_of`; 0 leaves them as they are)."""
+        return dict(settings, num_inference_steps=cogen) if cogen else settings
+
     def splits_colours(
         self, colour_split: float | None = None, self_check: int | None = None, best_of: int | None = None
     ) -> float:
@@ -622,6 +647,7 @@ class PanopticDiffusionPipeline:
         restarts: int | None = None,
         snap_shapes: bool | None = None,
         spread_things: int | None = None,
+        cogen_steps: int | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -699,6 +725,11 @@ class PanopticDiffusionPipeline:
                 map pixels of another are moved apart, each whole as the world shape that fits it
                 best, to the nearest free places (:func:`pandiff.world.checks.spread_things`), where
                 that leaves the map no worse against the prompt. 0 is off; None takes the folder's.
+            cogen_steps: prompt -> image + map with the redraw only, beyond the paper: the sampler
+                steps of the co-generation pass, whose picture the redraw replaces and whose map
+                it keeps (the redraw, and every picture drawn again, takes ``num_inference_steps``;
+                a call asking fewer runs both at those). 0 runs it at ``num_inference_steps``;
+                None takes the folder's.
             generator: a ``torch.Generator``, or a list with one per image (``len(prompt) *
                 num_images``, prompt-major): image i then depends on generator i alone.
             progress: show the sampling bar; None follows :meth:`set_progress_bar_config`.
@@ -743,13 +774,18 @@ class PanopticDiffusionPipeline:
         gap = self.separates(separate_touching, redraw)
         snap = self.snaps(snap_shapes, redraw)
         spread = self.spreads(spread_things, redraw)
+        cogen = (
+            self.cogen_steps_of(cogen_steps, settings["num_inference_steps"], redraw)
+            if maps_in is None and images_in is None
+            else 0
+        )
         acting = self.checks_as_acting(tries, draws, colour_split, misshapen, picture_match, restarts)
         if draws > 1 and maps_in is None and images_in is None:
             from pandiff.self_check import ranked_sample
 
             latents, maps = ranked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart, gap,
-                acting["colour_split"], acting["misshapen"], snap, spread,
+                acting["colour_split"], acting["misshapen"], snap, spread, cogen,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         if tries and maps_in is None and images_in is None:
@@ -757,7 +793,7 @@ class PanopticDiffusionPipeline:
 
             latents, maps = self_checked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, tries, generator, sampling_progress, apart, gap,
-                **acting, snap=snap, spread=spread,
+                **acting, snap=snap, spread=spread, cogen=cogen,
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         sampler = self.sampler()
@@ -766,7 +802,7 @@ class PanopticDiffusionPipeline:
             empty,
             self.latent_shape,
             self.map_shape,
-            **settings,
+            **self.cogen_settings(settings, cogen),
             image=given_latents,
             map_bits=given_bits,
             image_mask=image_mask,

@@ -97,6 +97,10 @@ class PipelineConfig:
             each whole as the world shape that fits it best, before the picture is drawn for it
             (:func:`pandiff.world.checks.spread_things`, :func:`pandiff.self_check.bite_apart`);
             0, the default of older folders, is off.
+        cogen_steps: beyond the paper, with ``redraw_image``: the sampler steps of the
+            co-generation pass, whose picture the redraw replaces and whose map it keeps (the
+            redraw takes ``num_inference_steps``; a call asking fewer steps runs both at those);
+            0, the default of older folders, runs co-generation at ``num_inference_steps``.
         trained_steps, weights: provenance (training steps behind the weights; ``"ema"``).
     """
 
@@ -126,6 +130,7 @@ class PipelineConfig:
     restarts: int = 0
     snap_shapes: bool = False
     spread_things: int = 0
+    cogen_steps: int = 0
     trained_steps: int | None = None
     weights: str | None = None
 
@@ -157,6 +162,7 @@ class PipelineConfig:
         checks.best_of(self.best_of, "'best_of'")
         checks.separate_touching(self.separate_touching, "'separate_touching'")
         checks.spread_things(self.spread_things, "'spread_things'")
+        checks.cogen_steps(self.cogen_steps, self.schedule.get("num_train_timesteps", 1000), "'cogen_steps'")
         checks.colour_split(self.colour_split, "'colour_split'")
         checks.misshapen(self.misshapen, "'misshapen'")
         checks.picture_match(self.picture_match, "'picture_match'")

@@ -441,7 +441,7 @@ def _cogenerate(pipe, text, empty, settings, cleanup, generator, progress):
 
 def self_checked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress, avoid_touching=False,
-    separate=0, colour_split=0.0, misshapen=0.0, picture_match=0.0, restarts=0, snap=False, spread=0,
+    separate=0, colour_split=0.0, misshapen=0.0, picture_match=0.0, restarts=0, snap=False, spread=0, cogen=0,
 ):  # fmt: skip
     """Prompt -> image + map with the self check: the pipeline's co-generation (and redraw), each
     stage drawn again by :func:`best_of` for the rows that fail.
@@ -460,7 +460,9 @@ def self_checked_sample(
     (against the prompt, or its picture against its map) after those tries is drawn again whole,
     map stage and picture stage with their tries, up to ``restarts`` more times, keeping the whole
     sample with the lowest score (:func:`weigh` of its map plus :data:`PROMPT_WEIGHT` per picture
-    failure; the earlier on ties). Draws continue the callers' generators (with one generator per
+    failure; the earlier on ties). With ``cogen`` > 0 every co-generation pass takes that many
+    steps, its redraws ``settings``' (:meth:`~pandiff.pipeline.PanopticDiffusionPipeline.cogen_steps_of`).
+    Draws continue the callers' generators (with one generator per
     sample, row i's draws depend on generator i alone).
 
     Returns:
@@ -471,6 +473,7 @@ def self_checked_sample(
     specs = [parse_prompt(p, pipe.table) for p in prompts]
     # World captions name every thing in the scene; other prompts may leave some out.
     exhaustive = is_world_table(pipe.table)
+    cogen_settings = pipe.cogen_settings(settings, cogen)
 
     def gens(idx):
         return [generator[i] for i in idx] if isinstance(generator, list) else generator
@@ -482,7 +485,7 @@ def self_checked_sample(
         return [count_disagreement(m, s) + c + u for m, s, c, u in zip(maps, seen, split, unmatched)]
 
     def cogenerate(idx):
-        latents, maps = _cogenerate(pipe, text[idx], empty, settings, cleanup, gens(idx), progress)
+        latents, maps = _cogenerate(pipe, text[idx], empty, cogen_settings, cleanup, gens(idx), progress)
         return list(zip(latents, maps))
 
     def cogen_failures(idx, draws):
@@ -591,7 +594,7 @@ def rank_best(
 
 def ranked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, draws, generator, progress, avoid_touching=False,
-    separate=0, colour_split=0.0, misshapen=0.0, snap=False, spread=0,
+    separate=0, colour_split=0.0, misshapen=0.0, snap=False, spread=0, cogen=0,
 ):  # fmt: skip
     """Prompt -> image + map as the best of ``draws`` whole samples per row (co-generation, and
     the redraw when ``redraw``), ranked by :func:`rank_best` on the row's map failures against the
@@ -602,7 +605,8 @@ def ranked_sample(
     colours (:func:`colour_splits`) rank right after the map failures. With ``redraw`` and
     ``separate`` > 0 each draw's touching things are bitten apart before its redraw, with
     ``redraw`` and ``snap`` its things redrawn as world shapes first and with ``spread`` > 0 moved
-    apart (:func:`bite_apart`). Each draw continues the callers'
+    apart (:func:`bite_apart`). With ``cogen`` > 0 co-generation takes that many steps, the redraw
+    ``settings``'. Each draw continues the callers'
     generators (with one generator per sample, row i depends on generator i alone).
 
     Returns:
@@ -620,7 +624,9 @@ def ranked_sample(
     noise = noise.view(b, len(CONSISTENCY_TIMESTEPS), *shape)
     candidates = []
     for _ in range(draws):
-        latents, maps = _cogenerate(pipe, text, empty, settings, cleanup, generator, progress)
+        latents, maps = _cogenerate(
+            pipe, text, empty, pipe.cogen_settings(settings, cogen), cleanup, generator, progress
+        )
         if redraw:
             maps = bite_apart(maps, specs, exhaustive, separate, snap, spread)
             latents = pipe.redraw(text, empty, maps, settings, generator, progress)

@@ -53,7 +53,7 @@ _OUTPUT_KEYS = (
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
     "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
     "best_of", "avoid_touching", "separate_touching", "colour_split", "misshapen", "picture_match",
-    "restarts", "snap_shapes", "spread_things",
+    "restarts", "snap_shapes", "spread_things", "cogen_steps",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {
@@ -70,6 +70,7 @@ _LEGACY = {
     "restarts": 0,
     "snap_shapes": False,
     "spread_things": 0,
+    "cogen_steps": 0,
 }
 
 
@@ -105,6 +106,7 @@ class SynthesizeOptions:
     restarts: int | None = None  # with the self check, whole draws again of a pair that still fails
     snap_shapes: bool | None = None  # with the redraw, the map's things redrawn as world shapes first
     spread_things: int | None = None  # with the redraw, the map's things moved this many pixels apart first
+    cogen_steps: int | None = None  # with the redraw, co-generation's steps (0: steps'); None: the folder's
     scheduler: str | None = None
     map_scheduler: str | None = None  # None: scheduler's, else the model's
     split: str = "train"
@@ -266,6 +268,7 @@ def sample_pairs(
     restarts: int = 0,
     snap: bool = False,
     spread: int = 0,
+    cogen: int = 0,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -286,7 +289,9 @@ def sample_pairs(
     ``picture_match`` > 0 fails pictures matching their map below that IoU and ``restarts`` > 0
     draws a still failing pair again whole, as the pipeline's do; ``snap`` (with ``redraw``) redraws
     the map's things as world shapes before the redraw, as the pipeline's ``snap_shapes`` does, and
-    ``spread`` > 0 moves them apart, as its ``spread_things`` does."""
+    ``spread`` > 0 moves them apart, as its ``spread_things`` does; ``cogen`` > 0 (with ``redraw``)
+    runs co-generation at that many steps and the redraw at ``settings``', as its ``cogen_steps``
+    does."""
     text, empty = pipe._encode_prompts(prompts)
     if draws > 1 or tries > 0:
         from pandiff.self_check import ranked_sample, self_checked_sample
@@ -298,11 +303,16 @@ def sample_pairs(
             only_self_check = {"picture_match": picture_match, "restarts": restarts}
         latents, maps = sample(
             pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False, avoid_touching,
-            separate, colour_split, misshapen, **only_self_check, snap=snap, spread=spread,
+            separate, colour_split, misshapen, **only_self_check, snap=snap, spread=spread, cogen=cogen,
         )  # fmt: skip
         return pipe.uint8_pictures(latents), None, maps
     out = pipe.sampler().sample(
-        text, empty, pipe.latent_shape, pipe.map_shape, generator=generators, **settings
+        text,
+        empty,
+        pipe.latent_shape,
+        pipe.map_shape,
+        generator=generators,
+        **pipe.cogen_settings(settings, cogen),
     )
     latents, maps = out.latents, None
     if redraw:
@@ -481,6 +491,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
     gap = pipe.separates(opts.separate_touching, redraw)
     snap = pipe.snaps(opts.snap_shapes, redraw)
     spread = pipe.spreads(opts.spread_things, redraw)
+    cogen = pipe.cogen_steps_of(opts.cogen_steps, settings["num_inference_steps"], redraw)
     acting = pipe.checks_as_acting(tries, draws, **{k: getattr(opts, k) for k in pipe.CHECK_SETTINGS})
     if not redraw:  # drawn only for a given map: without the redraw it changes nothing
         settings["image_map_guidance_scale"] = 0.0
@@ -490,7 +501,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
         "self_check": tries, "best_of": draws, "avoid_touching": apart,
-        "separate_touching": gap, "snap_shapes": snap, "spread_things": spread, **acting, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
+        "separate_touching": gap, "snap_shapes": snap, "spread_things": spread, "cogen_steps": cogen, **acting, "sampler": pipe.scheduler, "map_sampler": pipe.map_scheduler, "split": opts.split,
         "image_map_guidance_scale": settings["image_map_guidance_scale"],
         "shard_size": opts.shard_size, "prompts": str(opts.prompts or opts.captions),
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
@@ -513,7 +524,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
               disable=not (opts.progress and state.is_main_process), smoothing=0.1) as bar:  # fmt: skip
         written = run_shards(
             pipe, opts, prompts, mine, shards, settings, cleanup, bar, redraw=redraw, tries=tries, draws=draws,
-            avoid_touching=apart, separate=gap, snap=snap, spread=spread, **acting,
+            avoid_touching=apart, separate=gap, snap=snap, spread=spread, cogen=cogen, **acting,
         )  # fmt: skip
     seconds = time.perf_counter() - begin
     state.wait_for_everyone()

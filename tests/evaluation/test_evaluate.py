@@ -11,7 +11,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "snap_shapes", "spread_things", "colour_split", "misshapen", "picture_match", "restarts", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "snap_shapes", "spread_things", "cogen_steps", "colour_split", "misshapen", "picture_match", "restarts", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -56,7 +56,7 @@ def test_cogen_command_writes_json_and_markdown(
     assert report["redraw_image"] is False  # the tiny folder does not redraw
     assert report["self_check"] == 0 and report["best_of"] == 1  # nor check itself, nor draw several
     assert report["avoid_touching"] is False and report["separate_touching"] == 0
-    assert report["snap_shapes"] is False and report["spread_things"] == 0
+    assert report["snap_shapes"] is False and report["spread_things"] == 0 and report["cogen_steps"] == 0
     assert report["colour_split"] == 0.0 and report["misshapen"] == 0.0
     assert report["picture_match"] == 0.0 and report["restarts"] == 0
     assert report["map_cleanup"] == 3  # the pipeline default
@@ -106,6 +106,46 @@ def test_cogen_command_writes_json_and_markdown(
     assert "| mcd_floor | map |" in markdown
     assert markdown.index("| image_adherence |") < markdown.index("| map_adherence |")
     assert "skipped fid" in capsys.readouterr().out
+
+
+def test_mcd_floor_of_a_bucket_without_layouts_is_nan_without_a_warning(monkeypatch):
+    import warnings
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pandiff.evaluation import evaluate as ev
+    from pandiff.evaluation.report import Report
+    from pandiff.world import relayout
+    from pandiff.world.generator import world_category_table
+
+    table = world_category_table()
+    grass, sky = table.index_of_name("grass"), table.index_of_name("sky")
+    cat = np.full((8, 8), grass)
+    cat[:2] = sky  # the real map: 25% sky, 75% grass
+    real_map = PanopticMap(cat, np.zeros((8, 8), np.int64), table)
+    gen_map = PanopticMap(np.full((8, 8), grass), np.zeros((8, 8), np.int64), table)  # all grass: MCD 0.5
+    specs = [{"image_id": i, "things": [{}] * k} for i, k in enumerate([1, 1, 2, 2])]
+    # the two-thing bucket's scenes got no layout; the one-thing bucket's floors are 0.1 and 0.3
+    monkeypatch.setattr(relayout, "mcd_floor", lambda s, p, m: [0.1, 0.3, float("nan"), float("nan")])
+    samples = SimpleNamespace(maps=[gen_map] * 4, prompts=["x"] * 4)
+    report = Report({})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would fail here
+        ev._mcd_floor(samples, SimpleNamespace(maps=[real_map] * 4), specs, report)
+    floor = report.to_dict()["metrics"]["mcd_floor"]
+    assert floor["value"] == pytest.approx(0.2)  # the scenes without layout left out
+    assert floor["details"]["scenes_without_layout"] == 2
+    buckets = floor["details"]["by_bucket"]
+    # the two-thing bucket's floor is NaN, which the report writes as null
+    assert buckets["1"]["floor"] == pytest.approx(0.2) and buckets["2"]["floor"] is None
+    assert buckets["1"]["model"] == pytest.approx(0.5) and buckets["2"]["model"] == pytest.approx(0.5)
+    monkeypatch.setattr(relayout, "mcd_floor", lambda s, p, m: [float("nan")] * 4)
+    report = Report({})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ev._mcd_floor(samples, SimpleNamespace(maps=[real_map] * 4), specs, report)
+    assert report.to_dict()["metrics"]["mcd_floor"]["value"] is None
 
 
 def test_map2image_and_image2map_modes(tiny_pipeline_dir, tiny_world, tiny_judge_dir, tmp_path):
@@ -250,6 +290,18 @@ def test_spread_things_reaches_the_sampling_and_is_reported_where_it_acts(
     assert (
         evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["spread_things"] is None
     )
+
+
+def test_cogen_steps_reach_the_sampling_and_are_reported_where_they_act(
+    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
+):
+    """cogen_steps reaches the call; the report gives it only where the picture is redrawn (and
+    the call's steps are more), and nothing outside co-generation."""
+    fewer = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=True, cogen_steps=1))
+    plain = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, cogen_steps=1))
+    assert [k["cogen_steps"] for k in pipeline_calls] == [1, 1]
+    assert (fewer["cogen_steps"], plain["cogen_steps"], fewer["steps"]) == (1, 0, 2)
+    assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["cogen_steps"] is None
 
 
 def test_colour_split_reaches_the_sampling_and_is_reported_where_it_acts(

@@ -208,6 +208,15 @@ def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
         "prompt (beyond the paper; 0 = off; default: the model's)",
     )
     p.add_argument(
+        "--cogen-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="prompt -> image + map with the redraw: run the co-generation pass, whose picture the redraw "
+        "replaces and whose map it keeps, at N sampler steps, and the redraw at --steps (beyond the paper; "
+        "0 = off, both at --steps; a call asking fewer steps runs both at those; default: the model's)",
+    )
+    p.add_argument(
         "--colour-split",
         type=finite_float,
         default=None,

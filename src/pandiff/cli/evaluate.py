@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         restarts=args.restarts,
         snap_shapes=args.snap_shapes,
         spread_things=args.spread_things,
+        cogen_steps=args.cogen_steps,
         image_map_guidance=args.image_map_guidance,
         batch=args.batch,
         seed=args.seed,

@@ -163,6 +163,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             restarts=getattr(args, "restarts", None),
             snap_shapes=getattr(args, "snap_shapes", None),
             spread_things=getattr(args, "spread_things", None),
+            cogen_steps=getattr(args, "cogen_steps", None),
         )
         for key in ("prompts", "images", "maps", "overlays"):
             getattr(out, key).extend(getattr(part, key))
@@ -192,6 +193,9 @@ def _run(args, image: Image.Image | None = None) -> int:
         )
         info["snap_shapes"] = pipe.snaps(getattr(args, "snap_shapes", None), info["redraw_image"])
         info["spread_things"] = pipe.spreads(getattr(args, "spread_things", None), info["redraw_image"])
+        info["cogen_steps"] = pipe.cogen_steps_of(
+            getattr(args, "cogen_steps", None), info["steps"], info["redraw_image"]
+        )
         info.update(  # recorded as they acted
             pipe.checks_as_acting(
                 info["self_check"],

@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         restarts=args.restarts,
         snap_shapes=args.snap_shapes,
         spread_things=args.spread_things,
+        cogen_steps=args.cogen_steps,
         scheduler=args.scheduler, map_scheduler=args.map_scheduler, split=args.split, shard_size=args.shard_size,
         workers=default_workers(args.device) if args.workers is None else args.workers,
         progress=not args.no_progress,

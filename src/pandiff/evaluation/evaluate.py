@@ -72,6 +72,8 @@ class EvaluationOptions:
     snap_shapes: bool | None = None
     # cogen with the redraw: the map's things moved this many pixels apart first (None: the model's)
     spread_things: int | None = None
+    # cogen with the redraw: the co-generation pass's sampler steps (0: --steps; None: the model's)
+    cogen_steps: int | None = None
     batch: int = 16
     seed: int = 0
     # "shared": one generator for the whole run (the reports before session 23); "per-sample": one
@@ -162,6 +164,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "restarts": opts.restarts,
                 "snap_shapes": opts.snap_shapes,
                 "spread_things": opts.spread_things,
+                "cogen_steps": opts.cogen_steps,
                 "guidance_scale": opts.guidance,
                 "map_guidance_scale": opts.map_guidance,
                 "image_map_guidance_scale": opts.image_map_guidance,
@@ -352,7 +355,7 @@ def _mcd_floor(samples: Samples, real: LabelledImages, specs: list[dict], report
     model = [count_difference(g, t) for g, t in zip(samples.maps, real.maps)]
     keys = [jd.bucket(s) for s in specs]
     buckets = {
-        b: {"n": keys.count(b), "floor": float(np.nanmean([f for f, k in zip(floors, keys) if k == b])),
+        b: {"n": keys.count(b), "floor": _finite_mean([f for f, k in zip(floors, keys) if k == b]),
             "model": float(np.mean([m for m, k in zip(model, keys) if k == b]))}
         for b in jd.BUCKETS if b in keys
     }  # fmt: skip
@@ -367,11 +370,18 @@ def _mcd_floor(samples: Samples, real: LabelledImages, specs: list[dict], report
     details = {"by_bucket": buckets, "seed": FLOOR_SEED, "scenes_without_layout": unfit}
     report.add(
         "mcd_floor",
-        float(np.nanmean(floors)) if unfit < len(floors) else float("nan"),
+        _finite_mean(floors),
         how,
         details,
         on="map",
     )
+
+
+def _finite_mean(values: list[float]) -> float:
+    """Mean of the finite values: NaN when there are none (without numpy's empty-slice warning,
+    which a bucket whose every scene has no layout would raise)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _map_metrics(samples: Samples, real: LabelledImages, mode: str, report: Report) -> None:
@@ -428,7 +438,8 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             self_check=opts.self_check, avoid_touching=opts.avoid_touching,
             separate_touching=opts.separate_touching, colour_split=opts.colour_split,
             misshapen=opts.misshapen, picture_match=opts.picture_match, restarts=opts.restarts,
-            snap_shapes=opts.snap_shapes, spread_things=opts.spread_things, progress=opts.progress,
+            snap_shapes=opts.snap_shapes, spread_things=opts.spread_things, cogen_steps=opts.cogen_steps,
+            progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)
         generated = load_split(f"{tmp}/generated", "train", pipe.image_size)
@@ -530,6 +541,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
         "separate_touching": pipe.separates(opts.separate_touching, redraw) if sampled else None,
         "snap_shapes": pipe.snaps(opts.snap_shapes, redraw) if sampled else None,
         "spread_things": pipe.spreads(opts.spread_things, redraw) if sampled else None,
+        "cogen_steps": pipe.cogen_steps_of(opts.cogen_steps, opts.steps, redraw) if sampled else None,
         **(
             pipe.checks_as_acting(
                 opts.self_check, checked_best_of, **{k: getattr(opts, k) for k in pipe.CHECK_SETTINGS}

@@ -36,6 +36,7 @@ SETTINGS = (
     "separate_touching",
     "snap_shapes",
     "spread_things",
+    "cogen_steps",
     "colour_split",
     "misshapen",
     "picture_match",
@@ -148,6 +149,12 @@ def compare(base: dict, new: dict) -> dict[str, Any]:
         "pairing": pairing(base, new),
         "base": {k: base.get(k) for k in SETTINGS},
         "new": {k: new.get(k) for k in SETTINGS},
+        # settings a report does not hold (written before the setting existed), told apart from a
+        # recorded None ("not applicable")
+        "not_recorded": {
+            "base": [k for k in SETTINGS if k not in base],
+            "new": [k for k in SETTINGS if k not in new],
+        },
         "rows": paired_rows(base, new),
     }
 
@@ -155,10 +162,14 @@ def compare(base: dict, new: dict) -> dict[str, Any]:
 def markdown(result: dict[str, Any], base_name: str = "base", new_name: str = "new") -> str:
     """The comparison as a Markdown table, settings that differ first."""
     lines = [f"# Paired comparison: {new_name} against {base_name}", "", f"- **paired**: {result['pairing']}"]
+    absent = result.get("not_recorded", {})
     for key in SETTINGS:
         a, b = result["base"].get(key), result["new"].get(key)
         mark = "" if a == b else " (differs)"
-        lines.append(f"- **{key}**: {a} / {b}{mark}")
+        shown = [
+            "not recorded" if key in absent.get(side, ()) else v for side, v in (("base", a), ("new", b))
+        ]
+        lines.append(f"- **{key}**: {shown[0]} / {shown[1]}{mark}")
     lines += [
         "",
         f"| criterion | things | n | {base_name} | {new_name} | wins | losses | McNemar p |",

@@ -34,6 +34,7 @@ _SUMMARY = (
     "separate_touching",
     "snap_shapes",
     "spread_things",
+    "cogen_steps",
     "colour_split",
     "misshapen",
     "picture_match",
