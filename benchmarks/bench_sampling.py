@@ -11,6 +11,7 @@ appends it to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -59,6 +60,54 @@ print(json.dumps({"load_s": load_s, "call_s": min(times), "mean_s": sum(times) /
 """
 
 
+def _switch(value: str) -> bool | None:
+    """An on / off / model choice: the pipeline call's value (None: the folder's setting)."""
+    return REDRAW[value]
+
+
+def _number(kind: type):
+    """A 'model' (None: the folder's setting) or a number of ``kind``."""
+    return lambda value: None if value == "model" else kind(value)
+
+
+# The sampling settings a run varies, one table row per combination of their values (each flag
+# takes several): flag, the worker's key, how a value is read, help.
+SETTINGS = (
+    ("--redraw", "redraw", _switch,
+     "redraw each image for its map: the model folder's setting, on, off (several: one row each)"),
+    ("--self-check", "self_check", _number(int),
+     ("extra draws of a sample failing its own checks: 'model' (the folder's) or a number; several: one "
+     "row each. Its cost varies with the draws: compare the mean column")),
+    ("--best-of", "best_of", _number(int),
+     ("whole draws per sample, the best by its own checks kept: 'model' (the folder's) or a number; "
+     "several: one row each")),
+    ("--avoid-touching", "apart", _switch,
+     ("the checks also draw again maps whose things touch: the model folder's setting, on, off (several: "
+     "one row each; it only acts with a self check or best of K)")),
+    ("--colour-split", "colour_split", _number(float),
+     ("the checks also fail pictures painting a thing in two colours: 'model' (the folder's) or a share "
+     "(0 = off); several: one row each. It only acts with a self check or best of K")),
+    ("--misshapen", "misshapen", _number(float),
+     ("the checks also draw again maps holding a thing no single world shape looks like: 'model' (the "
+     "folder's) or a ratio (0 = off); several: one row each. It only acts with a self check or best of K")),
+    ("--picture-match", "picture_match", _number(float),
+     ("the self check also fails pictures matching their map below this IoU: 'model' (the folder's) or an "
+     "IoU (0 = off); several: one row each. It only acts with a self check")),
+    ("--restarts", "restarts", _number(int),
+     ("whole draws again of a sample still failing after the self check's tries: 'model' (the folder's) or "
+     "a number (0 = off); several: one row each. It only acts with a self check")),
+    ("--snap-shapes", "snap", _switch,
+     ("redraw the map's things as world shapes before the redraw: the model folder's setting, on, off "
+     "(several: one row each; it only acts with the redraw)")),
+    ("--spread-things", "spread", _number(int),
+     ("move touching things of the map apart by this many pixels before the redraw: 'model' (the folder's) "
+     "or a gap (0 = off); several: one row each. It only acts with the redraw")),
+    ("--cogen-steps", "cogen", _number(int),
+     ("sampler steps of the co-generation pass whose map the redraw keeps (the redraw takes --steps): "
+     "'model' (the folder's) or a number (0 = off); several: one row each. It only acts with the redraw")),
+)  # fmt: skip
+
+
 def run_one(cfg: dict) -> dict:
     res = subprocess.run(
         [sys.executable, "-c", WORKER, json.dumps(cfg)], capture_output=True, text=True, check=False
@@ -77,60 +126,9 @@ def main() -> None:
     p.add_argument("--precision", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="20 steps, batch 1, DPM-Solver++, bf16 only")
-    p.add_argument(
-        "--redraw", nargs="+", default=["model"], choices=list(REDRAW),
-        help="redraw each image for its map: the model folder's setting, on, off (several: one row each)",
-    )  # fmt: skip
-    p.add_argument(
-        "--self-check", nargs="+", default=["model"],
-        help="extra draws of a sample failing its own checks: 'model' (the folder's) or a number; "
-        "several: one row each. Its cost varies with the draws: compare the mean column",
-    )  # fmt: skip
-    p.add_argument(
-        "--best-of", nargs="+", default=["model"],
-        help="whole draws per sample, the best by its own checks kept: 'model' (the folder's) or a "
-        "number; several: one row each",
-    )  # fmt: skip
-    p.add_argument(
-        "--avoid-touching", nargs="+", default=["model"], choices=list(REDRAW),
-        help="the checks also draw again maps whose things touch: the model folder's setting, on, off "
-        "(several: one row each; it only acts with a self check or best of K)",
-    )  # fmt: skip
-    p.add_argument(
-        "--colour-split", nargs="+", default=["model"],
-        help="the checks also fail pictures painting a thing in two colours: 'model' (the folder's) or a "
-        "share (0 = off); several: one row each. It only acts with a self check or best of K",
-    )  # fmt: skip
-    p.add_argument(
-        "--misshapen", nargs="+", default=["model"],
-        help="the checks also draw again maps holding a thing no single world shape looks like: 'model' (the "
-        "folder's) or a ratio (0 = off); several: one row each. It only acts with a self check or best of K",
-    )  # fmt: skip
-    p.add_argument(
-        "--picture-match", nargs="+", default=["model"],
-        help="the self check also fails pictures matching their map below this IoU: 'model' (the folder's) or "
-        "an IoU (0 = off); several: one row each. It only acts with a self check",
-    )  # fmt: skip
-    p.add_argument(
-        "--restarts", nargs="+", default=["model"],
-        help="whole draws again of a sample still failing after the self check's tries: 'model' (the "
-        "folder's) or a number (0 = off); several: one row each. It only acts with a self check",
-    )  # fmt: skip
-    p.add_argument(
-        "--snap-shapes", nargs="+", default=["model"], choices=list(REDRAW),
-        help="redraw the map's things as world shapes before the redraw: the model folder's setting, on, "
-        "off (several: one row each; it only acts with the redraw)",
-    )  # fmt: skip
-    p.add_argument(
-        "--spread-things", nargs="+", default=["model"],
-        help="move touching things of the map apart by this many pixels before the redraw: 'model' (the "
-        "folder's) or a gap (0 = off); several: one row each. It only acts with the redraw",
-    )  # fmt: skip
-    p.add_argument(
-        "--cogen-steps", nargs="+", default=["model"],
-        help="sampler steps of the co-generation pass whose map the redraw keeps (the redraw takes --steps): "
-        "'model' (the folder's) or a number (0 = off); several: one row each. It only acts with the redraw",
-    )  # fmt: skip
+    for flag, key, read, helptext in SETTINGS:
+        choices = list(REDRAW) if read is _switch else None
+        p.add_argument(flag, dest=key, nargs="+", default=["model"], choices=choices, help=helptext)
     p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--note", default="")
     args = p.parse_args()
@@ -145,55 +143,17 @@ def main() -> None:
     rule = "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     print(header)
     print(rule)
+    keys = [key for _, key, _, _ in SETTINGS]
     configs = [
-        {
-            "scheduler": s,
-            "precision": pr,
-            "batched": bt,
-            "steps": st,
-            "batch": b,
-            "redraw": rd,
-            "self_check": sc,
-            "best_of": bo,
-            "apart": ap,
-            "colour_split": cs,
-            "misshapen": ms,
-            "picture_match": pm,
-            "restarts": rs,
-            "snap": sn,
-            "spread": sp,
-            "cogen": cg,
-        }
-        for rd in args.redraw
-        for sc in args.self_check
-        for bo in args.best_of
-        for ap in args.avoid_touching
-        for cs in args.colour_split
-        for ms in args.misshapen
-        for pm in args.picture_match
-        for rs in args.restarts
-        for sn in args.snap_shapes
-        for sp in args.spread_things
-        for cg in args.cogen_steps
-        for s in args.schedulers
-        for pr in args.precision
-        for bt in (True, False)
-        for st in args.steps
-        for b in args.batch
+        {**dict(zip(keys, values)), "scheduler": s, "precision": pr, "batched": bt, "steps": st, "batch": b}
+        for *values, s, pr, bt, st, b in itertools.product(
+            *(getattr(args, key) for key in keys), args.schedulers, args.precision, (True, False), args.steps,
+            args.batch,
+        )
         if bt or (st == 20 and s == "dpmsolver++")  # one-forward-per-branch only as a comparison
-    ]
+    ]  # fmt: skip
     for cfg in configs:
-        self_check = None if cfg["self_check"] == "model" else int(cfg["self_check"])
-        best_of = None if cfg["best_of"] == "model" else int(cfg["best_of"])
-        worker = {**cfg, "redraw": REDRAW[cfg["redraw"]], "self_check": self_check, "best_of": best_of,
-                  "apart": REDRAW[cfg["apart"]],
-                  "colour_split": None if cfg["colour_split"] == "model" else float(cfg["colour_split"]),
-                  "misshapen": None if cfg["misshapen"] == "model" else float(cfg["misshapen"]),
-                  "picture_match": None if cfg["picture_match"] == "model" else float(cfg["picture_match"]),
-                  "restarts": None if cfg["restarts"] == "model" else int(cfg["restarts"]),
-                  "snap": REDRAW[cfg["snap"]],
-                  "spread": None if cfg["spread"] == "model" else int(cfg["spread"]),
-                  "cogen": None if cfg["cogen"] == "model" else int(cfg["cogen"])}  # fmt: skip
+        worker = {**cfg, **{key: read(cfg[key]) for _, key, read, _ in SETTINGS}}
         res = run_one({**worker, "model": args.model, "repeats": args.repeats})
         row = (
             f"| {cfg['scheduler']} | {cfg['precision']} | {'batched' if cfg['batched'] else 'per branch'} "
