@@ -312,15 +312,18 @@ def test_avoid_touching_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp
     assert [i["avoid_touching"] for i in info] == [True, False, False]
 
 
-def test_separate_touching_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
-    """--separate-touching PX reaches the call and is recorded as it acted: the gap with the
-    redraw, 0 without it (the tiny folder neither redraws nor bites)."""
-    assert json.loads((export / "panoptic.json").read_text())["info"]["separate_touching"] == 0
-    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--redraw-image", "--separate-touching", "3") == 0
-    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--separate-touching", "3") == 0
-    assert [k["separate_touching"] for k in pipeline_calls] == [3, 3]
+@pytest.mark.parametrize(
+    ("flag", "key"), [("--separate-touching", "separate_touching"), ("--spread-things", "spread_things")]
+)
+def test_map_gap_flags_reach_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls, flag, key):
+    """--separate-touching / --spread-things PX reach the call and are recorded as they acted: the gap
+    with the redraw, 0 without it (the tiny folder neither redraws nor bites nor spreads)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"][key] == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--redraw-image", flag, "3") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", flag, "3") == 0
+    assert [k[key] for k in pipeline_calls] == [3, 3]
     info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b")]
-    assert [i["separate_touching"] for i in info] == [3, 0]
+    assert [i[key] for i in info] == [3, 0]
 
 
 def test_snap_shapes_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
@@ -333,17 +336,6 @@ def test_snap_shapes_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_pa
     assert [k["snap_shapes"] for k in pipeline_calls] == [True, True, False]
     info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
     assert [i["snap_shapes"] for i in info] == [True, False, False]
-
-
-def test_spread_things_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
-    """--spread-things PX reaches the call and is recorded as it acted: PX with the redraw, 0
-    without it (the tiny folder neither redraws nor spreads)."""
-    assert json.loads((export / "panoptic.json").read_text())["info"]["spread_things"] == 0
-    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--redraw-image", "--spread-things", "3") == 0
-    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--spread-things", "3") == 0
-    assert [k["spread_things"] for k in pipeline_calls] == [3, 3]
-    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b")]
-    assert [i["spread_things"] for i in info] == [3, 0]
 
 
 def test_cogen_steps_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):

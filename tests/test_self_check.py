@@ -640,20 +640,26 @@ def test_separate_touching_bites_the_map_the_picture_is_redrawn_for(pipe, monkey
     assert [touching_pairs(m) for m in unbitten.maps] == [1, 1]
 
 
-def test_separate_touching_setting_is_validated_defaults_to_the_folder_and_needs_the_redraw(
-    pipe, tiny_pipeline_dir
+@pytest.mark.parametrize(
+    ("key", "acting"), [("separate_touching", "separates"), ("spread_things", "spreads")]
+)
+def test_map_gap_settings_are_validated_default_to_the_folder_and_need_the_redraw(
+    pipe, tiny_pipeline_dir, key, acting
 ):
+    """separate_touching and spread_things: integer gaps 0-16, 0 in older folders, 0 as they act
+    without the redraw."""
     from pandiff.pipeline_config import PipelineConfig
 
-    assert pipe.config.separate_touching == 0 and pipe.separates(redraw_image=True) == 0  # older folders: off
-    assert pipe.separates(2, redraw_image=True) == 2 and pipe.separates(2, redraw_image=False) == 0
-    for bad in (-1, 2.5, 17, "2"):
-        with pytest.raises(ConfigError, match="separate_touching"):
-            pipe("a red circle", num_inference_steps=1, redraw_image=True, separate_touching=bad)
+    gap = getattr(pipe, acting)
+    assert getattr(pipe.config, key) == 0 and gap(redraw_image=True) == 0  # older folders: off
+    assert gap(3, redraw_image=True) == 3 and gap(3, redraw_image=False) == 0
+    for bad in (-1, 1.5, 2.5, True, 17, 99, "2"):
+        with pytest.raises(ConfigError, match=key):
+            pipe("a red circle", num_inference_steps=1, redraw_image=True, **{key: bad})
     data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
-    assert PipelineConfig.from_dict({**data, "separate_touching": 3}).separate_touching == 3
-    with pytest.raises(ConfigError, match="'separate_touching'"):
-        PipelineConfig.from_dict({**data, "separate_touching": -2})
+    assert getattr(PipelineConfig.from_dict({**data, key: 2}), key) == 2
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        PipelineConfig.from_dict({**data, key: -2})
 
 
 def _blob_cross() -> PanopticMap:
@@ -772,22 +778,6 @@ def test_spread_things_spreads_the_map_the_picture_is_redrawn_for(pipe, monkeypa
     assert [touching_pairs(m) for m in drawn[0][1]] == [1, 1]
     plain = pipe(prompts, generator=_gens(2), spread_things=2, **{**kwargs, "redraw_image": False})
     assert [touching_pairs(m) for m in plain.maps] == [1, 1]
-
-
-def test_spread_things_setting_is_validated_defaults_to_the_folder_and_needs_the_redraw(
-    pipe, tiny_pipeline_dir
-):
-    from pandiff.pipeline_config import PipelineConfig
-
-    assert pipe.config.spread_things == 0 and pipe.spreads(redraw_image=True) == 0  # older folders: off
-    assert pipe.spreads(3, redraw_image=True) == 3 and pipe.spreads(3, redraw_image=False) == 0
-    for bad in (-1, 1.5, True, 99):
-        with pytest.raises(ConfigError, match="spread_things"):
-            pipe("a red circle", num_inference_steps=1, redraw_image=True, spread_things=bad)
-    data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
-    assert PipelineConfig.from_dict({**data, "spread_things": 2}).spread_things == 2
-    with pytest.raises(ConfigError, match="'spread_things'"):
-        PipelineConfig.from_dict({**data, "spread_things": -2})
 
 
 @pytest.mark.parametrize("how", [{"self_check": 0}, {"self_check": 1}, {"best_of": 2}])

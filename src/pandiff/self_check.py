@@ -622,11 +622,10 @@ def ranked_sample(
     shape = pipe.map_shape
     noise = randn((b, len(CONSISTENCY_TIMESTEPS) * shape[0], *shape[1:]), generator, text.device, text.dtype)
     noise = noise.view(b, len(CONSISTENCY_TIMESTEPS), *shape)
+    cogen_settings = pipe.cogen_settings(settings, cogen)
     candidates = []
     for _ in range(draws):
-        latents, maps = _cogenerate(
-            pipe, text, empty, pipe.cogen_settings(settings, cogen), cleanup, generator, progress
-        )
+        latents, maps = _cogenerate(pipe, text, empty, cogen_settings, cleanup, generator, progress)
         if redraw:
             maps = bite_apart(maps, specs, exhaustive, separate, snap, spread)
             latents = pipe.redraw(text, empty, maps, settings, generator, progress)

@@ -251,21 +251,6 @@ def test_avoid_touching_reaches_the_sampling_and_is_reported_where_it_acts(
     )
 
 
-def test_separate_touching_reaches_the_sampling_and_is_reported_where_it_acts(
-    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
-):
-    """separate_touching reaches the call; the report gives the gap only where the picture is
-    redrawn (without the redraw nothing is bitten: 0), and nothing outside co-generation."""
-    bitten = evaluate(
-        options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=True, separate_touching=2)
-    )
-    plain = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, separate_touching=2))
-    assert [k["separate_touching"] for k in pipeline_calls] == [2, 2]
-    assert (bitten["separate_touching"], plain["separate_touching"]) == (2, 0)
-    segment = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))
-    assert segment["separate_touching"] is None
-
-
 def test_snap_shapes_reaches_the_sampling_and_is_reported_where_it_acts(
     tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
 ):
@@ -278,56 +263,28 @@ def test_snap_shapes_reaches_the_sampling_and_is_reported_where_it_acts(
     assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["snap_shapes"] is None
 
 
-def test_spread_things_reaches_the_sampling_and_is_reported_where_it_acts(
-    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
+@pytest.mark.parametrize(
+    ("key", "value", "enabling", "off"),
+    [
+        ("separate_touching", 2, {"redraw_image": True}, 0),
+        ("spread_things", 3, {"redraw_image": True}, 0),
+        ("cogen_steps", 1, {"redraw_image": True}, 0),
+        ("colour_split", 0.2, {"self_check": 1}, 0.0),
+        ("misshapen", 0.9, {"self_check": 1}, 0.0),
+    ],
+)
+def test_sampling_settings_reach_the_call_and_are_reported_where_they_act(
+    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls, key, value, enabling, off
 ):
-    """spread_things reaches the call; the report gives it only where the picture is redrawn, and
-    nothing outside co-generation."""
-    spread = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=True, spread_things=3))
-    plain = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, spread_things=3))
-    assert [k["spread_things"] for k in pipeline_calls] == [3, 3]
-    assert (spread["spread_things"], plain["spread_things"]) == (3, 0)
-    assert (
-        evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["spread_things"] is None
-    )
-
-
-def test_cogen_steps_reach_the_sampling_and_are_reported_where_they_act(
-    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
-):
-    """cogen_steps reaches the call; the report gives it only where the picture is redrawn (and
-    the call's steps are more), and nothing outside co-generation."""
-    fewer = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, redraw_image=True, cogen_steps=1))
-    plain = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, cogen_steps=1))
-    assert [k["cogen_steps"] for k in pipeline_calls] == [1, 1]
-    assert (fewer["cogen_steps"], plain["cogen_steps"], fewer["steps"]) == (1, 0, 2)
-    assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["cogen_steps"] is None
-
-
-def test_colour_split_reaches_the_sampling_and_is_reported_where_it_acts(
-    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
-):
-    """colour_split reaches the call; the report gives the share only where something is drawn
-    again (a self check or best of K; the tiny folder has neither: 0), nothing outside sampling."""
-    checked = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, self_check=1, colour_split=0.2))
-    plain = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, colour_split=0.2))
-    assert [k["colour_split"] for k in pipeline_calls] == [0.2, 0.2]
-    assert (checked["colour_split"], plain["colour_split"]) == (0.2, 0.0)
-    assert (
-        evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["colour_split"] is None
-    )
-
-
-def test_misshapen_reaches_the_sampling_and_is_reported_where_it_acts(
-    tiny_pipeline_dir, tiny_world, tmp_path, pipeline_calls
-):
-    """misshapen reaches the call; the report gives the ratio only where something is drawn again
-    (a self check or best of K; the tiny folder has neither: 0), nothing outside sampling."""
-    checked = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, self_check=1, misshapen=0.9))
-    plain = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, misshapen=0.9))
-    assert [k["misshapen"] for k in pipeline_calls] == [0.9, 0.9]
-    assert (checked["misshapen"], plain["misshapen"]) == (0.9, 0.0)
-    assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))["misshapen"] is None
+    """The setting reaches the call; the report gives it only where it acts (the map settings and
+    cogen_steps with the redraw, below the call's 2 steps; the picture checks where something is
+    drawn again, a self check or best of K; the tiny folder has neither: off), and None outside
+    co-generation."""
+    acting = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, **enabling, **{key: value}))
+    plain = evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, **{key: value}))
+    assert [k[key] for k in pipeline_calls] == [value, value]
+    assert (acting[key], plain[key], acting["steps"]) == (value, off, 2)
+    assert evaluate(options(tiny_pipeline_dir, tiny_world, tmp_path, mode="image2map"))[key] is None
 
 
 @pytest.mark.parametrize(("key", "value"), [("picture_match", 0.5), ("restarts", 2)])
