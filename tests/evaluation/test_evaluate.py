@@ -33,6 +33,13 @@ def test_cogen_command_writes_json_and_markdown(
         return [0.1, 0.2, 0.3, float("nan")][: len(specs)]
 
     monkeypatch.setattr(relayout, "mcd_floor", spy)
+    typical_calls = []
+
+    def typical_spy(specs, prompts, real_maps):
+        typical_calls.append(([s["image_id"] for s in specs], list(prompts), len(real_maps)))
+        return [0.05, 0.15, 0.1, float("nan")][: len(specs)], [0.0, 0.1, 0.05, float("nan")][: len(specs)]
+
+    monkeypatch.setattr(relayout, "mcd_typical", typical_spy)
     out = tmp_path / "eval" / "report.json"
     args = [
         "evaluate",
@@ -65,6 +72,7 @@ def test_cogen_command_writes_json_and_markdown(
     assert set(metrics) == {
         "mcd",
         "mcd_floor",
+        "mcd_typical",
         "map_adherence",
         "image_adherence",
         "image_colour_accuracy",
@@ -87,6 +95,14 @@ def test_cogen_command_writes_json_and_markdown(
     assert sum(b["n"] for b in floor["details"]["by_bucket"].values()) == 4
     model = sum(b["model"] * b["n"] for b in floor["details"]["by_bucket"].values()) / 4
     assert model == pytest.approx(metrics["mcd"]["value"])  # the model's MCD split by bucket
+    typical = metrics["mcd_typical"]  # one typical layout per prompt (test_relayout)
+    assert typical_calls == floor_calls
+    assert typical["value"] == pytest.approx(0.1) and typical["judged_on"] == "map"
+    assert typical["details"]["per_bin_median"] == pytest.approx(0.05)
+    assert typical["details"]["scenes_without_layout"] == 1 and typical["details"]["draws"] == 64
+    assert {b: v["model"] for b, v in typical["details"]["by_bucket"].items()} == {
+        b: v["model"] for b, v in floor["details"]["by_bucket"].items()
+    }
     assert 0.0 <= metrics["map_adherence"]["value"] <= 1.0
     assert set(metrics["map_adherence"]["details"]) >= {"counts", "categories", "stuff_present", "by_bucket"}
     assert (
@@ -103,12 +119,12 @@ def test_cogen_command_writes_json_and_markdown(
     assert "--inception" in report["skipped"]["fid"] and "--clip" in report["skipped"]["clip_score"]
     markdown = (tmp_path / "eval" / "report.md").read_text()
     assert "| metric | judged on | value | how it was measured |" in markdown and "| mcd | map |" in markdown
-    assert "| mcd_floor | map |" in markdown
+    assert "| mcd_floor | map |" in markdown and "| mcd_typical | map |" in markdown
     assert markdown.index("| image_adherence |") < markdown.index("| map_adherence |")
     assert "skipped fid" in capsys.readouterr().out
 
 
-def test_mcd_floor_of_a_bucket_without_layouts_is_nan_without_a_warning(monkeypatch):
+def test_mcd_references_of_a_bucket_without_layouts_are_nan_without_a_warning(monkeypatch):
     import warnings
     from types import SimpleNamespace
 
@@ -128,11 +144,13 @@ def test_mcd_floor_of_a_bucket_without_layouts_is_nan_without_a_warning(monkeypa
     specs = [{"image_id": i, "things": [{}] * k} for i, k in enumerate([1, 1, 2, 2])]
     # the two-thing bucket's scenes got no layout; the one-thing bucket's floors are 0.1 and 0.3
     monkeypatch.setattr(relayout, "mcd_floor", lambda s, p, m: [0.1, 0.3, float("nan"), float("nan")])
+    typical = [0.0, 0.2, float("nan"), float("nan")]
+    monkeypatch.setattr(relayout, "mcd_typical", lambda s, p, m: (typical, typical))
     samples = SimpleNamespace(maps=[gen_map] * 4, prompts=["x"] * 4)
     report = Report({})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy's "Mean of empty slice" would fail here
-        ev._mcd_floor(samples, SimpleNamespace(maps=[real_map] * 4), specs, report)
+        ev._mcd_references(samples, SimpleNamespace(maps=[real_map] * 4), specs, report)
     floor = report.to_dict()["metrics"]["mcd_floor"]
     assert floor["value"] == pytest.approx(0.2)  # the scenes without layout left out
     assert floor["details"]["scenes_without_layout"] == 2
@@ -140,12 +158,22 @@ def test_mcd_floor_of_a_bucket_without_layouts_is_nan_without_a_warning(monkeypa
     # the two-thing bucket's floor is NaN, which the report writes as null
     assert buckets["1"]["floor"] == pytest.approx(0.2) and buckets["2"]["floor"] is None
     assert buckets["1"]["model"] == pytest.approx(0.5) and buckets["2"]["model"] == pytest.approx(0.5)
+    typical = report.to_dict()["metrics"]["mcd_typical"]
+    assert typical["value"] == pytest.approx(0.1) and typical["details"]["per_bin_median"] == pytest.approx(
+        0.1
+    )
+    assert typical["details"]["by_bucket"]["1"]["typical"] == pytest.approx(0.1)
+    assert typical["details"]["by_bucket"]["2"]["typical"] is None
+    assert typical["details"]["scenes_without_layout"] == 2
     monkeypatch.setattr(relayout, "mcd_floor", lambda s, p, m: [float("nan")] * 4)
+    monkeypatch.setattr(relayout, "mcd_typical", lambda s, p, m: ([float("nan")] * 4, [float("nan")] * 4))
     report = Report({})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ev._mcd_floor(samples, SimpleNamespace(maps=[real_map] * 4), specs, report)
-    assert report.to_dict()["metrics"]["mcd_floor"]["value"] is None
+        ev._mcd_references(samples, SimpleNamespace(maps=[real_map] * 4), specs, report)
+    metrics = report.to_dict()["metrics"]
+    assert metrics["mcd_floor"]["value"] is None and metrics["mcd_typical"]["value"] is None
+    assert metrics["mcd_typical"]["details"]["per_bin_median"] is None
 
 
 def test_map2image_and_image2map_modes(tiny_pipeline_dir, tiny_world, tiny_judge_dir, tmp_path):

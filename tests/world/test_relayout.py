@@ -8,7 +8,7 @@ from pandiff.errors import DataError
 from pandiff.world.checks import instance_counts
 from pandiff.world.drawing import rasterize
 from pandiff.world.generator import _RADIUS_RANGE, make_scene, spatial_relation, world_category_table
-from pandiff.world.relayout import mcd_floor, relayout, stated_sizes
+from pandiff.world.relayout import mcd_floor, mcd_typical, relayout, stated_sizes, typical_scores
 
 TABLE = world_category_table()
 
@@ -112,3 +112,49 @@ def test_bad_input_is_named(monkeypatch):
     with pytest.raises(DataError, match="no layout passed the world's rules in 5 draws"):
         relayout(spec, np.random.default_rng(0), {})
     assert np.isnan(mcd_floor([spec], ["x"], [real])[0])  # a reference figure never ends an evaluation
+
+
+def test_typical_scores_by_hand():
+    # sky / grass shares 0.1 .. 0.4 and 0.9: summed L1 to the others is least for 0.3 (2.0 against
+    # 2.2, 2.2, 2.8 and 4.8), which is also the per-bin median; the real scene has 0.5 sky
+    layouts = np.array([[s, 1 - s] for s in (0.1, 0.2, 0.3, 0.4, 0.9)])
+    assert typical_scores(layouts, np.array([0.5, 0.5])) == (pytest.approx(0.4), pytest.approx(0.4))
+    # three layouts of one category each: every one equally typical (the first is taken); the per-bin
+    # median is all zeros, 1 away from any composition
+    layouts = np.eye(3)
+    assert typical_scores(layouts, np.array([1.0, 0.0, 0.0])) == (0.0, 1.0)
+    assert typical_scores(layouts, np.array([0.0, 0.5, 0.5])) == (2.0, 1.0)
+    # scored against the layouts themselves, the per-bin median is never farther than the medoid
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        layouts = rng.dirichlet(np.ones(5), size=9)
+        medoid, median = zip(*(typical_scores(layouts, row) for row in layouts))
+        assert np.mean(median) <= np.mean(medoid) + 1e-12
+
+
+def test_one_typical_layout_scores_well_below_the_floor():
+    specs, maps = zip(*(scene_spec(i) for i in range(40)))
+    prompts = ["" for _ in specs]
+    typical, medians = mcd_typical(specs, prompts, maps, draws=16)
+    floors = mcd_floor(specs, prompts, maps, draws=16)
+    assert all(0 <= t <= 2 for t in typical)
+    # one typical layout trades all variety for closeness to the average scene
+    assert np.mean(typical) < 0.8 * np.mean(floors) and np.mean(medians) < 0.8 * np.mean(floors)
+    # per scene and repeatable; its layouts are not the floor's
+    first, _ = mcd_typical(specs[:1], prompts[:1], maps[:1], draws=16)
+    assert first == typical[:1]
+    rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(specs[0]["image_id"], 1)))
+    own = [relayout(specs[0], rng, {})[1] for _ in range(16)]
+    hists = np.stack([np.bincount(m.category.ravel(), minlength=len(TABLE) + 1) / 64**2 for m in own])
+    real = np.bincount(maps[0].category.ravel(), minlength=len(TABLE) + 1) / 64**2
+    assert typical_scores(hists, real)[0] == pytest.approx(typical[0])
+
+
+def test_typical_of_a_scene_without_layout_is_nan(monkeypatch):
+    spec, real = scene_spec(0)
+    with pytest.raises(DataError, match="mcd_typical needs one prompt and one real map per spec"):
+        mcd_typical([spec], [], [real])
+    monkeypatch.setattr(rl, "_acceptable", lambda *a: False)
+    monkeypatch.setattr(rl, "MAX_TRIES", 5)
+    typical, medians = mcd_typical([spec], ["x"], [real], draws=2)
+    assert np.isnan(typical[0]) and np.isnan(medians[0])

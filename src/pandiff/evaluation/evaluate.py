@@ -298,7 +298,7 @@ def _world_metrics(
         )
         report.add("map_adherence", own["all"]["adherence"], how, {**rates, "by_bucket": own}, on="map")
         if mode == "cogen":
-            _mcd_floor(samples, real, specs, report)
+            _mcd_references(samples, real, specs, report)
     if mode == "map2image":
         matches = [wc.colour_matches(m, im, s) for m, im, s in zip(maps, images, specs)]
         correct, judged = sum(c for c, _ in matches), sum(j for _, j in matches)
@@ -344,37 +344,57 @@ def _world_metrics(
     )
 
 
-def _mcd_floor(samples: Samples, real: LabelledImages, specs: list[dict], report: Report) -> None:
-    """The world's own MCD floor for these prompts (:mod:`pandiff.world.relayout`), overall and by
-    bucket, beside the model's MCD by bucket."""
+def _mcd_references(samples: Samples, real: LabelledImages, specs: list[dict], report: Report) -> None:
+    """The two ends of the MCD scale for these prompts (:mod:`pandiff.world.relayout`), overall and
+    by bucket, beside the model's MCD by bucket: the world's own floor (a sampler of the world's
+    layouts) and one typical layout per prompt (no variety at all)."""
     from pandiff.evaluation.mcd import count_difference
     from pandiff.world import judged as jd
-    from pandiff.world.relayout import DRAWS, FLOOR_SEED, mcd_floor
+    from pandiff.world.relayout import DRAWS, FLOOR_SEED, TYPICAL_DRAWS, mcd_floor, mcd_typical
 
     floors = mcd_floor(specs, samples.prompts, real.maps)
+    typical, medians = mcd_typical(specs, samples.prompts, real.maps)
     model = [count_difference(g, t) for g, t in zip(samples.maps, real.maps)]
     keys = [jd.bucket(s) for s in specs]
-    buckets = {
-        b: {"n": keys.count(b), "floor": _finite_mean([f for f, k in zip(floors, keys) if k == b]),
-            "model": float(np.mean([m for m, k in zip(model, keys) if k == b]))}
-        for b in jd.BUCKETS if b in keys
-    }  # fmt: skip
+
+    def by_bucket(name: str, values: list[float]) -> dict:
+        return {
+            b: {"n": keys.count(b), name: _finite_mean([v for v, k in zip(values, keys) if k == b]),
+                "model": float(np.mean([m for m, k in zip(model, keys) if k == b]))}
+            for b in jd.BUCKETS if b in keys
+        }  # fmt: skip
+
+    def listed(name: str, buckets: dict) -> str:
+        return ", ".join(f"{b}: {v[name]:.3f} / {v['model']:.3f} (n={v['n']})" for b, v in buckets.items())
+
+    buckets = by_bucket("floor", floors)
     how = (
         f"MCD of the real scenes laid out again by the world's own rules for the same prompts ({DRAWS} "
         "layouts each: horizon, positions and unstated sizes redrawn; stuff, things, colours, stated "
         "sizes and the relation kept): what a sampler of the world's own distribution scores; a model "
         "below it draws less varied layouts than the world. By bucket, floor / model: "
-        + ", ".join(f"{b}: {v['floor']:.3f} / {v['model']:.3f} (n={v['n']})" for b, v in buckets.items())
+        + listed("floor", buckets)
     )
     unfit = int(np.isnan(floors).sum())  # scenes no relayout fitted: left out of the floor
     details = {"by_bucket": buckets, "seed": FLOOR_SEED, "scenes_without_layout": unfit}
-    report.add(
-        "mcd_floor",
-        _finite_mean(floors),
-        how,
-        details,
-        on="map",
+    report.add("mcd_floor", _finite_mean(floors), how, details, on="map")
+    buckets = by_bucket("typical", typical)
+    how = (
+        f"MCD of one typical layout per prompt: of {TYPICAL_DRAWS} of the world's layouts for the prompt, "
+        "the medoid (least summed L1 to the others), every count right: what a generator scores that "
+        "draws the same most typical layout every time, about the least a generator of valid layouts "
+        "can reach; the per-bin median of the same layouts (not a drawable layout; the least any "
+        "prompt-only predictor can reach) is in the details. By bucket, typical / model: "
+        + listed("typical", buckets)
     )
+    details = {
+        "by_bucket": buckets,
+        "per_bin_median": _finite_mean(medians),
+        "draws": TYPICAL_DRAWS,
+        "seed": FLOOR_SEED,
+        "scenes_without_layout": int(np.isnan(typical).sum()),
+    }
+    report.add("mcd_typical", _finite_mean(typical), how, details, on="map")
 
 
 def _finite_mean(values: list[float]) -> float:

@@ -10,6 +10,12 @@ redrawn; the generator's visibility rules), and the MCD of those layouts against
 averaged. A model whose MCD is below this floor draws less varied layouts than the world does, not
 better ones.
 
+The other end of the scale is :func:`mcd_typical`: a generator that draws, for every prompt, the one
+most typical of the world's layouts (the medoid of many relayouts), with every count right. Its MCD
+is about the lowest a generator of valid layouts can reach; the per-bin median composition of the
+same layouts (not a drawable layout) bounds every predictor that sees only the prompt, since L1 is
+minimised bin by bin by the median.
+
 No library measures this: it needs the world's generator, which only pandiff has.
 """
 
@@ -23,7 +29,7 @@ import numpy as np
 from pandiff.data.categories import CategoryTable
 from pandiff.data.panoptic_map import PanopticMap, canonicalize
 from pandiff.errors import DataError
-from pandiff.evaluation.mcd import count_difference
+from pandiff.evaluation.mcd import category_histogram, count_difference
 from pandiff.world.captions import plural
 from pandiff.world.drawing import SIZES, THING_SHAPES, rasterize
 from pandiff.world.generator import (
@@ -43,6 +49,8 @@ MAX_TRIES = 2000
 # Layouts per scene whose MCD :func:`mcd_floor` averages, and the seed of their RNG (fixed, so the
 # floor of one prompt set is one number whatever the evaluation's seed).
 DRAWS, FLOOR_SEED = 4, 0
+# Layouts per scene among which :func:`mcd_typical` picks the most typical one.
+TYPICAL_DRAWS = 64
 _SHAPE_OF = {**{s: s for s in THING_SHAPES}, **{plural(s): s for s in THING_SHAPES}}
 
 
@@ -111,20 +119,73 @@ def mcd_floor(
     ``(seed, image id)``, so a scene's floor does not depend on the other scenes. A scene that no
     layout fits within :data:`MAX_TRIES` draws gets NaN (a reference figure must not end a long
     evaluation)."""
-    if not (len(specs) == len(prompts) == len(real_maps)):
-        raise DataError(
-            f"mcd_floor needs one prompt and one real map per spec, got {len(specs)} specs, "
-            f"{len(prompts)} prompts and {len(real_maps)} maps"
-        )
-    table = real_maps[0].table if real_maps else None
+    _check_lengths("mcd_floor", specs, prompts, real_maps)
     floors = []
     for spec, prompt, real in zip(specs, prompts, real_maps):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(spec.get("image_id", 0)),)))
-        sizes = stated_sizes(prompt)
-        try:
-            layouts = [relayout(spec, rng, sizes, table)[1] for _ in range(draws)]
-        except DataError:
-            floors.append(float("nan"))
-            continue
-        floors.append(float(np.mean([count_difference(m, real) for m in layouts])))
+        layouts = _layouts(spec, prompt, real.table, draws, (seed, int(spec.get("image_id", 0))))
+        floors.append(
+            float("nan") if layouts is None else float(np.mean([count_difference(m, real) for m in layouts]))
+        )
     return floors
+
+
+def mcd_typical(
+    specs: Sequence[dict],
+    prompts: Sequence[str],
+    real_maps: Sequence[PanopticMap],
+    draws: int = TYPICAL_DRAWS,
+    seed: int = FLOOR_SEED,
+) -> tuple[list[float], list[float]]:
+    """Per scene, two MCDs against its real map from ``draws`` relayouts for its prompt (their RNG
+    seeded by ``(seed, image id, 1)``, apart from :func:`mcd_floor`'s): of the most typical layout
+    (:func:`typical_scores`' medoid) and of the layouts' per-bin median composition. NaN for a scene
+    no layout fits."""
+    _check_lengths("mcd_typical", specs, prompts, real_maps)
+    medoids, medians = [], []
+    for spec, prompt, real in zip(specs, prompts, real_maps):
+        layouts = _layouts(spec, prompt, real.table, draws, (seed, int(spec.get("image_id", 0)), 1))
+        if layouts is None:
+            medoids.append(float("nan"))
+            medians.append(float("nan"))
+            continue
+        medoid, median = typical_scores(np.stack([_composition(m) for m in layouts]), _composition(real))
+        medoids.append(medoid)
+        medians.append(median)
+    return medoids, medians
+
+
+def typical_scores(layouts: np.ndarray, real: np.ndarray) -> tuple[float, float]:
+    """``layouts`` (``M K``) and ``real`` (``K``) normalised category histograms -> the L1 distance
+    to ``real`` of the medoid layout (least summed L1 to the other layouts; the first on a tie) and
+    of the per-bin median of the layouts (the fixed vector of least mean L1 to them)."""
+    spread = np.abs(layouts[:, None] - layouts[None]).sum(-1).sum(1)
+    medoid = layouts[int(np.argmin(spread))]
+    median = np.median(layouts, axis=0)
+    return float(np.abs(medoid - real).sum()), float(np.abs(median - real).sum())
+
+
+def _composition(pmap: PanopticMap) -> np.ndarray:
+    """Normalised category histogram of a map, as MCD compares them."""
+    return category_histogram(pmap.category, len(pmap.table)) / pmap.category.size
+
+
+def _check_lengths(name: str, specs: Sequence, prompts: Sequence, real_maps: Sequence) -> None:
+    if not (len(specs) == len(prompts) == len(real_maps)):
+        raise DataError(
+            f"{name} needs one prompt and one real map per spec, got {len(specs)} specs, "
+            f"{len(prompts)} prompts and {len(real_maps)} maps"
+        )
+
+
+def _layouts(
+    spec: dict, prompt: str, table: CategoryTable, draws: int, key: tuple[int, ...]
+) -> list[PanopticMap] | None:
+    """``draws`` relayouts of ``spec`` (sizes the prompt states kept) from an RNG seeded by ``key``;
+    None when no layout fits within :data:`MAX_TRIES` draws (a reference figure must not end a long
+    evaluation)."""
+    rng = np.random.default_rng(np.random.SeedSequence(key[0], spawn_key=key[1:]))
+    sizes = stated_sizes(prompt)
+    try:
+        return [relayout(spec, rng, sizes, table)[1] for _ in range(draws)]
+    except DataError:
+        return None
