@@ -38,7 +38,7 @@ def export(tiny_pipeline_dir, tmp_path_factory):
     return out
 
 
-def test_generate_writes_a_coco_panoptic_folder(export):
+def test_generate_writes_a_coco_panoptic_folder(export, tiny_pipeline_dir):
     names = sorted(p.name for p in export.iterdir())
     for i in range(2):
         for kind in ("image", "map", "overlay"):
@@ -48,6 +48,10 @@ def test_generate_writes_a_coco_panoptic_folder(export):
     assert panoptic["info"]["steps"] == 2 and panoptic["info"]["sampler"] == "dpmsolver++"
     assert panoptic["info"]["map_sampler"] == "dpmsolver++"
     assert panoptic["info"]["map_cleanup"] == 3  # the default sliver size, recorded with the output
+    from pandiff.pipeline import PanopticDiffusionPipeline
+
+    fingerprint = PanopticDiffusionPipeline.from_pretrained(tiny_pipeline_dir).weights_fingerprint()
+    assert panoptic["info"]["weights"] == fingerprint  # which weights drew the pairs
     for ann in panoptic["annotations"]:
         ids = rgb_to_id(np.asarray(Image.open(export / "panoptic" / ann["file_name"])))
         listed = {s["id"]: s for s in ann["segments_info"]}

@@ -87,6 +87,29 @@ def test_save_pretrained_round_trips_the_folder(pipe, tmp_path):
     assert np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))
 
 
+def test_the_weights_fingerprint_follows_the_weights_not_the_folder(pipe, tmp_path):
+    import hashlib
+
+    first = pipe.weights_fingerprint()
+    assert len(first) == 16 and int(first, 16) >= 0
+    pipe.save_pretrained(tmp_path / "elsewhere")  # the same weights in another folder
+    copy = PanopticDiffusionPipeline.from_pretrained(tmp_path / "elsewhere")
+    assert copy.weights_fingerprint() == first
+    # by hand: names, dtypes, shapes and bytes of the model's state dict (the tiny folder's codec
+    # is the identity, with no weights)
+    digest = hashlib.sha256()
+    for name, tensor in pipe.model.state_dict().items():
+        digest.update(f"0:{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    assert first == digest.hexdigest()[:16]
+    with torch.no_grad():  # one weight nudged by one ulp
+        weight = next(copy.model.parameters())
+        weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(1e9))
+    nudged = copy.weights_fingerprint()
+    assert nudged != first
+    assert copy.to(torch.bfloat16).weights_fingerprint() != nudged  # other dtype, other bytes
+
+
 def test_dtype_round_trip(tiny_pipeline_dir, tmp_path):
     """from_pretrained(torch_dtype=bf16) holds bf16 weights and samples; saved, the folder keeps
     those values (it loads as float32, as every folder does, and casts back to bf16 exactly)."""
@@ -331,3 +354,14 @@ def test_a_folder_saved_with_redraw_redraws_unless_told_not_to(pipe, tmp_path):
     reference = pipe("a red circle", num_inference_steps=2, generator=_gen(), redraw_image=True)
     assert np.array_equal(np.asarray(redrawn.images[0]), np.asarray(reference.images[0]))
     assert not np.array_equal(np.asarray(redrawn.images[0]), np.asarray(plain.images[0]))
+
+
+def test_the_bundled_weights_have_the_recorded_fingerprint():
+    """The fingerprint the CHANGELOG and reports since session 32 give for the bundled weights
+    (unchanged since session 16): it moves only when the weights file does."""
+    from pandiff.pipeline_config import DEFAULT_MODEL_DIR
+
+    assert (
+        PanopticDiffusionPipeline.from_pretrained(DEFAULT_MODEL_DIR).weights_fingerprint()
+        == "7a3437fd5eb30bfc"
+    )

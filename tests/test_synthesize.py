@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pandiff.data.coco import CocoPanoptic
@@ -315,6 +316,21 @@ def test_one_piece_maps_are_the_pipelines_and_the_setting_is_kept(
             synthesize(options(out, prompts_file, n=4, redraw_image=redraw, resume=True), pipe=tiny_pipe)
 
 
+def test_resume_refuses_other_weights_under_the_same_model_path(tmp_path, straight, tiny_pipe, prompts_file):
+    """The manifest and the COCO info block record the weights' fingerprint; a folder whose weights
+    changed (retrained in place, same path) is refused, so one dataset never mixes two models."""
+    from pandiff.pipeline import PanopticDiffusionPipeline
+
+    fingerprint = tiny_pipe.weights_fingerprint()
+    assert json.loads((straight / "synthesize.json").read_text())["config"]["weights"] == fingerprint
+    assert json.loads(paths(straight, "train")["panoptic_json"].read_text())["info"]["weights"] == fingerprint
+    other = PanopticDiffusionPipeline.from_pretrained(MODEL[0])
+    with torch.no_grad():
+        next(other.model.parameters()).add_(1e-3)
+    with pytest.raises(ConfigError, match=f"weights '{fingerprint}' -> '{other.weights_fingerprint()}'"):
+        synthesize(options(straight, prompts_file, resume=True), pipe=other)
+
+
 def test_a_folder_from_before_the_redraw_setting_resumes(tmp_path, straight, tiny_pipe, prompts_file):
     """A manifest written before redraw_image existed was made without the redraw."""
     copy = tmp_path / "old"
@@ -325,6 +341,7 @@ def test_a_folder_from_before_the_redraw_setting_resumes(tmp_path, straight, tin
     del data["config"]["image_map_guidance_scale"]
     del data["config"]["one_piece_instances"]
     del data["config"]["map_sampler"]  # sampled its maps with its "sampler"
+    del data["config"]["weights"]  # not fingerprinted then: resumes unchecked
     manifest.write_text(json.dumps(data))
     assert synthesize(options(copy, prompts_file, resume=True), pipe=tiny_pipe)["written"] == 0
     with pytest.raises(ConfigError, match="redraw_image False -> True"):

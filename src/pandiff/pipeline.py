@@ -15,6 +15,7 @@ writes it; calling the pipeline returns PIL images, :class:`PanopticMap` objects
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -118,6 +119,22 @@ class PanopticDiffusionPipeline:
         # Model forwards under bf16 autocast where the CPU multiplies bf16 natively (avx512_bf16);
         # set to None for full fp32 sampling.
         self.autocast_dtype: torch.dtype | None = torch.bfloat16 if cpu_has_fast_bf16() else None
+
+    def weights_fingerprint(self) -> str:
+        """The first 16 hex digits of a SHA-256 over the diffusion model's and the codec's weights
+        (names, dtypes, shapes and bytes, in state-dict order): the same for the same weights
+        whatever folder they were loaded from, different after any change to one of them.
+        Evaluation reports and synthesize manifests record it, so two runs can tell whether they
+        sampled the same model (a folder path does not say; ``--resume`` refuses other weights).
+        The text encoder is named by the folder's ``text_encoder`` setting instead."""
+        digest = hashlib.sha256()
+        parts = [self.model] + ([self.codec] if isinstance(self.codec, torch.nn.Module) else [])
+        for part, module in enumerate(parts):
+            for name, tensor in module.state_dict().items():
+                tensor = tensor.detach().cpu().contiguous()
+                digest.update(f"{part}:{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     # -- loading and saving ----------------------------------------------------------------------
     @classmethod

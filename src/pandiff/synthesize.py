@@ -53,7 +53,7 @@ _OUTPUT_KEYS = (
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
     "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
     "best_of", "avoid_touching", "separate_touching", "colour_split", "misshapen", "picture_match",
-    "restarts", "snap_shapes", "spread_things", "cogen_steps",
+    "restarts", "snap_shapes", "spread_things", "cogen_steps", "weights",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {
@@ -196,8 +196,9 @@ def check_out_dir(out: Path, config: dict, resume: bool) -> None:
         before = json.loads(manifest.read_text())["config"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{manifest} is corrupt ({exc}); choose another --out") from None
-    # a folder written before "map_sampler" existed sampled its maps with its "sampler"
-    legacy = {**_LEGACY, "map_sampler": before.get("sampler")}
+    # a folder written before "map_sampler" existed sampled its maps with its "sampler"; one
+    # written before "weights" existed cannot be checked for them: it resumes as it did then
+    legacy = {**_LEGACY, "map_sampler": before.get("sampler"), "weights": config["weights"]}
     changed = [k for k in _OUTPUT_KEYS if k != "n" and before.get(k, legacy.get(k)) != config[k]]
     if not changed and before.get("n") != config["n"]:
         if not isinstance(before.get("n"), int) or config["n"] < before["n"]:
@@ -497,7 +498,7 @@ def synthesize(opts: SynthesizeOptions, pipe=None, state=None) -> dict:
         settings["image_map_guidance_scale"] = 0.0
     config = {
         "n": opts.n, "per_prompt": opts.per_prompt, "steps": settings["num_inference_steps"], "seed": opts.seed,
-        "model": str(opts.model or "bundled world-s"), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
+        "model": str(opts.model or "bundled world-s"), "weights": pipe.weights_fingerprint(), "precision": "fp32" if pipe.autocast_dtype is None else "bf16",
         "guidance_scale": settings["guidance_scale"], "map_guidance_scale": settings["map_guidance_scale"],
         "map_cleanup": cleanup.slivers, "one_piece_instances": cleanup.one_piece, "redraw_image": redraw,
         "self_check": tries, "best_of": draws, "avoid_touching": apart,

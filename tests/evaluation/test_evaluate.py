@@ -10,7 +10,7 @@ from pandiff.data.panoptic_map import PanopticMap
 from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
-HEADER = {"mode", "model", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
+HEADER = {"mode", "model", "weights", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
           "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "snap_shapes", "spread_things", "cogen_steps", "colour_split", "misshapen", "picture_match", "restarts", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
@@ -57,6 +57,12 @@ def test_cogen_command_writes_json_and_markdown(
     report = json.loads(out.read_text())
     assert set(report) == HEADER | {"samples"}  # a judged cogen run records each scene's verdicts
     assert report["generators"] == "shared"  # the default, as in the reports so far
+    from pandiff.pipeline import PanopticDiffusionPipeline
+
+    assert (
+        report["weights"]
+        == PanopticDiffusionPipeline.from_pretrained(tiny_pipeline_dir).weights_fingerprint()
+    )
     assert report["mode"] == "cogen" and report["dataset"] == "world" and report["n"] == 4
     assert report["sampler"] == report["map_sampler"] == "dpmsolver++" and report["steps"] == 2
     assert report["guidance_scale"] == 2.0 and report["map_guidance_scale"] == 1.0  # the model folder's

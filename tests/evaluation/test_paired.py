@@ -90,8 +90,16 @@ def test_the_pairing_is_named():
 
 def test_compare_command_prints_and_writes_the_table(tmp_path, capsys):
     # the base report predates cogen_steps; the new one records None (not applicable) for best_of
-    base = report([("1", True)] * 3 + [("4+", False)] * 7, self_check=4, best_of=None)
-    new = report([("1", True)] * 3 + [("4+", True)] * 7, self_check=0, best_of=None, cogen_steps=12)
+    base = report(
+        [("1", True)] * 3 + [("4+", False)] * 7, self_check=4, best_of=None, weights="7a3437fd5eb30bfc"
+    )
+    new = report(
+        [("1", True)] * 3 + [("4+", True)] * 7,
+        self_check=0,
+        best_of=None,
+        cogen_steps=12,
+        weights="7a3437fd5eb30bfc",
+    )
     (tmp_path / "base.json").write_text(json.dumps(base))
     (tmp_path / "new.json").write_text(json.dumps(new))
     out = tmp_path / "cmp" / "result.json"
@@ -99,6 +107,7 @@ def test_compare_command_prints_and_writes_the_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| adherence | all | 10 | 30.0% | 100.0% | 7 | 0 | 0.016 |" in printed
     assert "- **self_check**: 4 / 0 (differs)" in printed
+    assert "- **weights**: 7a3437fd5eb30bfc / 7a3437fd5eb30bfc\n" in printed  # the same model sampled
     assert "- **cogen_steps**: not recorded / 12 (differs)" in printed
     assert "- **best_of**: None / None\n" in printed  # recorded as not applicable in both
     assert "- **restarts**: not recorded / not recorded\n" in printed

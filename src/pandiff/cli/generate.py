@@ -170,6 +170,7 @@ def _run(args, image: Image.Image | None = None) -> int:
     done = time.perf_counter()
     info = {
         "model": str(args.model or "bundled world-s"),
+        "weights": pipe.weights_fingerprint(),
         "sampler": pipe.scheduler,
         "map_sampler": pipe.map_scheduler,
         "steps": settings["num_inference_steps"],

@@ -541,6 +541,7 @@ def evaluate(opts: EvaluationOptions, pipe=None) -> dict:
     header = {
         "mode": opts.mode,
         "model": model,
+        "weights": pipe.weights_fingerprint(),  # the same weights read the same, whatever their path
         "data": str(opts.data),
         "dataset": "world" if world else "coco",
         "split": "train" if opts.mode == "downstream" else opts.split,

@@ -28,6 +28,7 @@ PAIRED = ("adherence", "relation", "agreement", "agreement_touching", "map_adher
 # Header fields a reader needs beside the table, shown for both runs.
 SETTINGS = (
     "model",
+    "weights",
     "steps",
     "guidance_scale",
     "self_check",

@@ -15,6 +15,7 @@ from pandiff.io import atomic_write_text
 _SUMMARY = (
     "mode",
     "model",
+    "weights",
     "data",
     "split",
     "n",
