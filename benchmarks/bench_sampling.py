@@ -37,7 +37,7 @@ if not args["batched"]:
 prompt = "two red circles and a blue square on the grass"
 redraw, self_check, best_of, apart = args["redraw"], args["self_check"], args["best_of"], args["apart"]
 split, shapes, match, again = args["colour_split"], args["misshapen"], args["picture_match"], args["restarts"]
-snap, spread, cogen = args["snap"], args["spread"], args["cogen"]
+snap, spread, cogen, colours = args["snap"], args["spread"], args["cogen"], args["colour_check"]
 pipe(prompt, num_inference_steps=2, num_images=args["batch"], redraw_image=redraw, self_check=0)  # warm-up
 times, cpu = [], []
 for rep in range(args["repeats"]):
@@ -45,7 +45,7 @@ for rep in range(args["repeats"]):
     pipe(prompt, num_inference_steps=args["steps"], num_images=args["batch"],
          generator=torch.Generator().manual_seed(rep), redraw_image=redraw, self_check=self_check, best_of=best_of,
          avoid_touching=apart, colour_split=split, misshapen=shapes, picture_match=match, restarts=again,
-         snap_shapes=snap, spread_things=spread, cogen_steps=cogen)
+         snap_shapes=snap, spread_things=spread, cogen_steps=cogen, colour_check=colours)
     times.append(time.perf_counter() - t)
     cpu.append(time.process_time() - c)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -56,7 +56,8 @@ print(json.dumps({"load_s": load_s, "call_s": min(times), "mean_s": sum(times) /
                   "match": pipe.matches_pictures(match, self_check, best_of),
                   "again": pipe.restarts_failing(again, self_check, best_of),
                   "snap": pipe.snaps(snap, redraw), "spread": pipe.spreads(spread, redraw),
-                  "cogen": pipe.cogen_steps_of(cogen, args["steps"], redraw)}))
+                  "cogen": pipe.cogen_steps_of(cogen, args["steps"], redraw),
+                  "colours": pipe.checks_colours(colours, self_check, best_of)}))
 """
 
 
@@ -105,6 +106,9 @@ SETTINGS = (
     ("--cogen-steps", "cogen", _number(int),
      ("sampler steps of the co-generation pass whose map the redraw keeps (the redraw takes --steps): "
      "'model' (the folder's) or a number (0 = off); several: one row each. It only acts with the redraw")),
+    ("--colour-check", "colour_check", _switch,
+     ("the checks also fail pictures with the prompt's colours wrong: the model folder's setting, on, off "
+     "(several: one row each; it only acts with a self check or best of K)")),
 )  # fmt: skip
 
 
@@ -136,11 +140,11 @@ def main() -> None:
         args.steps, args.batch, args.schedulers, args.precision = [20], [1], ["dpmsolver++"], ["bf16"]
     rows = []
     header = (
-        "| scheduler | precision | guidance forwards | redraw | self check | best of | things apart | colour split | misshapen | picture match | restarts | snap | spread | co-gen steps | steps | batch "
+        "| scheduler | precision | guidance forwards | redraw | self check | best of | things apart | colour split | misshapen | picture match | restarts | snap | spread | co-gen steps | colour check | steps | batch "
         "| s / pair "
         "| mean s / pair | CPU s / pair | s / call | peak RSS MB | load s |"
     )
-    rule = "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    rule = "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     print(header)
     print(rule)
     keys = [key for _, key, _, _ in SETTINGS]
@@ -159,7 +163,7 @@ def main() -> None:
             f"| {cfg['scheduler']} | {cfg['precision']} | {'batched' if cfg['batched'] else 'per branch'} "
             f"| {cfg['redraw']} | {res['self_check']} | {res['best_of']} | {'on' if res['apart'] else 'off'} | {res['split']:g} | {res['shapes']:g} "
             f"| {res['match']:g} | {res['again']} | {'on' if res['snap'] else 'off'} | {res['spread']} "
-            f"| {res['cogen'] or cfg['steps']} "
+            f"| {res['cogen'] or cfg['steps']} | {'on' if res['colours'] else 'off'} "
             f"| {cfg['steps']} | {cfg['batch']} "
             f"| {res['call_s'] / cfg['batch']:.3f} | {res['mean_s'] / cfg['batch']:.3f} "
             f"| {res['cpu_s'] / cfg['batch']:.3f} | {res['call_s']:.3f} "

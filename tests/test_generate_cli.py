@@ -342,6 +342,18 @@ def test_snap_shapes_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_pa
     assert [i["snap_shapes"] for i in info] == [True, False, False]
 
 
+def test_colour_check_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
+    """--colour-check / --no-colour-check reach the call and are recorded as they acted: on with a
+    self check, off without one (the tiny folder has neither)."""
+    assert json.loads((export / "panoptic.json").read_text())["info"]["colour_check"] is False
+    assert _generate(tiny_pipeline_dir, tmp_path / "a", "--self-check", "1", "--colour-check") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "b", "--colour-check") == 0
+    assert _generate(tiny_pipeline_dir, tmp_path / "c", "--self-check", "1", "--no-colour-check") == 0
+    assert [k["colour_check"] for k in pipeline_calls] == [True, True, False]
+    info = [json.loads((tmp_path / d / "panoptic.json").read_text())["info"] for d in ("a", "b", "c")]
+    assert [i["colour_check"] for i in info] == [True, False, False]
+
+
 def test_cogen_steps_flag_reaches_the_pipeline(tiny_pipeline_dir, export, tmp_path, pipeline_calls):
     """--cogen-steps N reaches the call and is recorded as it acted: N with the redraw and fewer
     steps than --steps (2), 0 without the redraw or with as many steps."""

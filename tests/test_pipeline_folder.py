@@ -310,11 +310,14 @@ def test_the_bundled_folder_loads_as_before():
     # co-generation (whose picture the redraw replaces) at 12 steps since session 31; a folder
     # without the key runs it at num_inference_steps
     assert config.cogen_steps == 12
+    # pictures with the prompt's colours wrong drawn again since session 33; off without the key
+    assert config.colour_check is True
     data = json.loads((DEFAULT_MODEL_DIR / PIPELINE_FILE).read_text())
     del data["self_check"], data["avoid_touching"], data["separate_touching"], data["colour_split"]
     del data["misshapen"], data["picture_match"], data["restarts"], data["snap_shapes"], data["spread_things"]
-    del data["cogen_steps"]
+    del data["cogen_steps"], data["colour_check"]
     assert PipelineConfig.from_dict(data).cogen_steps == 0
+    assert PipelineConfig.from_dict(data).colour_check is False
     assert PipelineConfig.from_dict(data).self_check == 0
     assert PipelineConfig.from_dict(data).avoid_touching is False
     assert PipelineConfig.from_dict(data).separate_touching == 0

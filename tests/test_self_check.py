@@ -1051,3 +1051,170 @@ def test_self_check_only_settings_are_validated_default_to_the_folder_and_need_t
     assert getattr(PipelineConfig.from_dict({**data, key: value}), key) == value
     with pytest.raises(ConfigError, match=f"'{key}'"):
         PipelineConfig.from_dict({**data, key: -1})
+
+
+@pytest.mark.parametrize(
+    ("prompt", "wanted", "relation"),
+    [
+        ("two red circles and a blue square on the grass", {"circle": ("red", "red"), "square": ("blue",)}, None),
+        ("A green circle above an orange circle on green grass.", {"circle": ("green", "orange")},
+         (("green", "circle"), "above", ("orange", "circle"))),
+        # told from the other side: the subject is the thing before the phrase
+        ("A red square to the right of a green square on the water beneath a clear sky.",
+         {"square": ("red", "green")}, (("red", "square"), "right of", ("green", "square"))),
+        # two things alike: which is which does not matter, so no coloured relation
+        ("two white circles, one above the other, on the sand", {"circle": ("white", "white")}, None),
+        ("three shapes: two small red crosses, a large blue star, on the floor",
+         {"cross": ("red", "red"), "star": ("blue",)}, None),
+        # no colour word before the shape, or a plural without a number: nothing wanted
+        ("a circle below a red star", {"star": ("red",)}, None),
+        ("red circles on the floor", {}, None),
+        ("a picture of nothing", {}, None),
+    ],
+)  # fmt: skip
+def test_prompt_colours_known_cases(prompt, wanted, relation):
+    from pandiff.self_check import prompt_colours
+
+    colours = prompt_colours(prompt, WORLD)
+    assert colours.wanted == wanted
+    assert colours.relation == relation
+
+
+def _painted(things, size=32):
+    """A map of grass with 8 px square things ``(name, colour, x, y)`` and its picture, each thing
+    painted flat in its colour (uint8, on the map's grid)."""
+    from pandiff.world.drawing import STUFF_COLORS, THING_COLORS
+
+    pmap = _scene([(name, x, y) for name, _, x, y in things], size=size)
+    picture = np.empty((size, size, 3), dtype=np.uint8)
+    picture[:] = STUFF_COLORS["grass"]
+    for _, colour, x, y in things:
+        picture[y : y + 8, x : x + 8] = THING_COLORS[colour]
+    return picture, pmap
+
+
+def test_colour_failures_count_unmatched_colours_and_a_relation_painted_the_wrong_way():
+    from pandiff.self_check import colour_failures, prompt_colours
+
+    prompt = "A green circle above an orange circle on the grass."
+    colours = prompt_colours(prompt, WORLD)
+    right = _painted([("circle", "green", 12, 2), ("circle", "orange", 12, 20)])
+    assert colour_failures(*right, colours) == 0
+    # the colours swapped: both are there (no colour unmatched), but the green one is below
+    swapped = _painted([("circle", "orange", 12, 2), ("circle", "green", 12, 20)])
+    assert colour_failures(*swapped, colours) == 1
+    # one circle painted blue: one colour unmatched, and no green circle above an orange one
+    blue = _painted([("circle", "green", 12, 2), ("circle", "blue", 12, 20)])
+    assert colour_failures(*blue, colours) == 2
+    # counts: "two red circles and a blue square"; the map holds three circles (a count error,
+    # the map check's): the two red ones match, the third is not charged
+    colours = prompt_colours("two red circles and a blue square on the grass", WORLD)
+    extra = _painted([("circle", "red", 0, 0), ("circle", "red", 10, 0), ("circle", "pink", 20, 0),
+                      ("square", "blue", 0, 20)])  # fmt: skip
+    assert colour_failures(*extra, colours) == 0
+    wrong = _painted([("circle", "red", 0, 0), ("circle", "white", 10, 0), ("square", "yellow", 0, 20)])
+    assert colour_failures(*wrong, colours) == 2
+    # a prompt naming no colours checks nothing
+    assert colour_failures(*wrong, prompt_colours("two circles and a square", WORLD)) == 0
+
+
+def test_colour_splits_also_counts_the_prompts_colours_on_the_decoded_pictures(pipe, monkeypatch):
+    """Given the prompts' colours, each decoded picture's wrong colours join its splits: the red
+    square is right for "a red square", wrong for "a blue square"; with share 0 only the colours
+    count, and without colours nor a share nothing is decoded."""
+    import pandiff.self_check as sc
+
+    (flat_map, flat), (split_map, split) = _square_picture(pipe, False), _square_picture(pipe, True)
+    latents, maps = torch.stack([flat, split]), [flat_map, split_map]
+    red = sc.prompt_colours("a red square on the grass", WORLD)
+    blue = sc.prompt_colours("a blue square on the grass", WORLD)
+    assert sc.colour_splits(pipe, latents, maps, 0.0, [red, red]) == [0, 0]
+    assert sc.colour_splits(pipe, latents, maps, 0.0, [blue, red]) == [1, 0]
+    assert sc.colour_splits(pipe, latents, maps, 0.15, [blue, blue]) == [1, 2]  # the split one: both
+    monkeypatch.setattr(pipe, "uint8_pictures", lambda latents: pytest.fail("nothing to judge"))
+    assert sc.colour_splits(pipe, latents, maps, 0.0, None) == [0, 0]
+
+
+def test_prompts_colours_act_only_when_on_and_on_world_tables(pipe, monkeypatch):
+    import pandiff.self_check as sc
+
+    assert sc.prompts_colours(pipe, PROMPTS, False) is None
+    got = sc.prompts_colours(pipe, PROMPTS, True)
+    assert [c.wanted for c in got] == [{"circle": ("red",)}, {"star": ("blue", "blue")}]
+    monkeypatch.setattr(sc, "is_world_table", lambda table: False)
+    assert sc.prompts_colours(pipe, PROMPTS, True) is None  # other tables: the check cannot read them
+
+
+def _fake_colours(monkeypatch, script):
+    """Scripted colour failures, one per judged picture in call order (0 after the list ends); the
+    prompt and count checks all pass. Returns the prompt colours it was called with."""
+    import pandiff.self_check as sc
+
+    seq, seen = iter(script), []
+    monkeypatch.setattr(sc, "map_failures", lambda m, spec, exhaustive: 0)
+    monkeypatch.setattr(sc, "count_disagreement", lambda drawn, seen: 0)
+
+    def wrong(picture, pmap, colours):
+        seen.append(colours)
+        assert picture.shape == (*pmap.shape, 3) and picture.dtype == np.uint8  # the decoded picture
+        return next(seq, 0)
+
+    monkeypatch.setattr(sc, "colour_failures", wrong)
+    return seen
+
+
+def test_self_check_colour_check_draws_a_wrong_coloured_picture_again(pipe, monkeypatch):
+    """With the redraw: a picture that gets the prompt's colours wrong fails its check (row 1's
+    first picture), so it alone is drawn again for the same map, each picture judged against its
+    own prompt's colours; off, nothing is judged and the call is the plain one."""
+    from pandiff.self_check import prompt_colours
+
+    kwargs = {"num_inference_steps": 2, "redraw_image": True, "self_check": 2}
+    plain = pipe(PROMPTS, generator=_gens(2), **{**kwargs, "self_check": 0})
+    seen = _fake_colours(monkeypatch, [0, 1, 0])
+    rows = _counting(monkeypatch, PanopticDiffusionPipeline, "redraw")
+    same = pipe(PROMPTS, generator=_gens(2), colour_check=False, **kwargs)
+    assert rows == [2] and seen == []
+    checked = pipe(PROMPTS, generator=_gens(2), colour_check=True, **kwargs)
+    assert rows == [2, 2, 1]
+    assert seen == [prompt_colours(p, WORLD) for p in (PROMPTS[0], PROMPTS[1], PROMPTS[1])]
+    for i in range(2):
+        assert np.array_equal(checked.maps[i].instance, plain.maps[i].instance)  # the same maps
+        assert np.array_equal(np.asarray(same.images[i]), np.asarray(plain.images[i]))
+    assert np.array_equal(np.asarray(checked.images[0]), np.asarray(plain.images[0]))
+    assert not np.array_equal(np.asarray(checked.images[1]), np.asarray(plain.images[1]))  # drawn again
+
+
+def test_best_of_ranks_wrong_coloured_pictures_after_map_failures(pipe, monkeypatch):
+    import pandiff.self_check as sc
+
+    _fake_colours(monkeypatch, [1, 0, 0, 0])  # draw 0: row 0 wrong; draw 1: neither row
+    match = iter([1.0, 1.0, 0.5, 0.5])  # draw 0 ranks first on the picture for both rows
+    monkeypatch.setattr(sc, "instance_match", lambda drawn, seen: next(match))
+    monkeypatch.setattr(sc, "map_consistency", lambda pipe, latents, maps, text, noise: [0.1, 0.1])
+    drawn = _spy_redraws(monkeypatch)
+    out = pipe(
+        PROMPTS, num_inference_steps=2, generator=_gens(2), best_of=2, redraw_image=True, colour_check=True
+    )
+    for row, k in ((0, 1), (1, 0)):  # row 0: draw 1, whose colours are right; row 1: draw 0
+        latents, maps = drawn[k]
+        assert np.array_equal(
+            np.asarray(out.images[row]), np.asarray(pipe._output(PROMPTS, latents, maps).images[row])
+        )
+
+
+def test_colour_check_is_validated_defaults_to_the_folder_and_needs_a_check(pipe, tiny_pipeline_dir):
+    from pandiff.pipeline_config import PipelineConfig
+
+    assert pipe.config.colour_check is False and pipe.checks_colours(None, 2) is False  # older folders
+    assert pipe.checks_colours(True, 2) is True and pipe.checks_colours(True, 0, 3) is True
+    assert pipe.checks_colours(True, 0, 1) is False  # nothing drawn again: it cannot act
+    assert pipe.checks_as_acting(2, 1, colour_check=True)["colour_check"] is True
+    for wrong in (1, "true", 0.5):
+        with pytest.raises(ConfigError, match="colour_check"):
+            pipe("a red circle", num_inference_steps=1, self_check=1, colour_check=wrong)
+    data = json.loads((tiny_pipeline_dir / "pandiff_pipeline.json").read_text())
+    folder = PipelineConfig.from_dict({**data, "colour_check": True})
+    assert folder.colour_check is True and folder.to_dict()["colour_check"] is True
+    with pytest.raises(ConfigError, match="'colour_check'"):
+        PipelineConfig.from_dict({**data, "colour_check": "yes"})

@@ -570,6 +570,36 @@ def test_checked_setting_pairs_are_the_pipelines_and_the_setting_is_kept(
     assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"][key] == 0.0
 
 
+def test_colour_checked_pairs_are_the_pipelines_and_the_setting_is_kept(
+    tmp_path, tiny_pipe, prompts_file, monkeypatch
+):
+    """With the self check and colour_check the pairs are the pipeline's (same generators, the
+    pictures with wrong colours drawn again), the setting is recorded, and --resume refuses to mix
+    it with pairs drawn without it; without a check it changes nothing and is recorded as False."""
+    import pandiff.self_check as sc
+
+    # the random model paints no world colours: a rule of the picture stands in for the check
+    # (the same picture gets the same verdict in synthesize and in the pipeline)
+    judged = []
+
+    def rule(picture, pmap, colours):
+        judged.append(colours)
+        return int(picture.sum()) % 2
+
+    monkeypatch.setattr(sc, "colour_failures", rule)
+    out = tmp_path / "checked"
+    kw = {"self_check": 1, "redraw_image": True}
+    synthesize(options(out, prompts_file, n=4, colour_check=True, **kw), pipe=tiny_pipe)
+    assert judged and all(isinstance(c, sc.PromptColours) for c in judged)
+    assert json.loads(paths(out, "train")["panoptic_json"].read_text())["info"]["colour_check"] is True
+    _written_pairs_are_the_pipelines(out, tiny_pipe, self_check=1, colour_check=True)
+    with pytest.raises(ConfigError, match="colour_check True -> False"):
+        synthesize(options(out, prompts_file, n=4, resume=True, colour_check=False, **kw), pipe=tiny_pipe)
+    plain = tmp_path / "plain"
+    synthesize(options(plain, prompts_file, n=2, self_check=0, colour_check=True), pipe=tiny_pipe)
+    assert json.loads(paths(plain, "train")["panoptic_json"].read_text())["info"]["colour_check"] is False
+
+
 @pytest.mark.parametrize(("key", "value"), [("picture_match", 0.5), ("restarts", 1)])
 def test_self_check_setting_pairs_are_the_pipelines_and_the_setting_is_kept(
     tmp_path, tiny_pipe, prompts_file, key, value

@@ -112,6 +112,14 @@ def restarts(value: Any, name: str = "restarts") -> int:
     return int(number(value, name, 0, 10, integer=True, hint=" (0 = off)"))
 
 
+def colour_check(value: Any, name: str = "colour_check") -> bool:
+    """Whether the picture check also counts the prompt's colours a picture gets wrong
+    (:func:`pandiff.self_check.colour_failures`): True or False."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def seed(value: Any, name: str = "--seed") -> int:
     return number(value, name, 0, MAX_SEED, integer=True)
 

@@ -573,9 +573,20 @@ class PanopticDiffusionPipeline:
         ``generate``'s export, evaluation reports and synthesize manifests record."""
         return self._as_acting("restarts", restarts, self.self_checks_alone(self_check, best_of))
 
+    def checks_colours(
+        self, colour_check: bool | None = None, self_check: int | None = None, best_of: int | None = None
+    ) -> bool:
+        """Whether a prompt -> image + map call with these settings also fails a picture that
+        paints a thing in another colour than the prompt gives it, or a pair the prompt relates by
+        colour the wrong way round (:func:`pandiff.self_check.colour_failures`; built-in world
+        tables only): the given ``colour_check`` (checked), else the folder's; False without a
+        self check or best of K (nothing is drawn again). What ``generate``'s export, evaluation
+        reports and synthesize manifests record."""
+        return self._as_acting("colour_check", colour_check, self.draws_again(self_check, best_of))
+
     # The sampling checks' extra settings that act only where something is drawn again; the keys
     # are the call's arguments, the folder's keys and the recorded keys alike.
-    CHECK_SETTINGS = ("colour_split", "misshapen", "picture_match", "restarts")
+    CHECK_SETTINGS = ("colour_split", "misshapen", "picture_match", "restarts", "colour_check")
 
     def checks_as_acting(
         self,
@@ -585,16 +596,18 @@ class PanopticDiffusionPipeline:
         misshapen: float | None = None,
         picture_match: float | None = None,
         restarts: int | None = None,
+        colour_check: bool | None = None,
     ) -> dict:
         """:data:`CHECK_SETTINGS` as a prompt -> image + map call with these settings applies them
         (:meth:`splits_colours`, :meth:`flags_misshapen`, :meth:`matches_pictures`,
-        :meth:`restarts_failing`): what the call passes to the checks and what ``generate``'s
+        :meth:`restarts_failing`, :meth:`checks_colours`): what the call passes to the checks and what ``generate``'s
         export, evaluation reports and synthesize manifests record."""
         return {
             "colour_split": self.splits_colours(colour_split, self_check, best_of),
             "misshapen": self.flags_misshapen(misshapen, self_check, best_of),
             "picture_match": self.matches_pictures(picture_match, self_check, best_of),
             "restarts": self.restarts_failing(restarts, self_check, best_of),
+            "colour_check": self.checks_colours(colour_check, self_check, best_of),
         }
 
     def _as_acting(self, key: str, given, acts: bool):
@@ -665,6 +678,7 @@ class PanopticDiffusionPipeline:
         snap_shapes: bool | None = None,
         spread_things: int | None = None,
         cogen_steps: int | None = None,
+        colour_check: bool | None = None,
     ) -> PipelineOutput:
         """Generate ``num_images`` samples per prompt.
 
@@ -731,6 +745,12 @@ class PanopticDiffusionPipeline:
                 after its tries (against the prompt, or its picture against its map) is drawn
                 again whole, map and picture with their tries, up to this many more times,
                 keeping the whole sample that fails least. 0 is off; None takes the folder's.
+            colour_check: with ``self_check`` or ``best_of``, beyond the paper, for the built-in
+                world: the picture check also counts the prompt's colours the picture gets wrong on
+                its map (a thing painted in another colour than the prompt gives it, and a pair the
+                prompt relates by colour, "a green circle above an orange circle", painted the
+                wrong way round: :func:`pandiff.self_check.colour_failures`), so it is drawn again;
+                best of K ranks it right after the map failures. None takes the folder's.
             snap_shapes: prompt -> image + map with the redraw only, beyond the paper, for the
                 built-in world's shapes: before the picture is drawn for the co-generated map, each
                 thing of the map is redrawn as the world shape of its category that fits it best
@@ -796,13 +816,15 @@ class PanopticDiffusionPipeline:
             if maps_in is None and images_in is None
             else 0
         )
-        acting = self.checks_as_acting(tries, draws, colour_split, misshapen, picture_match, restarts)
+        acting = self.checks_as_acting(
+            tries, draws, colour_split, misshapen, picture_match, restarts, colour_check
+        )
         if draws > 1 and maps_in is None and images_in is None:
             from pandiff.self_check import ranked_sample
 
             latents, maps = ranked_sample(
                 self, prompts, text, empty, settings, cleanup, redraw, draws, generator, sampling_progress, apart, gap,
-                acting["colour_split"], acting["misshapen"], snap, spread, cogen,
+                acting["colour_split"], acting["misshapen"], snap, spread, cogen, acting["colour_check"],
             )  # fmt: skip
             return self._output(prompts, latents, maps)
         if tries and maps_in is None and images_in is None:

@@ -87,6 +87,11 @@ class PipelineConfig:
             after its tries is drawn again whole (map and picture stages), up to this many more
             times (:func:`pandiff.self_check.self_checked_sample`); 0, the default of older
             folders, is off.
+        colour_check: beyond the paper, for the built-in world, with ``self_check`` or
+            ``best_of``: whether a picture that paints a thing in another colour than the prompt
+            gives it, or a pair the prompt relates by colour the wrong way round, fails its check
+            (:func:`pandiff.self_check.colour_failures`); false, the default of older folders, is
+            off.
         snap_shapes: beyond the paper, for the built-in world's shapes, with ``redraw_image``:
             whether the things of the kept co-generated map are redrawn as the world shapes of
             their categories that fit them best before the picture is drawn for it
@@ -128,6 +133,7 @@ class PipelineConfig:
     misshapen: float = 0.0
     picture_match: float = 0.0
     restarts: int = 0
+    colour_check: bool = False
     snap_shapes: bool = False
     spread_things: int = 0
     cogen_steps: int = 0
@@ -171,7 +177,7 @@ class PipelineConfig:
             name = getattr(self, key)
             if name not in SCHEDULER_NAMES and not (key == "map_scheduler" and name is None):
                 raise ConfigError(f"unknown {key} {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
-        for key in ("redraw_image", "one_piece_instances", "avoid_touching", "snap_shapes"):
+        for key in ("redraw_image", "one_piece_instances", "avoid_touching", "snap_shapes", "colour_check"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key!r} must be true or false, got {getattr(self, key)!r}")
         if self.trained_steps is not None:

@@ -254,7 +254,14 @@ def parse_prompt(prompt: str, table: CategoryTable) -> PromptSpec:
 
 def _relation(tokens: list[str], mentions: list[_Mention]) -> tuple[str, str, str] | None:
     """The first relation phrase standing between two named things (or "..., one above the other"
-    after a group of two)."""
+    after a group of two), as categories."""
+    found = _relation_mentions(tokens, mentions)
+    return None if found is None else (found[0].category, found[1], found[2].category)
+
+
+def _relation_mentions(tokens: list[str], mentions: list[_Mention]) -> tuple[_Mention, str, _Mention] | None:
+    """:func:`_relation` as ``(subject mention, relation, object mention)``; for "..., one above
+    the other" both mentions are the group of two."""
     text = " ".join(tokens)
     for phrase, relation in RELATION_PHRASES:
         for match in re.finditer(rf"\b{phrase}\b", text):
@@ -267,11 +274,86 @@ def _relation(tokens: list[str], mentions: list[_Mention]) -> tuple[str, str, st
             subject = before[-1]
             if tokens[end : end + 2] == ["the", "other"]:
                 if subject.count == 2:
-                    return subject.category, relation, subject.category
+                    return subject, relation, subject
                 continue
             if after and after[0].isthing:
-                return subject.category, relation, after[0].category
+                return subject, relation, after[0]
     return None
+
+
+@dataclass(frozen=True)
+class PromptColours:
+    """The colours a built-in-world prompt gives its things: ``wanted`` maps a thing category to
+    the colour of each thing of it named with one (a group's colour once per thing: "two red
+    circles" -> ``("red", "red")``); ``relation`` is ``((colour, category), relation, (colour,
+    category))`` when the prompt relates two things it names by different colour or shape, else
+    None."""
+
+    wanted: dict[str, tuple[str, ...]]
+    relation: tuple[tuple[str, str], str, tuple[str, str]] | None = None
+
+
+def prompt_colours(prompt: str, table: CategoryTable) -> PromptColours:
+    """Read the colours of the things ``prompt`` names (:class:`PromptColours`): the world's
+    captions write a group as ``<count> [<size>] <colour> <shape>``, so a colour is the word
+    right before a thing's name, one of the world's thing colours. A thing named without one, or
+    by a count that is not a number, gives no wanted colours."""
+    from pandiff.world.drawing import THING_COLORS
+
+    tokens = re.findall(r"[a-z]+|\d+|[,.;:]", prompt.lower())
+    mentions = _mentions(tokens, table)
+
+    def colour(m: _Mention) -> str | None:
+        word = tokens[m.start - 1] if m.start > 0 else None
+        return word if word in THING_COLORS else None
+
+    wanted: dict[str, list[str]] = {}
+    for m in mentions:
+        if m.isthing and m.count is not None and colour(m) is not None:
+            wanted.setdefault(m.category, []).extend([colour(m)] * m.count)
+    relation = None
+    found = _relation_mentions(tokens, mentions)
+    if found is not None and found[0] is not found[2] and None not in (colour(found[0]), colour(found[2])):
+        subject, rel, obj = found
+        relation = ((colour(subject), subject.category), rel, (colour(obj), obj.category))
+        if relation[0] == relation[2]:  # two things alike: which is which does not matter
+            relation = None
+    return PromptColours({k: tuple(v) for k, v in wanted.items()}, relation)
+
+
+def colour_failures(picture: np.ndarray, pmap: PanopticMap, colours: PromptColours) -> int:
+    """How many of the prompt's colours a picture gets wrong on its map: per thing category, the
+    things of the map whose dominant colour on the picture (:func:`pandiff.world.checks.dominant_colour`)
+    the prompt's colours of that category leave unmatched (as multisets, counted up to the smaller
+    of the two numbers, so a count error is the map check's, not this one's), plus one when the
+    prompt relates two things by colour and no thing painted in the subject's colour stands in that
+    relation to one painted in the object's (:func:`pandiff.world.generator.spatial_relation` on
+    their centroids: how the world's captions and its judge read relations)."""
+    if not colours.wanted and colours.relation is None:
+        return 0
+    instances = wc.thing_instances(pmap)
+    painted = [wc.dominant_colour(picture, mask) for _, mask in instances]
+    got: dict[str, list[str]] = {}
+    for (name, _), colour in zip(instances, painted):
+        got.setdefault(name, []).append(colour)
+    wrong = 0
+    for name, wanted in colours.wanted.items():
+        drawn = got.get(name, [])
+        wrong += min(len(drawn), len(wanted)) - sum((Counter(drawn) & Counter(wanted)).values())
+    if colours.relation is not None:
+        subject, relation, obj = colours.relation
+
+        def named(thing: tuple[str, str]) -> list[int]:
+            return [i for i, (name, _) in enumerate(instances) if (painted[i], name) == thing]
+
+        holds = any(
+            spatial_relation(wc.centroid(instances[a][1]), wc.centroid(instances[b][1])) == relation
+            for a in named(subject)
+            for b in named(obj)
+            if a != b
+        )
+        wrong += not holds
+    return wrong
 
 
 def map_failures(pmap: PanopticMap, spec: PromptSpec, exhaustive: bool = True) -> int:
@@ -380,14 +462,29 @@ def bite_apart(
     return out
 
 
-def colour_splits(pipe, latents, maps: Sequence[PanopticMap], share: float) -> list[int]:
+def colour_splits(
+    pipe, latents, maps: Sequence[PanopticMap], share: float, colours: Sequence[PromptColours] | None = None
+) -> list[int]:
     """Per sample, the things of its map that its picture (``latents``) paints in two colours
-    (:func:`pandiff.world.checks.colour_split_things`); all 0 when ``share`` is 0 (nothing is
-    decoded)."""
-    if share <= 0:
+    (:func:`pandiff.world.checks.colour_split_things`; none when ``share`` is 0), plus, given the
+    prompts' ``colours``, the prompt's colours the picture gets wrong on its map
+    (:func:`colour_failures`). All 0, nothing decoded, when neither check is on."""
+    if share <= 0 and colours is None:
         return [0] * len(maps)
     pictures = pipe.uint8_pictures(latents)
-    return [wc.colour_split_things(p, m, share) for p, m in zip(pictures, maps)]
+    split = [wc.colour_split_things(p, m, share) if share > 0 else 0 for p, m in zip(pictures, maps)]
+    if colours is None:
+        return split
+    return [s + colour_failures(p, m, c) for s, p, m, c in zip(split, pictures, maps, colours)]
+
+
+def prompts_colours(pipe, prompts: Sequence[str], colour_check: bool) -> list[PromptColours] | None:
+    """The prompts' colours (:func:`prompt_colours`) for the colour check, or None where it does
+    not act: off, or a table other than the built-in world's (only its captions name a colour
+    right before a thing, and only its things are painted flat in one)."""
+    if not colour_check or not is_world_table(pipe.table):
+        return None
+    return [prompt_colours(p, pipe.table) for p in prompts]
 
 
 def count_disagreement(drawn: PanopticMap, seen: PanopticMap) -> int:
@@ -442,6 +539,7 @@ def _cogenerate(pipe, text, empty, settings, cleanup, generator, progress):
 def self_checked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, tries, generator, progress, avoid_touching=False,
     separate=0, colour_split=0.0, misshapen=0.0, picture_match=0.0, restarts=0, snap=False, spread=0, cogen=0,
+    colour_check=False,
 ):  # fmt: skip
     """Prompt -> image + map with the self check: the pipeline's co-generation (and redraw), each
     stage drawn again by :func:`best_of` for the rows that fail.
@@ -451,8 +549,9 @@ def self_checked_sample(
     0 its misshapen things, weighed by :func:`weigh`); with ``redraw`` the picture drawn for that map is checked by
     :func:`count_disagreement` against the model's one-forward segmentation of it, otherwise that
     term joins the co-generation check. With ``colour_split`` > 0 that picture check also counts
-    the map's things the picture paints in two colours (:func:`colour_splits`). With ``redraw``
-    and ``separate`` > 0 the kept maps' touching things are first bitten that many pixels apart,
+    the map's things the picture paints in two colours (:func:`colour_splits`), and with
+    ``colour_check`` (world tables only) the prompt's colours it gets wrong (:func:`colour_failures`).
+    With ``redraw`` and ``separate`` > 0 the kept maps' touching things are first bitten that many pixels apart,
     and with ``redraw`` and ``snap`` their things first redrawn as world shapes and with ``spread`` > 0
     moved that many pixels apart (:func:`bite_apart`). With ``picture_match`` > 0 the picture check also fails a picture whose
     one-forward segmentation matches some thing of the map (or the map one of it) below that IoU
@@ -474,13 +573,16 @@ def self_checked_sample(
     # World captions name every thing in the scene; other prompts may leave some out.
     exhaustive = is_world_table(pipe.table)
     cogen_settings = pipe.cogen_settings(settings, cogen)
+    colours = prompts_colours(pipe, prompts, colour_check)
 
     def gens(idx):
         return [generator[i] for i in idx] if isinstance(generator, list) else generator
 
     def image_disagreement(idx, latents, maps):
         seen = pipe.segment_once(latents, text[idx], cleanup, gens(idx))
-        split = colour_splits(pipe, latents, maps, colour_split)
+        split = colour_splits(
+            pipe, latents, maps, colour_split, None if colours is None else [colours[i] for i in idx]
+        )
         unmatched = [picture_match > 0 and instance_match(m, s) < picture_match for m, s in zip(maps, seen)]
         return [count_disagreement(m, s) + c + u for m, s, c, u in zip(maps, seen, split, unmatched)]
 
@@ -594,7 +696,7 @@ def rank_best(
 
 def ranked_sample(
     pipe, prompts, text, empty, settings, cleanup, redraw, draws, generator, progress, avoid_touching=False,
-    separate=0, colour_split=0.0, misshapen=0.0, snap=False, spread=0, cogen=0,
+    separate=0, colour_split=0.0, misshapen=0.0, snap=False, spread=0, cogen=0, colour_check=False,
 ):  # fmt: skip
     """Prompt -> image + map as the best of ``draws`` whole samples per row (co-generation, and
     the redraw when ``redraw``), ranked by :func:`rank_best` on the row's map failures against the
@@ -602,7 +704,8 @@ def ranked_sample(
     misshapen things),
     :func:`instance_match` of the picture's one-forward segmentation against its map, and
     :func:`map_consistency`; with ``colour_split`` > 0 the things a draw's picture paints in two
-    colours (:func:`colour_splits`) rank right after the map failures. With ``redraw`` and
+    colours (:func:`colour_splits`), and with ``colour_check`` (world tables only) the prompt's
+    colours it gets wrong (:func:`colour_failures`), rank right after the map failures. With ``redraw`` and
     ``separate`` > 0 each draw's touching things are bitten apart before its redraw, with
     ``redraw`` and ``snap`` its things redrawn as world shapes first and with ``spread`` > 0 moved
     apart (:func:`bite_apart`). With ``cogen`` > 0 co-generation takes that many steps, the redraw
@@ -623,6 +726,7 @@ def ranked_sample(
     noise = randn((b, len(CONSISTENCY_TIMESTEPS) * shape[0], *shape[1:]), generator, text.device, text.dtype)
     noise = noise.view(b, len(CONSISTENCY_TIMESTEPS), *shape)
     cogen_settings = pipe.cogen_settings(settings, cogen)
+    colours = prompts_colours(pipe, prompts, colour_check)
     candidates = []
     for _ in range(draws):
         latents, maps = _cogenerate(pipe, text, empty, cogen_settings, cleanup, generator, progress)
@@ -639,7 +743,7 @@ def ranked_sample(
                 ],
                 "match": [instance_match(m, s) for m, s in zip(maps, seen)],
                 "error": map_consistency(pipe, latents, maps, text, noise),
-                "splits": colour_splits(pipe, latents, maps, colour_split),
+                "splits": colour_splits(pipe, latents, maps, colour_split, colours),
             }
         )
     keep = [

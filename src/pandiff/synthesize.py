@@ -53,7 +53,7 @@ _OUTPUT_KEYS = (
     "map_cleanup", "sampler", "split", "shard_size", "prompts_sha256", "redraw_image",
     "image_map_guidance_scale", "one_piece_instances", "map_sampler", "self_check",
     "best_of", "avoid_touching", "separate_touching", "colour_split", "misshapen", "picture_match",
-    "restarts", "snap_shapes", "spread_things", "cogen_steps", "weights",
+    "restarts", "snap_shapes", "spread_things", "cogen_steps", "weights", "colour_check",
 )  # fmt: skip
 # What a folder written before a key existed was made with.
 _LEGACY = {
@@ -71,6 +71,7 @@ _LEGACY = {
     "snap_shapes": False,
     "spread_things": 0,
     "cogen_steps": 0,
+    "colour_check": False,
 }
 
 
@@ -104,6 +105,7 @@ class SynthesizeOptions:
     misshapen: float | None = None  # with the checks, a map holding a misshapen thing fails
     picture_match: float | None = None  # with the self check, a picture matching its map below this IoU fails
     restarts: int | None = None  # with the self check, whole draws again of a pair that still fails
+    colour_check: bool | None = None  # with the checks, a picture with the prompt's colours wrong fails
     snap_shapes: bool | None = None  # with the redraw, the map's things redrawn as world shapes first
     spread_things: int | None = None  # with the redraw, the map's things moved this many pixels apart first
     cogen_steps: int | None = None  # with the redraw, co-generation's steps (0: steps'); None: the folder's
@@ -270,6 +272,7 @@ def sample_pairs(
     snap: bool = False,
     spread: int = 0,
     cogen: int = 0,
+    colour_check: bool = False,
 ):
     """Co-generate one batch (the pipeline's prompt -> image + map path): returns ``B H W 3`` uint8
     images, ``B K H W`` uint8 hard map bits (both on the CPU) and the decoded maps or None. Without
@@ -292,7 +295,8 @@ def sample_pairs(
     the map's things as world shapes before the redraw, as the pipeline's ``snap_shapes`` does, and
     ``spread`` > 0 moves them apart, as its ``spread_things`` does; ``cogen`` > 0 (with ``redraw``)
     runs co-generation at that many steps and the redraw at ``settings``', as its ``cogen_steps``
-    does."""
+    does; ``colour_check`` (with the checks) also fails pictures with the prompt's colours wrong, as
+    its ``colour_check`` does."""
     text, empty = pipe._encode_prompts(prompts)
     if draws > 1 or tries > 0:
         from pandiff.self_check import ranked_sample, self_checked_sample
@@ -305,6 +309,7 @@ def sample_pairs(
         latents, maps = sample(
             pipe, prompts, text, empty, settings, cleanup, redraw, n, list(generators), False, avoid_touching,
             separate, colour_split, misshapen, **only_self_check, snap=snap, spread=spread, cogen=cogen,
+            colour_check=colour_check,
         )  # fmt: skip
         return pipe.uint8_pictures(latents), None, maps
     out = pipe.sampler().sample(

@@ -11,7 +11,7 @@ from pandiff.errors import ConfigError
 from pandiff.evaluation.evaluate import EvaluationOptions, evaluate
 
 HEADER = {"mode", "model", "weights", "data", "dataset", "split", "n", "sampler", "map_sampler", "steps", "guidance_scale",
-          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "snap_shapes", "spread_things", "cogen_steps", "colour_split", "misshapen", "picture_match", "restarts", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
+          "map_guidance_scale", "map_cleanup", "one_piece_instances", "redraw_image", "self_check", "best_of", "avoid_touching", "separate_touching", "snap_shapes", "spread_things", "cogen_steps", "colour_split", "misshapen", "picture_match", "restarts", "colour_check", "image_map_guidance_scale", "seed", "generators", "prompts_cut", "batch", "prompts", "judge", "options", "metrics", "skipped"}  # fmt: skip
 
 
 def options(pipe_dir, world, tmp_path, **kw) -> EvaluationOptions:
@@ -305,6 +305,7 @@ def test_snap_shapes_reaches_the_sampling_and_is_reported_where_it_acts(
         ("cogen_steps", 1, {"redraw_image": True}, 0),
         ("colour_split", 0.2, {"self_check": 1}, 0.0),
         ("misshapen", 0.9, {"self_check": 1}, 0.0),
+        ("colour_check", True, {"self_check": 1}, False),
     ],
 )
 def test_sampling_settings_reach_the_call_and_are_reported_where_they_act(

@@ -255,6 +255,14 @@ def add_self_check_arguments(p: argparse.ArgumentParser) -> None:
         "is drawn again whole (map and picture), up to N more times, keeping the one that fails least "
         "(beyond the paper; 0 = off; default: the model's)",
     )
+    _add_folder_switch(
+        p,
+        "--colour-check",
+        "prompt -> image + map, with --self-check or --best-of, for the built-in world: a picture that paints "
+        "a thing in another colour than the prompt gives it, or a pair the prompt relates by colour ('a green "
+        "circle above an orange circle') the wrong way round, fails its check and is drawn again (beyond the "
+        "paper; default: the model's)",
+    )
 
 
 def check_self_check_arguments(args: argparse.Namespace) -> None:

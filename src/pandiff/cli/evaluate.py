@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         misshapen=args.misshapen,
         picture_match=args.picture_match,
         restarts=args.restarts,
+        colour_check=args.colour_check,
         snap_shapes=args.snap_shapes,
         spread_things=args.spread_things,
         cogen_steps=args.cogen_steps,

@@ -161,6 +161,7 @@ def _run(args, image: Image.Image | None = None) -> int:
             misshapen=getattr(args, "misshapen", None),
             picture_match=getattr(args, "picture_match", None),
             restarts=getattr(args, "restarts", None),
+            colour_check=getattr(args, "colour_check", None),
             snap_shapes=getattr(args, "snap_shapes", None),
             spread_things=getattr(args, "spread_things", None),
             cogen_steps=getattr(args, "cogen_steps", None),

@@ -68,6 +68,8 @@ class EvaluationOptions:
     picture_match: float | None = None
     # cogen with a self check: whole draws again of a sample that still fails (None: the model's)
     restarts: int | None = None
+    # cogen with a self check or best of K: a picture with the prompt's colours wrong fails (None: the model's)
+    colour_check: bool | None = None
     # cogen with the redraw: the map's things redrawn as world shapes first (None: the model's)
     snap_shapes: bool | None = None
     # cogen with the redraw: the map's things moved this many pixels apart first (None: the model's)
@@ -162,6 +164,7 @@ def generate(pipe, real: LabelledImages, opts: EvaluationOptions, mode: str) -> 
                 "misshapen": opts.misshapen,
                 "picture_match": opts.picture_match,
                 "restarts": opts.restarts,
+                "colour_check": opts.colour_check,
                 "snap_shapes": opts.snap_shapes,
                 "spread_things": opts.spread_things,
                 "cogen_steps": opts.cogen_steps,
@@ -458,7 +461,7 @@ def _downstream(pipe, opts: EvaluationOptions, report: Report) -> None:
             self_check=opts.self_check, avoid_touching=opts.avoid_touching,
             separate_touching=opts.separate_touching, colour_split=opts.colour_split,
             misshapen=opts.misshapen, picture_match=opts.picture_match, restarts=opts.restarts,
-            snap_shapes=opts.snap_shapes, spread_things=opts.spread_things, cogen_steps=opts.cogen_steps,
+            colour_check=opts.colour_check, snap_shapes=opts.snap_shapes, spread_things=opts.spread_things, cogen_steps=opts.cogen_steps,
             progress=opts.progress,
         )  # fmt: skip
         synthesize(synth, pipe=pipe)

@@ -42,6 +42,7 @@ SETTINGS = (
     "misshapen",
     "picture_match",
     "restarts",
+    "colour_check",
     "seed",
     "generators",
 )

@@ -40,6 +40,7 @@ _SUMMARY = (
     "misshapen",
     "picture_match",
     "restarts",
+    "colour_check",
     "seed",
     "generators",
 )
