@@ -855,22 +855,30 @@ def test_colour_splits_judges_each_decoded_picture_against_its_map(pipe, monkeyp
     assert sc.colour_splits(pipe, latents, [flat_map, split_map], 0.0) == [0, 0]
 
 
-def _fake_splits(monkeypatch, script):
-    """Scripted colour splits, one per judged picture in call order (0 after the list ends); the
-    prompt and count checks all pass. Returns the shares it was called with."""
+def _fake_picture_check(monkeypatch, owner, name, script):
+    """Scripted verdicts of the picture check ``owner.name(picture, map, setting)``, one per judged
+    picture in call order (0 after the list ends); the prompt and count checks all pass. Returns the
+    settings it was called with."""
     import pandiff.self_check as sc
 
-    seq, shares = iter(script), []
+    seq, settings = iter(script), []
     monkeypatch.setattr(sc, "map_failures", lambda m, spec, exhaustive: 0)
     monkeypatch.setattr(sc, "count_disagreement", lambda drawn, seen: 0)
 
-    def split(image, pmap, share):
-        shares.append(share)
+    def check(image, pmap, setting):
+        settings.append(setting)
         assert image.shape == (*pmap.shape, 3) and image.dtype == np.uint8  # the decoded picture
         return next(seq, 0)
 
-    monkeypatch.setattr(sc.wc, "colour_split_things", split)
-    return shares
+    monkeypatch.setattr(owner, name, check)
+    return settings
+
+
+def _fake_splits(monkeypatch, script):
+    """Scripted colour splits (:func:`_fake_picture_check`); returns the shares."""
+    import pandiff.self_check as sc
+
+    return _fake_picture_check(monkeypatch, sc.wc, "colour_split_things", script)
 
 
 def test_self_check_colour_split_draws_a_split_picture_again(pipe, monkeypatch):
@@ -1146,21 +1154,10 @@ def test_prompts_colours_act_only_when_on_and_on_world_tables(pipe, monkeypatch)
 
 
 def _fake_colours(monkeypatch, script):
-    """Scripted colour failures, one per judged picture in call order (0 after the list ends); the
-    prompt and count checks all pass. Returns the prompt colours it was called with."""
+    """Scripted colour failures (:func:`_fake_picture_check`); returns the prompt colours."""
     import pandiff.self_check as sc
 
-    seq, seen = iter(script), []
-    monkeypatch.setattr(sc, "map_failures", lambda m, spec, exhaustive: 0)
-    monkeypatch.setattr(sc, "count_disagreement", lambda drawn, seen: 0)
-
-    def wrong(picture, pmap, colours):
-        seen.append(colours)
-        assert picture.shape == (*pmap.shape, 3) and picture.dtype == np.uint8  # the decoded picture
-        return next(seq, 0)
-
-    monkeypatch.setattr(sc, "colour_failures", wrong)
-    return seen
+    return _fake_picture_check(monkeypatch, sc, "colour_failures", script)
 
 
 def test_self_check_colour_check_draws_a_wrong_coloured_picture_again(pipe, monkeypatch):

@@ -237,9 +237,14 @@ def _count_before(tokens: list[str], start: int, plural: bool) -> int | None:
     return None if plural else 1
 
 
+def _tokens(prompt: str) -> list[str]:
+    """A prompt's lower-case words, numbers and punctuation marks, as the prompt readers see it."""
+    return re.findall(r"[a-z]+|\d+|[,.;:]", prompt.lower())
+
+
 def parse_prompt(prompt: str, table: CategoryTable) -> PromptSpec:
     """Read what ``prompt`` names with ``table``'s category names (see :class:`PromptSpec`)."""
-    tokens = re.findall(r"[a-z]+|\d+|[,.;:]", prompt.lower())
+    tokens = _tokens(prompt)
     mentions = _mentions(tokens, table)
     counts: dict[str, int | None] = {}
     for m in (m for m in mentions if m.isthing):
@@ -300,7 +305,7 @@ def prompt_colours(prompt: str, table: CategoryTable) -> PromptColours:
     by a count that is not a number, gives no wanted colours."""
     from pandiff.world.drawing import THING_COLORS
 
-    tokens = re.findall(r"[a-z]+|\d+|[,.;:]", prompt.lower())
+    tokens = _tokens(prompt)
     mentions = _mentions(tokens, table)
 
     def colour(m: _Mention) -> str | None:
@@ -327,8 +332,8 @@ def colour_failures(picture: np.ndarray, pmap: PanopticMap, colours: PromptColou
     the prompt's colours of that category leave unmatched (as multisets, counted up to the smaller
     of the two numbers, so a count error is the map check's, not this one's), plus one when the
     prompt relates two things by colour and no thing painted in the subject's colour stands in that
-    relation to one painted in the object's (:func:`pandiff.world.generator.spatial_relation` on
-    their centroids: how the world's captions and its judge read relations)."""
+    relation to one painted in the object's (:func:`pandiff.world.checks.relation_holds`: how the
+    world's captions and its judge read relations)."""
     if not colours.wanted and colours.relation is None:
         return 0
     instances = wc.thing_instances(pmap)
@@ -341,18 +346,8 @@ def colour_failures(picture: np.ndarray, pmap: PanopticMap, colours: PromptColou
         drawn = got.get(name, [])
         wrong += min(len(drawn), len(wanted)) - sum((Counter(drawn) & Counter(wanted)).values())
     if colours.relation is not None:
-        subject, relation, obj = colours.relation
-
-        def named(thing: tuple[str, str]) -> list[int]:
-            return [i for i, (name, _) in enumerate(instances) if (painted[i], name) == thing]
-
-        holds = any(
-            spatial_relation(wc.centroid(instances[a][1]), wc.centroid(instances[b][1])) == relation
-            for a in named(subject)
-            for b in named(obj)
-            if a != b
-        )
-        wrong += not holds
+        (colour_a, name_a), relation, (colour_b, name_b) = colours.relation
+        wrong += not wc.relation_holds(instances, painted, (name_a, colour_a), relation, (name_b, colour_b))
     return wrong
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -626,17 +627,35 @@ def relation_satisfied(
     instances = thing_instances(pmap, min_fraction)
     colours = [dominant_colour(image, m) if image is not None else None for _, m in instances]
 
-    def candidates(thing: dict) -> list[int]:
-        return [
-            i for i, (name, _) in enumerate(instances)
-            if name == thing["category"] and (image is None or colours[i] == thing["color"])
-        ]  # fmt: skip
+    def wanted(thing: dict) -> tuple[str, str | None]:
+        return thing["category"], thing["color"] if image is not None else None
 
-    subjects, objects = candidates(spec["things"][rel["subject"]]), candidates(spec["things"][rel["object"]])
+    subject, obj = wanted(spec["things"][rel["subject"]]), wanted(spec["things"][rel["object"]])
+    return relation_holds(instances, colours, subject, rel["relation"], obj)
+
+
+def relation_holds(
+    instances: list[tuple[str, np.ndarray]],
+    colours: Sequence[str | None],
+    subject: tuple[str, str | None],
+    relation: str,
+    obj: tuple[str, str | None],
+) -> bool:
+    """Whether some pair of distinct ``instances`` (:func:`thing_instances`) stands in ``relation``
+    by :func:`pandiff.world.generator.spatial_relation` on their centroids, the first an instance
+    of ``subject``, the second of ``obj``: ``(category, colour)``, the colour matched against the
+    instance's ``colours`` entry unless it is None (any colour)."""
+
+    def candidates(thing: tuple[str, str | None]) -> list[int]:
+        name, colour = thing
+        return [
+            i for i, (n, _) in enumerate(instances) if n == name and (colour is None or colours[i] == colour)
+        ]
+
     return any(
-        spatial_relation(centroid(instances[a][1]), centroid(instances[b][1])) == rel["relation"]
-        for a in subjects
-        for b in objects
+        spatial_relation(centroid(instances[a][1]), centroid(instances[b][1])) == relation
+        for a in candidates(subject)
+        for b in candidates(obj)
         if a != b
     )
 
